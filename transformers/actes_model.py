@@ -6,7 +6,7 @@ gives the official name so that a reader can check it against the specification.
 
 from __future__ import annotations
 
-__all__ = ["NATURES", "NATURE_DEFAULT_TYPE", "ActFile", "CanonicalAct"]
+__all__ = ["NATURES", "NATURE_DEFAULT_TYPE", "ActFile", "CanonicalAct", "Collectivite"]
 
 from dataclasses import dataclass, field
 from datetime import date
@@ -82,3 +82,16 @@ class CanonicalAct:
     def idempotency_key(self) -> str:
         """SIREN + NumeroInterne + decision date: the same act is never sent twice."""
         return f"acte:{self.siren}:{self.numero_interne}:{self.decision_date.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Collectivite:
+    """What the configuration says of a collectivité (``collectivites:`` in the YAML)."""
+
+    siren: str
+    departement: str
+    arrondissement: int
+    nature: str  #: IDCL/@actes:Nature, 2 digits
+    return_emails: tuple[str, ...] = ()
+    classification_file: Path | None = None  #: a RetourClassification (7-2) to check against
+    classification_date: date | None = None  #: ClassificationDateVersion when the sidecar lacks one
