@@ -1,0 +1,72 @@
+"""The document model the runtime moves around, and what it asks of the route layer.
+
+The runtime knows documents only as ledger rows and spool blobs.  What a document *means*
+— which route takes it, what act it is, which archive goes to which endpoint — is the
+business of a :class:`Processor` (``routes.pipeline.Pipeline``), handed to the runtime by
+``run_bus.py``: ``bus/`` imports neither ``routes/`` nor ``transformers/``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PlannedDelivery", "PreparedDocument", "Processor"]
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """One endpoint a document goes to, with the artifact built once for it."""
+
+    route: str
+    endpoint: str
+    artifact_name: str
+    artifact_sha256: str
+    artifact_kind: str
+    client_key: str | None = None
+    id_acte: str | None = None
+    envelope_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlannedDelivery:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A document mapped, routed and built: everything the deliveries need."""
+
+    route: str  #: the first route that took it (a document may take several)
+    siren: str | None
+    id_acte: str | None  #: the expected IDActe, for an act
+    natural_key: str | None  #: SIREN + NumeroInterne + decision date, for an act
+    canonical: dict[str, Any]  #: the canonical model, JSON-ready
+    deliveries: tuple[PlannedDelivery, ...] = field(default_factory=tuple)
+
+    def ledger_payload(self) -> dict[str, Any]:
+        """What the ledger keeps in the document's ``canonical`` column."""
+        return {
+            "model": self.canonical,
+            "natural_key": self.natural_key,
+            "deliveries": [d.to_json() for d in self.deliveries],
+        }
+
+    @staticmethod
+    def planned_from_ledger(payload: dict[str, Any] | None) -> list[PlannedDelivery]:
+        return [PlannedDelivery.from_json(d) for d in (payload or {}).get("deliveries", [])]
+
+
+class Processor(Protocol):
+    """What the runtime needs from the route layer."""
+
+    def bundle_members(self, source: str) -> Callable[[str, bytes], list[str]]:
+        """For a source connector: given a sidecar, the names of the files it brings."""
+        ...
+
+    def prepare(self, document: Any) -> PreparedDocument:
+        """Map, route, build and validate a RECEIVED document; raise DocumentError if it cannot go."""
+        ...

@@ -1,0 +1,101 @@
+"""Every Prometheus metric of Hent, defined once.
+
+Labels are bounded: route, connector, outcome, stage, state, queue — names from the
+configuration or fixed vocabularies, never a file name or a document id.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DOCUMENTS",
+    "STAGE_SECONDS",
+    "END_TO_END_SECONDS",
+    "LEDGER_DOCUMENTS",
+    "LEDGER_DELIVERIES",
+    "DEAD_LETTERS",
+    "POLL_FAILURES",
+    "SEND_FAILURES",
+    "CIRCUIT_STATE",
+    "QUEUE_DEPTH",
+    "BUILD_INFO",
+    "REGISTRY",
+    "stage_timer",
+]
+
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+DOCUMENTS = Counter(
+    "hent_documents",
+    "Documents that reached a final document state, by route and outcome (routed, failed).",
+    ["route", "outcome"],
+    registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "hent_stage_duration_seconds",
+    "Time spent in each stage of the pipeline (ingest, map, build, validate, send, reply).",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+END_TO_END_SECONDS = Histogram(
+    "hent_end_to_end_seconds",
+    "From pickup at the source to the final state of a delivery (delivered, acknowledged...).",
+    ["route", "outcome"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
+    registry=REGISTRY,
+)
+LEDGER_DOCUMENTS = Gauge(
+    "hent_ledger_documents", "Documents in the ledger by state.", ["state"], registry=REGISTRY
+)
+LEDGER_DELIVERIES = Gauge(
+    "hent_ledger_deliveries", "Deliveries in the ledger by state.", ["state"], registry=REGISTRY
+)
+DEAD_LETTERS = Counter(
+    "hent_dead_letters",
+    "Deliveries and documents moved to FAILED, by route and connector.",
+    ["route", "connector"],
+    registry=REGISTRY,
+)
+POLL_FAILURES = Counter(
+    "hent_poll_failures", "Failed polls of a source connector.", ["connector"], registry=REGISTRY
+)
+SEND_FAILURES = Counter(
+    "hent_send_failures",
+    "Failed sends to an endpoint, by connector and kind (transient, document).",
+    ["connector", "kind"],
+    registry=REGISTRY,
+)
+CIRCUIT_STATE = Gauge(
+    "hent_endpoint_circuit_state",
+    "Circuit of each endpoint: 0 closed, 1 open, 2 half-open.",
+    ["connector"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "hent_backbone_queue_depth", "Messages waiting in each backbone queue.", ["queue"], registry=REGISTRY
+)
+BUILD_INFO = Info("hent_build", "Version of Hent and of the Python running it.", registry=REGISTRY)
+
+try:
+    _version = metadata.version("hent")
+except metadata.PackageNotFoundError:  # running from a checkout that was not installed
+    _version = "0+unknown"
+BUILD_INFO.info({"version": _version, "python": platform.python_version()})
+
+
+@contextmanager
+def stage_timer(stage: str) -> Iterator[None]:
+    """Observe the duration of a pipeline stage."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(stage=stage).observe(time.perf_counter() - start)

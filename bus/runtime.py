@@ -1,0 +1,553 @@
+"""The runtime: wires ledger, spool, backbone, scheduler, connectors and metrics, and owns policy.
+
+Flow of one document::
+
+    poll (scheduler thread)     list → claim → spool (fsync) → ledger RECEIVED → publish id
+    documents queue (consumer)  lease → processor.prepare → PREPARED → deliveries PENDING → ROUTED
+    deliveries queue (consumer) lease → circuit → connector.send → DELIVERED | SENT  (retry: back-off)
+    settle (poll thread)        ROUTED → commit at the source; FAILED → negative reply + rollback
+
+The ledger is the truth: a crash at any point leaves rows that the sweeper re-publishes
+(leases expire) and claims that ``recover`` finds again.  A SENT delivery is never re-sent.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Runtime", "RetryPolicy"]
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bus import metrics, registry
+from bus.backbone import DELIVERIES, DOCUMENTS, Backbone
+from bus.circuit import Circuit
+from bus.connector import Artifact, Claimed, InboundConnector, InboundContext, OutboundConnector
+from bus.document import PreparedDocument, Processor
+from bus.errors import DocumentError, HentError, TransientError
+from bus.ledger import DeliveryState, DocumentState, Ledger, StaleState
+from bus.scheduler import Scheduler
+from bus.secrets import redact, redact_url
+from bus.spool import Spool
+
+log = logging.getLogger(__name__)
+
+FINAL_DOCUMENT = {DocumentState.ROUTED, DocumentState.FAILED}
+FINAL_DELIVERY = {
+    DeliveryState.DELIVERED,
+    DeliveryState.ACKNOWLEDGED,
+    DeliveryState.REJECTED,
+    DeliveryState.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential back-off for transient send failures, then the dead letter (FAILED)."""
+
+    max_attempts: int = 8
+    first_delay: float = 2.0
+    max_delay: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.first_delay * 2 ** max(attempt - 1, 0), self.max_delay)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    """One worker of the bus; ``run()`` until SIGTERM/SIGINT, or ``run_until_idle()``."""
+
+    def __init__(
+        self,
+        config: Any,
+        processor_factory: Callable[[Runtime], Processor],
+        *,
+        retry: RetryPolicy | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        settings = config.bus
+        self.config = config
+        self.actor = settings.worker_id
+        self.lease_seconds = float(settings.lease)
+        self.retry = retry or RetryPolicy()
+        Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(settings.ledger, actor=self.actor)
+        self.spool = Spool(Path(settings.spool))
+        self.backbone = Backbone(settings.broker, display_url=redact_url(settings.broker))
+        self.processor = processor_factory(self)
+        self.stop_event = threading.Event()
+        self.scheduler = Scheduler()
+        self._http = None
+        self._serve_http = serve_http and settings.metrics.enabled
+        self.sources: dict[str, InboundConnector] = {}
+        self.endpoints: dict[str, OutboundConnector] = {}
+        self.circuits: dict[str, Circuit] = {}
+        self._claims: dict[str, dict[str, Claimed]] = {}
+        self._source_locks: dict[str, threading.Lock] = {}
+        self._quiet: dict[str, bool] = {}
+        self._build_connectors()
+
+    # -- wiring ----------------------------------------------------------------------
+    def _build_connectors(self) -> None:
+        used_from = {name for route in self.config.routes for name in route.from_}
+        used_to = {name for route in self.config.routes for name in route.to}
+        for name in sorted(used_from):
+            cfg = self.config.connector_config(name, "inbound")
+            cls = registry.connector_class(cfg.type, "inbound")
+            context = InboundContext(bundle_members=self.processor.bundle_members(name))
+            self.sources[name] = cls(name, cfg, context)
+            self._claims[name] = {}
+            self._source_locks[name] = threading.Lock()
+            self._quiet[name] = False
+        for name in sorted(used_to):
+            cfg = self.config.connector_config(name, "outbound")
+            cls = registry.connector_class(cfg.type, "outbound")
+            self.endpoints[name] = cls(name, cfg)
+            self.circuits[name] = Circuit(name)
+
+    def endpoint_consumes(self, name: str) -> str:
+        return self.endpoints[name].consumes
+
+    def endpoint_config(self, name: str) -> Any:
+        return self.endpoints[name].config
+
+    # -- ingestion -------------------------------------------------------------------
+    def poll(self, source: str) -> int:
+        """One poll of a source: claim what is ready, record it, settle finished bundles."""
+        connector = self.sources[source]
+        taken = 0
+        with self._source_locks[source]:
+            try:
+                candidates = connector.list()
+                for candidate in candidates:
+                    if self.stop_event.is_set():
+                        break
+                    claimed = connector.claim(candidate)
+                    if claimed is not None:
+                        self._ingest(source, claimed, recovered=False)
+                        taken += 1
+                self._quiet[source] = not candidates
+                self._settle(source)
+            except HentError as exc:
+                metrics.POLL_FAILURES.labels(connector=source).inc()
+                self._quiet[source] = False
+                log.error("poll of %s failed: %s", source, redact(str(exc)))
+        return taken
+
+    def _ingest(self, source: str, claimed: Claimed, *, recovered: bool) -> None:
+        with metrics.stage_timer("ingest"):
+            files = {name: self.spool.put_file(path) for name, path in claimed.files.items()}
+            sidecar_sha = files[claimed.key]
+            document, created = self.ledger.add_document(
+                source=source,
+                bundle=claimed.key,
+                idempotency_key=f"file:{source}:{claimed.key}:{sidecar_sha}",
+                sidecar_sha256=sidecar_sha,
+                files=files,
+                actor=source,
+            )
+        self._claims[source][document.id] = claimed
+        if document.state in FINAL_DOCUMENT and not created and not recovered:
+            log.warning("%s from %s was already processed as document %s", claimed.key, source, document.id)
+            self._reply(document, None, note=f"already processed as document {document.id}: not sent again")
+        elif document.state not in FINAL_DOCUMENT:
+            self._publish(DOCUMENTS, document.id)
+
+    def _settle(self, source: str) -> None:
+        """Commit or roll back, at the source, the bundles whose document is final."""
+        connector = self.sources[source]
+        for doc_id, claimed in list(self._claims[source].items()):
+            document = self.ledger.get_document(doc_id)
+            if document.state == DocumentState.ROUTED:
+                connector.commit(claimed)
+            elif document.state == DocumentState.FAILED:
+                self._reply(document, None)
+                connector.rollback(claimed, _error_note(document))
+            else:
+                continue
+            del self._claims[source][doc_id]
+
+    def _settle_now(self, source: str) -> None:
+        lock = self._source_locks.get(source)
+        if lock is not None and lock.acquire(blocking=False):
+            try:
+                self._settle(source)
+            except HentError as exc:
+                log.error("settling %s failed: %s", source, redact(str(exc)))
+            finally:
+                lock.release()
+
+    # -- documents -------------------------------------------------------------------
+    def handle_document(self, doc_id: str) -> None:
+        if not self.ledger.acquire_lease("document", doc_id, self.actor, self.lease_seconds):
+            return
+        try:
+            document = self.ledger.get_document(doc_id)
+            if document.state == DocumentState.RECEIVED:
+                document = self._prepare(document)
+            if document.state == DocumentState.PREPARED:
+                self._route(document)
+        except TransientError as exc:
+            log.warning("document %s will be retried: %s", doc_id, redact(str(exc)))
+            return  # the lease expires and the sweeper re-publishes it
+        except StaleState:
+            log.info("document %s moved on meanwhile", doc_id)
+        self.ledger.release_lease("document", doc_id, self.actor)
+        document = self.ledger.get_document(doc_id)
+        if document.state in FINAL_DOCUMENT:
+            self._settle_now(document.source)
+
+    def _prepare(self, document: Any) -> Any:
+        try:
+            with metrics.stage_timer("prepare"):
+                prepared = self.processor.prepare(document)
+            self._refuse_second_transmission(document.id, prepared)
+        except DocumentError as exc:
+            return self._fail_document(document, str(exc))
+        except (TransientError, StaleState):
+            raise
+        except Exception as exc:  # a bug must not loop forever: fail it visibly, replay later
+            log.exception("document %s: internal error", document.id)
+            return self._fail_document(document, f"internal error while preparing: {exc!r}; report it, then replay")
+        return self.ledger.transition_document(
+            document.id,
+            DocumentState.PREPARED,
+            actor=self.actor,
+            expect=DocumentState.RECEIVED,
+            route=prepared.route,
+            siren=prepared.siren,
+            id_acte=prepared.id_acte,
+            canonical=prepared.ledger_payload(),
+        )
+
+    def _refuse_second_transmission(self, doc_id: str, prepared: PreparedDocument) -> None:
+        if not prepared.id_acte:
+            return
+        for other in self.ledger.documents(id_acte=prepared.id_acte):
+            if other.id != doc_id and other.state != DocumentState.FAILED:
+                raise DocumentError(
+                    f"act {prepared.id_acte} was already received as document {other.id} "
+                    f"(state {other.state}); it is not sent twice: to send a corrected act, "
+                    "give it a new NumeroInterne",
+                    field="numero_interne",
+                    rule="act-unique",
+                )
+
+    def _fail_document(self, document: Any, reason: str) -> Any:
+        failed = self.ledger.transition_document(
+            document.id, DocumentState.FAILED, actor=self.actor, reason=reason, expect=document.state
+        )
+        metrics.DOCUMENTS.labels(route=document.route or "none", outcome="failed").inc()
+        metrics.DEAD_LETTERS.labels(route=document.route or "none", connector=document.source).inc()
+        log.error("document %s (%s from %s) FAILED: %s", document.id, document.bundle, document.source, reason)
+        return failed
+
+    def _route(self, document: Any) -> None:
+        planned = PreparedDocument.planned_from_ledger(document.canonical)
+        existing = {d.endpoint for d in self.ledger.deliveries_of(document.id)}
+        for plan in planned:
+            if plan.endpoint in existing:
+                continue
+            self.ledger.add_delivery(
+                document.id,
+                route=plan.route,
+                endpoint=plan.endpoint,
+                artifact_name=plan.artifact_name,
+                artifact_sha256=plan.artifact_sha256,
+                artifact_kind=plan.artifact_kind,
+                client_key=plan.client_key,
+                id_acte=plan.id_acte,
+                envelope_name=plan.envelope_name,
+                actor=self.actor,
+            )
+        self.ledger.transition_document(
+            document.id, DocumentState.ROUTED, actor=self.actor, expect=DocumentState.PREPARED
+        )
+        metrics.DOCUMENTS.labels(route=document.route or "none", outcome="routed").inc()
+        for delivery in self.ledger.deliveries_of(document.id):
+            if delivery.state == DeliveryState.PENDING:
+                self._publish(DELIVERIES, delivery.id)
+
+    # -- deliveries ------------------------------------------------------------------
+    def handle_delivery(self, delivery_id: str) -> None:
+        if not self.ledger.acquire_lease("delivery", delivery_id, self.actor, self.lease_seconds):
+            return
+        delivery = self.ledger.get_delivery(delivery_id)
+        if delivery.state != DeliveryState.PENDING:
+            self.ledger.release_lease("delivery", delivery_id, self.actor)
+            return
+        circuit = self.circuits[delivery.endpoint]
+        if not circuit.allow():
+            # keep the lease as the timer: the sweeper re-publishes it once it expires
+            self.ledger.acquire_lease("delivery", delivery_id, self.actor, circuit.retry_in())
+            return
+        connector = self.endpoints[delivery.endpoint]
+        artifact = Artifact(
+            name=delivery.artifact_name,
+            path=self.spool.path(delivery.artifact_sha256),
+            sha256=delivery.artifact_sha256,
+            kind=delivery.artifact_kind,
+            client_key=delivery.client_key,
+            meta={"id_acte": delivery.id_acte, "envelope_name": delivery.envelope_name},
+        )
+        try:
+            with metrics.stage_timer("send"):
+                connector.connect()
+                try:
+                    result = connector.send(artifact)
+                finally:
+                    connector.close()
+        except TransientError as exc:
+            circuit.failure()
+            metrics.SEND_FAILURES.labels(connector=delivery.endpoint, kind="transient").inc()
+            self._retry_later(delivery, str(exc))
+            return
+        except DocumentError as exc:
+            circuit.success()
+            metrics.SEND_FAILURES.labels(connector=delivery.endpoint, kind="document").inc()
+            self._fail_delivery(delivery, str(exc))
+            return
+        circuit.success()
+        delivery = self.ledger.transition_delivery(
+            delivery.id,
+            result.state,
+            actor=delivery.endpoint,
+            expect=DeliveryState.PENDING,
+            remote_id=result.remote_id,
+            attempts=delivery.attempts + 1,
+            reason=result.detail or None,
+        )
+        self.ledger.release_lease("delivery", delivery.id, self.actor)
+        if delivery.state in FINAL_DELIVERY:
+            self._delivery_final(delivery)
+
+    def _retry_later(self, delivery: Any, reason: str) -> None:
+        attempts = delivery.attempts + 1
+        if attempts >= self.retry.max_attempts:
+            self._fail_delivery(delivery, f"gave up after {attempts} attempts: {reason}", attempts=attempts)
+            return
+        wait = self.retry.delay(attempts)
+        self.ledger.record_attempt(delivery.id, attempts=attempts, reason=redact(reason))
+        self.ledger.acquire_lease("delivery", delivery.id, self.actor, wait)
+        log.warning(
+            "delivery %s to %s: attempt %d failed (%s); next try in %.0f s",
+            delivery.id, delivery.endpoint, attempts, redact(reason), wait,
+        )
+
+    def _fail_delivery(self, delivery: Any, reason: str, attempts: int | None = None) -> None:
+        failed = self.ledger.transition_delivery(
+            delivery.id,
+            DeliveryState.FAILED,
+            actor=delivery.endpoint,
+            expect=DeliveryState.PENDING,
+            reason=redact(reason),
+            attempts=attempts if attempts is not None else delivery.attempts + 1,
+        )
+        self.ledger.release_lease("delivery", delivery.id, self.actor)
+        metrics.DEAD_LETTERS.labels(route=delivery.route, connector=delivery.endpoint).inc()
+        log.error("delivery %s to %s FAILED: %s", delivery.id, delivery.endpoint, redact(reason))
+        self._delivery_final(failed)
+
+    def _delivery_final(self, delivery: Any) -> None:
+        document = self.ledger.get_document(delivery.document_id)
+        started = document.received_at or document.created_at
+        metrics.END_TO_END_SECONDS.labels(route=delivery.route, outcome=str(delivery.state).lower()).observe(
+            max((_now() - started).total_seconds(), 0.0)
+        )
+        self._reply(document, delivery)
+
+    # -- replies to the source ---------------------------------------------------------
+    def _reply(self, document: Any, delivery: Any | None, *, note: str | None = None,
+               code: str | None = None, payload: bytes | None = None) -> None:
+        connector = self.sources.get(document.source)
+        if connector is None:
+            return
+        summary = reply_summary(document, delivery, note=note)
+        try:
+            with metrics.stage_timer("reply"):
+                connector.reply(document.bundle, code, payload, summary)
+        except HentError as exc:
+            log.error("reply to %s for %s failed: %s", document.source, document.bundle, redact(str(exc)))
+
+    # -- sweeping, publishing ----------------------------------------------------------
+    def _publish(self, queue: str, entity_id: str) -> None:
+        try:
+            self.backbone.publish(queue, entity_id)
+        except TransientError as exc:  # the sweeper publishes it again later
+            log.warning("could not publish %s %s: %s", queue, entity_id, redact(str(exc)))
+
+    def sweep(self) -> None:
+        """Re-publish work whose lease expired; refresh the gauges."""
+        try:
+            documents, deliveries = self.ledger.expired_work(grace=self.lease_seconds)
+            for doc_id in documents:
+                self._publish(DOCUMENTS, doc_id)
+            for delivery_id in deliveries:
+                self._publish(DELIVERIES, delivery_id)
+            counts = self.ledger.counts_by_state()
+            for state, count in counts.get("documents", {}).items():
+                metrics.LEDGER_DOCUMENTS.labels(state=state).set(count)
+            for state, count in counts.get("deliveries", {}).items():
+                metrics.LEDGER_DELIVERIES.labels(state=state).set(count)
+            for queue in Backbone.QUEUES:
+                depth = self.backbone.depth(queue)
+                if depth is not None:
+                    metrics.QUEUE_DEPTH.labels(queue=queue).set(depth)
+        except HentError as exc:
+            log.error("sweep failed: %s", redact(str(exc)))
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover claims left by a previous run, sweep once, start polling and serving."""
+        for name, connector in self.sources.items():
+            with self._source_locks[name]:
+                for claimed in connector.recover():
+                    self._ingest(name, claimed, recovered=True)
+        self.sweep_now(all_unfinished=True)
+        for name, connector in self.sources.items():
+            self.scheduler.add(f"poll:{name}", lambda n=name: self.poll(n), connector.config.poll)
+        self.scheduler.add("sweep", self.sweep, float(self.config.bus.sweep), now=False)
+        self.scheduler.start()
+        if self._serve_http:
+            from bus.health import HealthServer
+
+            self._http = HealthServer(self.config.bus.metrics.listen, self.readiness_checks()).start()
+
+    def sweep_now(self, *, all_unfinished: bool = False) -> None:
+        if all_unfinished:  # at start-up nobody else holds our leases: take everything unfinished
+            documents, deliveries = self.ledger.expired_work(grace=0.0)
+            for doc_id in documents:
+                self._publish(DOCUMENTS, doc_id)
+            for delivery_id in deliveries:
+                self._publish(DELIVERIES, delivery_id)
+        else:
+            self.sweep()
+
+    def readiness_checks(self) -> dict[str, Callable[[], tuple[bool, str]]]:
+        checks: dict[str, Callable[[], tuple[bool, str]]] = {
+            "ledger": lambda: (self.ledger.ping(), "ledger"),
+            "broker": lambda: (self.backbone.ping(), self.backbone.display_url),
+        }
+        for name, connector in {**self.sources, **self.endpoints}.items():
+            reachable = getattr(connector, "reachable", None)
+            if reachable is not None:
+                checks[f"connector:{name}"] = reachable
+        return checks
+
+    def consume(self) -> None:
+        self.backbone.consume(
+            {DOCUMENTS: self.handle_document, DELIVERIES: self.handle_delivery}, self.stop_event
+        )
+
+    def run(self, *, install_signals: bool = True) -> None:
+        """Serve until SIGTERM or SIGINT: stop polling, finish in-flight work, return."""
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
+        self.start()
+        log.info("hent worker %s running: %d source(s), %d endpoint(s)", self.actor,
+                 len(self.sources), len(self.endpoints))
+        try:
+            self.consume()
+        finally:
+            self.shutdown()
+
+    def request_stop(self, why: str = "stop requested") -> None:
+        log.info("%s: finishing in-flight work", why)
+        self.stop_event.set()
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self.scheduler.shutdown(wait=True)
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        for connector in [*self.sources.values(), *self.endpoints.values()]:
+            try:
+                connector.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the real outcome
+                log.exception("closing %s", connector.name)
+        self.backbone.close()
+        self.ledger.close()
+
+    def is_idle(self) -> bool:
+        """Nothing left to take, to process or to settle (used by the demo and the tests)."""
+        if not all(self._quiet.values()) or any(self._claims.values()):
+            return False
+        counts = self.ledger.counts_by_state()
+        busy_docs = {DocumentState.RECEIVED, DocumentState.PREPARED}
+        busy_deliveries = {DeliveryState.PENDING, DeliveryState.SENT}
+        return not any(counts.get("documents", {}).get(s, 0) for s in busy_docs) and not any(
+            counts.get("deliveries", {}).get(s, 0) for s in busy_deliveries
+        )
+
+    def run_until_idle(self, timeout: float = 60.0) -> bool:
+        """Run until :meth:`is_idle` holds twice in a row (or ``timeout``); True if idle."""
+        self.start()
+        consumer = threading.Thread(target=self.consume, name="hent-consumer", daemon=True)
+        consumer.start()
+        deadline = time.monotonic() + timeout
+        idle_once = False
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+                if self.is_idle():
+                    if idle_once:
+                        return True
+                    idle_once = True
+                else:
+                    idle_once = False
+            return False
+        finally:
+            self.stop_event.set()
+            consumer.join(timeout=10)
+            self.shutdown()
+
+
+def _error_note(document: Any) -> str:
+    return (
+        f"Hent could not process {document.bundle} (document {document.id}, from {document.source}).\n"
+        f"{document.reason}\n"
+        "Fix what is named above, then drop the corrected bundle again.\n"
+    )
+
+
+def reply_summary(document: Any, delivery: Any | None, *, note: str | None = None) -> dict[str, Any]:
+    """The JSON summary written back to the source for a document or one of its deliveries."""
+    summary: dict[str, Any] = {
+        "document": document.id,
+        "bundle": document.bundle,
+        "source": document.source,
+        "document_state": str(document.state),
+        "received_at": document.received_at.isoformat() if document.received_at else None,
+        "at": _now().isoformat(),
+    }
+    if delivery is None:
+        summary["state"] = str(document.state)
+        if document.state == DocumentState.FAILED:
+            summary["reason"] = document.reason
+            summary["problems"] = (document.reason or "").splitlines()
+    else:
+        summary.update(
+            state=str(delivery.state),
+            delivery=delivery.id,
+            route=delivery.route,
+            endpoint=delivery.endpoint,
+            archive=delivery.artifact_name,
+            envelope=delivery.envelope_name,
+            id_acte=delivery.id_acte,
+            remote_id=delivery.remote_id,
+            reason=delivery.reason,
+        )
+    if note:
+        summary["note"] = note
+    return summary

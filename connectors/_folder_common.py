@@ -1,0 +1,92 @@
+"""What both directions of the folder connector share: durable renames and writes."""
+
+from __future__ import annotations
+
+__all__ = ["fsync_dir", "atomic_write", "move", "folder_errors", "exclusive_write"]
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bus.errors import ConfigError, TransientError
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a creation in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None = None) -> None:
+    """Write ``data`` (or copy ``source``) to ``target`` under a temporary name, fsync, rename."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            if data is not None:
+                out.write(data)
+            elif source is not None:
+                with open(source, "rb") as src:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(target.parent)
+
+
+def exclusive_write(target: Path, data: bytes) -> bool:
+    """Create ``target`` with ``data`` only if it does not exist; durable; False if it exists."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        os.link(tmp, target)  # fails if target exists: never overwrite
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(target.parent)
+    return True
+
+
+def move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (same file system) and make both folders durable."""
+    os.replace(src, dst)
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
+
+
+@contextmanager
+def folder_errors(connector: str, path: Path) -> Iterator[None]:
+    """Translate OS errors: a missing or forbidden folder is configuration, the rest transient."""
+    try:
+        yield
+    except PermissionError as exc:
+        raise TransientError(
+            f"connector {connector!r}: permission denied on {exc.filename or path}: "
+            "give the bus's user read and write access",
+            connector=connector,
+            path=str(exc.filename or path),
+        ) from exc
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise ConfigError(
+                f"connector {connector!r}: {path} and its work folders must be on one file system",
+                connector=connector,
+                path=str(path),
+            ) from exc
+        raise TransientError(
+            f"connector {connector!r}: {exc.strerror or exc} on {exc.filename or path}",
+            connector=connector,
+            path=str(exc.filename or path),
+        ) from exc

@@ -1,0 +1,263 @@
+"""Drop folder, inbound: back-office software drops a sidecar and the files it names.
+
+Life of a bundle (as Camel's file component): a sidecar matching ``pattern`` is *ready*
+when a done-file sits beside it (``ready.done_file``), or else when it and the files it
+names are older than ``ready.min_age`` AND their sizes did not change between two polls.
+``claim`` moves the whole bundle into a private work folder (a manifest is written
+first, so a crash mid-claim is finished by ``recover``).  ``commit`` moves it to
+``done/`` (or deletes it); ``rollback`` moves it to ``error/`` beside
+``<sidecar>.error.txt`` saying what to fix.  Replies go to ``replies/`` as
+``<bundle>.<seq>.<code>.xml`` (a platform's message, verbatim) and ``<bundle>.<seq>.json``
+(a summary), never overwritten.  A file named by a sidecar is only ever looked for in
+the drop folder itself: a name with a path in it is not followed.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Connector", "FolderInboundConfig", "ReadyConfig"]
+
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bus.config import ConfigPath, ConnectorConfig, Duration, Schedule
+from bus.connector import Candidate, Claimed, InboundConnector
+from connectors._folder_common import exclusive_write, folder_errors, fsync_dir, move
+
+log = logging.getLogger(__name__)
+
+MANIFEST = ".claim.json"
+
+
+class ReadyConfig(BaseModel):
+    """When a dropped bundle may be taken."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_age: Duration = Field(5.0, description="Files must be at least this old (seconds or '5s').")
+    stable: bool = Field(True, description="Sizes must not change between two polls.")
+    done_file: str | None = Field(
+        None, description="Suffix of a marker file (e.g. '.done'): when set, only bundles with one are taken."
+    )
+
+
+class FolderInboundConfig(ConnectorConfig):
+    """``type: folder`` used in a route's ``from``."""
+
+    type: Literal["folder"] = "folder"
+    path: ConfigPath = Field(..., description="The drop folder the software writes into.")
+    pattern: str = Field("*.json", description="Glob of the sidecar files that announce a bundle.")
+    poll: Schedule = Field("30s", description="How often to look: a duration ('30s') or a cron line.")
+    ready: ReadyConfig = Field(default_factory=ReadyConfig, description="Readiness rules.")
+    work_dir: ConfigPath | None = Field(None, description="Where claimed bundles wait (default <path>/.hent-work).")
+    done_dir: ConfigPath | None = Field(None, description="Where processed bundles go (default <path>/done).")
+    error_dir: ConfigPath | None = Field(None, description="Where failed bundles go (default <path>/error).")
+    replies: ConfigPath | None = Field(None, description="Where replies to the software go (default <path>/replies).")
+    on_success: Literal["move", "delete"] = Field("move", description="Move processed bundles or delete them.")
+    max_per_poll: int = Field(500, gt=0, description="At most this many bundles are claimed per poll.")
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
+class FolderInbound(InboundConnector):
+    Config = FolderInboundConfig
+    config: FolderInboundConfig
+
+    def __init__(self, name: str, config: FolderInboundConfig, context: Any = None) -> None:
+        super().__init__(name, config, context)
+        root = config.path
+        self.work_dir = config.work_dir or root / ".hent-work"
+        self.done_dir = config.done_dir or root / "done"
+        self.error_dir = config.error_dir or root / "error"
+        self.replies_dir = config.replies or root / "replies"
+        self._last_seen: dict[str, tuple[int, int]] = {}
+
+    def _ensure_dirs(self) -> None:
+        for folder in (self.work_dir, self.done_dir, self.error_dir, self.replies_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # -- readiness -------------------------------------------------------------------
+    def _stable(self, path: Path, now: float, seen: dict[str, tuple[int, int]]) -> bool:
+        stat = path.stat()
+        signature = (stat.st_size, stat.st_mtime_ns)
+        previous = self._last_seen.get(path.name)
+        seen[path.name] = signature
+        if now - stat.st_mtime < self.config.ready.min_age:
+            return False
+        return not self.config.ready.stable or previous == signature
+
+    def list(self) -> list[Candidate]:
+        root = self.config.path
+        ready = self.config.ready
+        found: list[Candidate] = []
+        seen: dict[str, tuple[int, int]] = {}
+        now = time.time()
+        with folder_errors(self.name, root):
+            self._ensure_dirs()
+            for sidecar in sorted(root.glob(self.config.pattern)):
+                if not sidecar.is_file() or sidecar.name.startswith("."):
+                    continue
+                try:
+                    if ready.done_file:
+                        if not (root / f"{sidecar.name}{ready.done_file}").is_file():
+                            continue
+                        members = self._members(sidecar)
+                    else:
+                        members = self._members(sidecar)
+                        present = [sidecar, *(root / m for m in members if (root / m).is_file())]
+                        # every file is looked at, so that each has a size from this poll
+                        if not all([self._stable(p, now, seen) for p in present]):
+                            continue
+                except FileNotFoundError:  # taken by another poller meanwhile
+                    continue
+                found.append(Candidate(sidecar.name, tuple(members)))
+                if len(found) >= self.config.max_per_poll:
+                    break
+        self._last_seen = seen
+        return found
+
+    def _members(self, sidecar: Path) -> list[str]:
+        try:
+            names = self.context.bundle_members(sidecar.name, sidecar.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - the mapping reports it when the document is mapped
+            log.debug("bundle members of %s unknown: %s", sidecar, exc)
+            return []
+        return [n for n in dict.fromkeys(names) if _plain_name(n) and n != sidecar.name]
+
+    # -- claim / commit / rollback ---------------------------------------------------
+    def claim(self, candidate: Candidate) -> Claimed | None:
+        root = self.config.path
+        claim_dir = self.work_dir / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        with folder_errors(self.name, root):
+            claim_dir.mkdir(parents=True)
+            manifest = {"key": candidate.key, "members": list(candidate.members), "origin": str(root)}
+            exclusive_write(claim_dir / MANIFEST, json.dumps(manifest).encode())
+            try:
+                move(root / candidate.key, claim_dir / candidate.key)
+            except FileNotFoundError:
+                (claim_dir / MANIFEST).unlink(missing_ok=True)
+                claim_dir.rmdir()
+                return None
+            return self._finish_claim(claim_dir, manifest)
+
+    def _finish_claim(self, claim_dir: Path, manifest: dict[str, Any]) -> Claimed:
+        root = Path(manifest["origin"])
+        key = manifest["key"]
+        names = [key, *manifest["members"]]
+        if self.config.ready.done_file:
+            names.append(f"{key}{self.config.ready.done_file}")
+        files: dict[str, Path] = {}
+        for name in names:
+            target = claim_dir / name
+            if not target.exists() and (root / name).is_file():
+                move(root / name, target)
+            if target.exists() and not name.endswith(self.config.ready.done_file or "\0"):
+                files[name] = target
+        return Claimed(key, files, origin=str(root))
+
+    def recover(self) -> list[Claimed]:
+        claims: list[Claimed] = []
+        with folder_errors(self.name, self.work_dir):
+            if not self.work_dir.is_dir():
+                return claims
+            for claim_dir in sorted(self.work_dir.iterdir()):
+                manifest_path = claim_dir / MANIFEST
+                if not manifest_path.is_file():
+                    continue
+                manifest = json.loads(manifest_path.read_text())
+                if not (claim_dir / manifest["key"]).exists():
+                    if (Path(manifest["origin"]) / manifest["key"]).exists():
+                        # crashed before the sidecar moved: nothing was taken
+                        manifest_path.unlink()
+                        _remove_empty(claim_dir)
+                    continue
+                claims.append(self._finish_claim(claim_dir, manifest))
+        return claims
+
+    def commit(self, claimed: Claimed) -> None:
+        with folder_errors(self.name, self.done_dir):
+            for path in self._claimed_files(claimed):
+                if self.config.on_success == "delete":
+                    path.unlink()
+                else:
+                    move(path, _free_name(self.done_dir / path.name))
+            self._release(claimed)
+
+    def rollback(self, claimed: Claimed, reason: str) -> None:
+        with folder_errors(self.name, self.error_dir):
+            sidecar_target = _free_name(self.error_dir / claimed.key)
+            note = _free_name(sidecar_target.with_name(f"{sidecar_target.name}.error.txt"))
+            exclusive_write(note, reason.rstrip("\n").encode("utf-8") + b"\n")
+            for path in self._claimed_files(claimed):
+                target = sidecar_target if path.name == claimed.key else _free_name(self.error_dir / path.name)
+                move(path, target)
+            self._release(claimed)
+
+    def _claimed_files(self, claimed: Claimed) -> list[Path]:
+        claim_dir = claimed.sidecar.parent
+        return [p for p in sorted(claim_dir.iterdir()) if p.name != MANIFEST]
+
+    def _release(self, claimed: Claimed) -> None:
+        claim_dir = claimed.sidecar.parent
+        (claim_dir / MANIFEST).unlink(missing_ok=True)
+        _remove_empty(claim_dir)
+        fsync_dir(self.work_dir)
+
+    # -- replies ---------------------------------------------------------------------
+    def reply(self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any]) -> list[str]:
+        stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
+        body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+        with folder_errors(self.name, self.replies_dir):
+            self.replies_dir.mkdir(parents=True, exist_ok=True)
+            seq = 1
+            while True:
+                xml_name = f"{stem}.{seq}.{code or 'message'}.xml"
+                json_name = f"{stem}.{seq}.json"
+                if any(self.replies_dir.glob(f"{_glob_escape(stem)}.{seq}.*")):
+                    seq += 1
+                    continue
+                # the message first, the summary last: a reader that sees the summary finds both
+                first = (xml_name, payload) if payload is not None else (json_name, body)
+                if exclusive_write(self.replies_dir / first[0], first[1]):
+                    break
+                seq += 1
+            written = [first[0]]
+            if payload is not None:
+                exclusive_write(self.replies_dir / json_name, body)
+                written.append(json_name)
+        return written
+
+    def reachable(self) -> tuple[bool, str]:
+        root = self.config.path
+        return root.is_dir() and os.access(root, os.R_OK | os.W_OK), str(root)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
+def _free_name(target: Path) -> Path:
+    """``target`` if free, else ``name.1``, ``name.2``...: never overwrite."""
+    candidate, n = target, 0
+    while candidate.exists():
+        n += 1
+        candidate = target.with_name(f"{target.name}.{n}")
+    return candidate
+
+
+def _remove_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+Connector = FolderInbound

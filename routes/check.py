@@ -1,0 +1,72 @@
+"""``run_bus.py check``: the configuration, the vendor mappings it names, the schemas it needs."""
+
+from __future__ import annotations
+
+__all__ = ["check_configuration"]
+
+from pathlib import Path
+
+from bus import registry
+from bus.config import load_config
+from bus.errors import ConfigError, HentError, Problem
+from transformers.actes_validate import ActesValidator
+from transformers.classification import Classification
+from transformers.mapping import Mapping
+
+#: what each route transform builds, and the schemas it compiles
+TRANSFORM_KINDS = {"actes": "actes-archive"}
+
+
+def check_configuration(path: Path) -> tuple[list[Problem], str]:
+    """Every problem at once (empty when the configuration can run), and a one-line summary."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return (exc.problems or [exc.problem()]), ""
+    problems: list[Problem] = []
+    seen_maps: set[str] = set()
+    for index, route in enumerate(config.routes):
+        if route.map is not None and str(route.map) not in seen_maps:
+            seen_maps.add(str(route.map))
+            try:
+                Mapping.load(Path(route.map))
+            except ConfigError as exc:
+                problems.extend(exc.problems or [exc.problem()])
+        kind = TRANSFORM_KINDS.get(route.transform)
+        for endpoint in route.to:
+            try:
+                cfg = config.connector_config(endpoint, "outbound")
+                consumes = registry.connector_class(cfg.type, "outbound").consumes
+            except HentError as exc:
+                problems.append(exc.problem())
+                continue
+            if kind is not None and consumes != kind:
+                problems.append(
+                    Problem(
+                        f"endpoint {endpoint!r} takes {consumes}, but transform {route.transform!r} "
+                        f"builds {kind}",
+                        file=str(path),
+                        field=f"routes[{index}].to",
+                        rule="endpoint-kind",
+                    )
+                )
+    for entry in config.collectivites:
+        if entry.classification:
+            try:
+                Classification.from_file(Path(entry.classification))
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                problems.append(
+                    Problem(f"classification file unreadable: {exc}", file=str(entry.classification),
+                            field=f"collectivites[{entry.siren}].classification", rule="classification")
+                )
+    try:
+        ActesValidator()
+        schemas = "actes"
+    except Exception as exc:  # noqa: BLE001
+        problems.append(Problem(f"the ACTES schema does not compile: {exc}", rule="schema"))
+        schemas = "none"
+    summary = (
+        f"{path}: OK — {len(config.connectors)} connector(s), {len(config.routes)} route(s), "
+        f"{len(config.collectivites)} collectivité(s); schemas compiled: {schemas}"
+    )
+    return problems, summary

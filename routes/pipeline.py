@@ -1,0 +1,206 @@
+"""The pipeline that runs routes: map the vendor's export, route it, build and validate.
+
+One document, taken from a source connector, is mapped by each route that reads from
+that source (a route's ``map`` names the vendor mapping), kept by the routes whose
+``when`` it meets, and built once per endpoint of those routes into the artifact the
+endpoint consumes (an ACTES archive for a folder, SFTP or Hent's SOAP contract).  The
+artifacts go to the spool; the runtime records them and hands them to the endpoints.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Pipeline", "act_to_json"]
+
+import dataclasses
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from bus.document import PlannedDelivery, PreparedDocument
+from bus.errors import DocumentError, Problem
+from routes.router import condition_failures
+from transformers.actes_model import CanonicalAct, Collectivite
+from transformers.actes_out import build_archive
+from transformers.actes_validate import ActesValidator
+from transformers.classification import Classification
+from transformers.mapping import Mapping
+from transformers.text_policy import TextPolicy
+
+#: what each artifact kind is built by
+ARCHIVE = "actes-archive"
+
+
+def act_to_json(act: CanonicalAct) -> dict[str, Any]:
+    """The canonical act as the ledger keeps it (dates ISO, paths as strings)."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(dataclasses.asdict(act))
+
+
+class Pipeline:
+    """Implements :class:`bus.document.Processor` for the routes of a configuration."""
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        spool: Any,
+        serials: Callable[[str, date], int],
+        endpoint: Callable[[str], tuple[str, Any]],
+        today: Callable[[], date] = date.today,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.serials = serials
+        self.endpoint = endpoint  # name → (kind it consumes, its config)
+        self.today = today
+        self.text_policy = TextPolicy(config.bus.text_policy)
+        self.validator = ActesValidator()
+        self.mappings: dict[str, Mapping] = {}
+        for route in config.routes:
+            if route.map is not None and str(route.map) not in self.mappings:
+                self.mappings[str(route.map)] = Mapping.load(Path(route.map))
+        self.collectivites: dict[str, Collectivite] = {}
+        self.classifications: dict[str, Classification] = {}
+        for entry in config.collectivites:
+            classification_file = Path(entry.classification) if entry.classification else None
+            self.collectivites[entry.siren] = Collectivite(
+                siren=entry.siren,
+                departement=entry.departement,
+                arrondissement=entry.arrondissement,
+                nature=entry.nature,
+                return_emails=tuple(entry.return_emails),
+                classification_file=classification_file,
+                classification_date=entry.classification_date,
+            )
+            if classification_file is not None:
+                self.classifications[entry.siren] = Classification.from_file(classification_file)
+
+    @classmethod
+    def for_runtime(cls, runtime: Any) -> Pipeline:
+        return cls(
+            runtime.config,
+            spool=runtime.spool,
+            serials=runtime.ledger.next_envelope_serial,
+            endpoint=lambda name: (runtime.endpoint_consumes(name), runtime.endpoint_config(name)),
+        )
+
+    def _routes_from(self, source: str) -> list[Any]:
+        return [route for route in self.config.routes if source in route.from_]
+
+    def bundle_members(self, source: str) -> Callable[[str, bytes], list[str]]:
+        mappings = [self.mappings[str(r.map)] for r in self._routes_from(source) if r.map is not None]
+
+        def members(name: str, data: bytes) -> list[str]:
+            names: list[str] = []
+            for mapping in mappings:
+                names.extend(n for n in mapping.referenced_files(name, data) if n not in names)
+            return names
+
+        return members
+
+    def map(self, source: str, sidecar: str, data: bytes, files: dict[str, Path]) -> list[tuple[Any, CanonicalAct]]:
+        """Every (route, act) this document takes; DocumentError when none."""
+        routes = self._routes_from(source)
+        if not routes:
+            raise DocumentError(f"no route reads from connector {source!r}", path=sidecar, rule="route-match")
+        taken: list[tuple[Any, CanonicalAct]] = []
+        mapped: dict[str, CanonicalAct] = {}
+        errors: dict[str, DocumentError] = {}
+        refusals: list[str] = []
+        for route in routes:
+            key = str(route.map)
+            if key in errors:
+                continue
+            if key not in mapped:
+                try:
+                    mapped[key] = self.mappings[key].map(sidecar, data, files, self.collectivites)
+                except DocumentError as exc:
+                    errors[key] = exc
+                    continue
+            failures = condition_failures(route.when, mapped[key], source)
+            if failures:
+                refusals.append(f"route {route.name!r}: " + "; ".join(failures))
+            else:
+                taken.append((route, mapped[key]))
+        if taken:
+            return taken
+        if errors:
+            raise next(iter(errors.values()))
+        raise DocumentError(
+            f"{sidecar} matches no route: " + " | ".join(refusals),
+            path=sidecar,
+            field="when",
+            rule="route-match",
+        )
+
+    def prepare(self, document: Any) -> PreparedDocument:
+        sidecar_path = self.spool.path(document.sidecar_sha256)
+        files = {name: self.spool.path(sha) for name, sha in document.files.items()}
+        taken = self.map(document.source, document.bundle, sidecar_path.read_bytes(), files)
+        first_route, act = taken[0]
+        deliveries: list[PlannedDelivery] = []
+        seen: set[str] = set()
+        for route, route_act in taken:
+            for endpoint in route.to:
+                if endpoint in seen:
+                    continue
+                seen.add(endpoint)
+                deliveries.append(self._build(route.name, endpoint, route_act))
+        return PreparedDocument(
+            route=first_route.name,
+            siren=act.siren,
+            id_acte=act.id_acte,
+            natural_key=act.idempotency_key,
+            canonical=act_to_json(act),
+            deliveries=tuple(deliveries),
+        )
+
+    def _build(self, route: str, endpoint: str, act: CanonicalAct) -> PlannedDelivery:
+        kind, options = self.endpoint(endpoint)
+        if kind != ARCHIVE:
+            raise DocumentError(
+                f"endpoint {endpoint!r} takes {kind!r}, which route {route!r} cannot build yet",
+                rule="endpoint-kind",
+            )
+        today = self.today()
+        serial = self.serials(act.siren, today)
+        with self.spool.writer() as (out, result):
+            transmission = build_archive(
+                act,
+                out,
+                quadrigram=options.quadrigram,
+                trigram=options.trigram,
+                serial=serial,
+                generation_date=today,
+                today=today,
+                text_policy=self.text_policy,
+                max_size=options.max_archive_size,
+                classification=self.classifications.get(act.siren),
+                validator=self.validator,
+            )
+        return PlannedDelivery(
+            route=route,
+            endpoint=endpoint,
+            artifact_name=transmission.archive_name,
+            artifact_sha256=result.sha256,
+            artifact_kind=ARCHIVE,
+            client_key=transmission.envelope_name,
+            id_acte=transmission.id_acte,
+            envelope_name=transmission.envelope_name,
+        )
+
+
+def problems_text(problems: list[Problem]) -> str:
+    return "\n".join(str(p) for p in problems)

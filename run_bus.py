@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Hent's command line: run the bus, check a configuration, validate and inspect files.
+
+    python run_bus.py demo                       the whole flow on an embedded default
+    python run_bus.py run -c config/hent.yaml    serve until SIGTERM / SIGINT
+    python run_bus.py check -c FILE              every configuration error at once (exit 2)
+    python run_bus.py validate FILE...           an ACTES XML or archive against the schema
+    python run_bus.py inspect FILE               a ministry message, parsed, as JSON
+    python run_bus.py status -c FILE             documents and deliveries in the ledger
+    python run_bus.py journal verify -c FILE     the journal's hash chain is intact
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _setup_logging(level: str) -> None:
+    from bus.secrets import SecretFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _load(path: str) -> Any:
+    from bus.config import load_config
+
+    return load_config(Path(path))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bus.runtime import Runtime
+    from routes.pipeline import Pipeline
+
+    config = _load(args.config)
+    runtime = Runtime(config, Pipeline.for_runtime)
+    runtime.run()
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from routes.check import check_configuration
+
+    problems, summary = check_configuration(Path(args.config))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{args.config}: {len(problems)} error(s)", file=sys.stderr)
+        return EXIT_CONFIG
+    print(summary)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from transformers.actes_validate import default_validator
+
+    validator = default_validator()
+    status = EXIT_OK
+    for name in args.files:
+        problems = validator.validate_file(Path(name))
+        for problem in problems:
+            print(problem)
+        if problems:
+            status = EXIT_FAILED
+        else:
+            print(f"{name}: valid")
+    return status
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from transformers.actes_in import parse_message
+
+    path = Path(args.file)
+    message = parse_message(path.read_bytes(), path.name)
+    print(json.dumps(message.to_dict(), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bus.ledger import Ledger
+
+    config = _load(args.config)
+    ledger = Ledger(config.bus.ledger)
+    try:
+        rows = []
+        for doc in ledger.documents(state=args.state, route=args.route, siren=args.siren):
+            deliveries = ledger.deliveries_of(doc.id)
+            rows.append(
+                {
+                    "document": doc.id,
+                    "source": doc.source,
+                    "bundle": doc.bundle,
+                    "state": str(doc.state),
+                    "route": doc.route,
+                    "siren": doc.siren,
+                    "id_acte": doc.id_acte,
+                    "reason": doc.reason,
+                    "deliveries": [
+                        {"endpoint": d.endpoint, "state": str(d.state), "archive": d.artifact_name,
+                         "reason": d.reason}
+                        for d in deliveries
+                    ],
+                }
+            )
+    finally:
+        ledger.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return EXIT_OK
+    for row in rows:
+        print(f"{row['document']}  {row['state']:<9} {row['source']}/{row['bundle']}  {row['id_acte'] or ''}")
+        for d in row["deliveries"]:
+            print(f"    → {d['endpoint']:<16} {d['state']:<12} {d['archive'] or ''}")
+        if row["reason"]:
+            for line in row["reason"].splitlines():
+                print(f"    ! {line}")
+    print(f"{len(rows)} document(s)")
+    return EXIT_OK
+
+
+def cmd_journal_verify(args: argparse.Namespace) -> int:
+    from bus.ledger import Ledger
+
+    config = _load(args.config)
+    ledger = Ledger(config.bus.ledger)
+    try:
+        problems = ledger.verify_journal()
+    finally:
+        ledger.close()
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"journal: {len(problems)} problem(s): it was altered", file=sys.stderr)
+        return EXIT_FAILED
+    print("journal: intact")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from simulators.demo import run_demo
+
+    return run_demo(
+        workspace=Path(args.workspace) if args.workspace else None, keep=args.keep, as_json=args.json
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_bus.py",
+        description="Hent: integration bus for @ctes (contrôle de légalité) and DECP.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", required=True, help="the YAML configuration file")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the bus until SIGTERM or SIGINT"))
+    run.set_defaults(func=cmd_run)
+    check = with_config(sub.add_parser("check", help="report every configuration error at once (exit 2)"))
+    check.set_defaults(func=cmd_check)
+    validate = sub.add_parser("validate", help="validate ACTES XML files or .tar.gz archives")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=cmd_validate)
+    inspect = sub.add_parser("inspect", help="print a message from the ministry, parsed, as JSON")
+    inspect.add_argument("file", metavar="FILE")
+    inspect.set_defaults(func=cmd_inspect)
+    status = with_config(sub.add_parser("status", help="documents and their deliveries"))
+    status.add_argument("--state", help="only documents in this state (RECEIVED, ROUTED, FAILED...)")
+    status.add_argument("--route", help="only documents of this route")
+    status.add_argument("--siren", help="only documents of this SIREN")
+    status.add_argument("--json", action="store_true", help="one JSON object per document")
+    status.set_defaults(func=cmd_status)
+    journal = sub.add_parser("journal", help="the hash-chained journal of every transition")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    verify = with_config(journal_sub.add_parser("verify", help="detect an edited, inserted or deleted row"))
+    verify.set_defaults(func=cmd_journal_verify)
+    demo = sub.add_parser("demo", help="generate realistic bundles, run the bus on them, report")
+    demo.add_argument("--workspace", help="folder to work in (default: a new temporary folder)")
+    demo.add_argument("--keep", action="store_true", help="keep the workspace afterwards")
+    demo.add_argument("--json", action="store_true", help="one JSON object per document")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging("WARNING" if getattr(args, "json", False) and args.command == "demo" else args.log_level)
+    from bus.errors import ConfigError
+
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        from bus.secrets import redact
+
+        print(redact(str(exc)), file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

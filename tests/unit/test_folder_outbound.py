@@ -1,0 +1,58 @@
+"""The drop-folder endpoint: atomic writes, idempotent retries, never an overwrite."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from bus.connector import Artifact
+from bus.errors import DocumentError, TransientError
+from connectors.folder_outbound import FolderOutbound, FolderOutboundConfig
+
+
+def artifact(tmp_path: Path, data: bytes, name: str = "HNT-EACT--214400152--20261129-1.tar.gz") -> Artifact:
+    path = tmp_path / hashlib.sha256(data).hexdigest()
+    path.write_bytes(data)
+    return Artifact(name=name, path=path, sha256=hashlib.sha256(data).hexdigest(), kind="actes-archive")
+
+
+def endpoint(folder: Path, **options: object) -> FolderOutbound:
+    return FolderOutbound("prefecture", FolderOutboundConfig.model_validate({"path": str(folder), **options}))
+
+
+def test_send_writes_the_artifact_under_its_name_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    connector = endpoint(out, create=True)
+    connector.connect()
+    result = connector.send(artifact(tmp_path, b"archive"))
+    assert result.state == "DELIVERED"
+    assert [p.name for p in out.iterdir()] == ["HNT-EACT--214400152--20261129-1.tar.gz"]
+
+
+def test_a_retry_of_the_same_bytes_is_delivered_again_without_a_second_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    connector = endpoint(out, create=True)
+    connector.connect()
+    connector.send(artifact(tmp_path, b"archive"))
+    assert connector.send(artifact(tmp_path, b"archive")).detail == "already present"
+
+
+def test_other_bytes_under_the_same_name_are_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    connector = endpoint(out, create=True)
+    connector.connect()
+    connector.send(artifact(tmp_path, b"archive"))
+    with pytest.raises(DocumentError, match="never overwritten"):
+        connector.send(artifact(tmp_path, b"other"))
+
+
+def test_a_missing_folder_is_transient_unless_created(tmp_path: Path) -> None:
+    with pytest.raises(TransientError, match="does not exist"):
+        endpoint(tmp_path / "absent").connect()
+
+
+def test_trigram_and_quadrigram_are_checked() -> None:
+    with pytest.raises(Exception, match="quadrigram"):
+        FolderOutboundConfig.model_validate({"path": "/x", "quadrigram": "eact1"})
