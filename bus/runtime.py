@@ -324,7 +324,7 @@ class Runtime:
             expect=DeliveryState.PENDING,
             remote_id=result.remote_id,
             attempts=delivery.attempts + 1,
-            reason=result.detail or None,
+            reason=result.detail,
         )
         self.ledger.release_lease("delivery", delivery.id, self.actor)
         if delivery.state in FINAL_DELIVERY:
@@ -336,7 +336,10 @@ class Runtime:
             self._fail_delivery(delivery, f"gave up after {attempts} attempts: {reason}", attempts=attempts)
             return
         wait = self.retry.delay(attempts)
-        self.ledger.record_attempt(delivery.id, attempts=attempts, reason=redact(reason))
+        self.ledger.record(
+            "delivery", delivery.id, actor=delivery.endpoint, reason=f"attempt {attempts}: {redact(reason)}",
+            attempts=attempts,
+        )
         self.ledger.acquire_lease("delivery", delivery.id, self.actor, wait)
         log.warning(
             "delivery %s to %s: attempt %d failed (%s); next try in %.0f s",
@@ -394,9 +397,9 @@ class Runtime:
             for delivery_id in deliveries:
                 self._publish(DELIVERIES, delivery_id)
             counts = self.ledger.counts_by_state()
-            for state, count in counts.get("documents", {}).items():
+            for state, count in counts.get("document", {}).items():
                 metrics.LEDGER_DOCUMENTS.labels(state=state).set(count)
-            for state, count in counts.get("deliveries", {}).items():
+            for state, count in counts.get("delivery", {}).items():
                 metrics.LEDGER_DELIVERIES.labels(state=state).set(count)
             for queue in Backbone.QUEUES:
                 depth = self.backbone.depth(queue)
@@ -486,8 +489,8 @@ class Runtime:
         counts = self.ledger.counts_by_state()
         busy_docs = {DocumentState.RECEIVED, DocumentState.PREPARED}
         busy_deliveries = {DeliveryState.PENDING, DeliveryState.SENT}
-        return not any(counts.get("documents", {}).get(s, 0) for s in busy_docs) and not any(
-            counts.get("deliveries", {}).get(s, 0) for s in busy_deliveries
+        return not any(counts.get("document", {}).get(s, 0) for s in busy_docs) and not any(
+            counts.get("delivery", {}).get(s, 0) for s in busy_deliveries
         )
 
     def run_until_idle(self, timeout: float = 60.0) -> bool:

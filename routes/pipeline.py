@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.document import PlannedDelivery, PreparedDocument
-from bus.errors import DocumentError, Problem
+from bus.errors import DocumentError
 from routes.router import condition_failures
 from transformers.actes_model import CanonicalAct, Collectivite
 from transformers.actes_out import build_archive
@@ -176,7 +176,7 @@ class Pipeline:
             )
         today = self.today()
         serial = self.serials(act.siren, today)
-        with self.spool.writer() as (out, result):
+        with self.spool.writer() as out:
             transmission = build_archive(
                 act,
                 out,
@@ -194,13 +194,10 @@ class Pipeline:
             route=route,
             endpoint=endpoint,
             artifact_name=transmission.archive_name,
-            artifact_sha256=result.sha256,
+            artifact_sha256=out.sha256,
             artifact_kind=ARCHIVE,
             client_key=transmission.envelope_name,
             id_acte=transmission.id_acte,
             envelope_name=transmission.envelope_name,
         )
 
-
-def problems_text(problems: list[Problem]) -> str:
-    return "\n".join(str(p) for p in problems)

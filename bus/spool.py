@@ -1,0 +1,243 @@
+"""The spool: a content-addressed store for the bytes the bus carries (the claim check).
+
+A blob is named by the sha256 of its content and lives at ``root/ab/cd/<sha256>``.  Every
+write goes to a temporary file under ``root/tmp`` (same file system), is fsynced, then
+``os.replace``-d into place, and the directory is fsynced: after ``put_*`` returns, the
+bytes survive a crash, and a reader never sees a half-written blob.  Writing the same
+content twice keeps the blob already there.
+
+::
+
+    spool = Spool(Path("var/hent/spool"))
+    sha = spool.put_file(Path("/srv/rh/export/arrete-12.pdf"))
+    with spool.open(sha) as f: ...
+    with spool.writer() as out:          # build an archive straight into the spool
+        with tarfile.open(fileobj=out, mode="w:gz") as tar: ...
+    archive_sha = out.sha256
+"""
+
+from __future__ import annotations
+
+__all__ = ["Spool", "SpoolWriter", "MissingBlob", "Readable", "CHUNK_SIZE"]
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from bus.errors import HentError
+
+CHUNK_SIZE = 1024 * 1024  #: bytes read or hashed at a time; no blob is held in memory whole
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class MissingBlob(HentError, KeyError):
+    """The spool holds no blob with this sha256 (it is also a ``KeyError``)."""
+
+    def __init__(self, sha256: str, root: Path) -> None:
+        super().__init__(
+            f"spool {root}: no blob {sha256}; the ledger names bytes the spool lost "
+            "(restore the spool from backup or replay the document from its source)",
+            path=str(root),
+        )
+        self.sha256 = sha256
+
+
+class Readable(Protocol):
+    """Anything with ``read(size) -> bytes``: an open file, a socket's file, an SFTP file."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_sha(sha256: str) -> str:
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise ValueError(f"not a sha256 (64 lowercase hex digits): {sha256!r}")
+    return sha256
+
+
+class SpoolWriter:
+    """A file to write into (seekable: tarfile and zipfile work); ``sha256`` is known once closed."""
+
+    def __init__(self, spool: Spool, file: BinaryIO, temp_path: Path) -> None:
+        self._spool = spool
+        self._file = file
+        self._temp_path = temp_path
+        self._sha256: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        """The blob's name; readable after the ``with spool.writer()`` block has closed."""
+        if self._sha256 is None:
+            raise RuntimeError("SpoolWriter.sha256 is known only after the writer block has closed")
+        return self._sha256
+
+    def write(self, data: bytes) -> int:
+        return self._file.write(data)
+
+    def __getattr__(self, name: str) -> Any:  # seek, tell, flush, read, seekable, writable...
+        return getattr(self._file, name)
+
+    def _commit(self) -> str:
+        self._file.flush()
+        self._file.seek(0)
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: self._file.read(CHUNK_SIZE), b""):
+            digest.update(chunk)
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._sha256 = self._spool._install(self._temp_path, digest.hexdigest())
+        return self._sha256
+
+    def _abort(self) -> None:
+        with suppress(OSError):
+            self._file.close()
+        with suppress(FileNotFoundError):
+            self._temp_path.unlink()
+
+
+class Spool:
+    """A content-addressed, crash-safe blob store under ``root``."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._tmp = self.root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Spool({str(self.root)!r})"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data``; return its sha256."""
+        with self._temp() as (file, temp_path):
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        return self._install(temp_path, hashlib.sha256(data).hexdigest())
+
+    def put_stream(self, fileobj: Readable) -> str:
+        """Store what ``fileobj`` yields until EOF, chunk by chunk; return its sha256."""
+        digest = hashlib.sha256()
+        with self._temp() as (file, temp_path):
+            for chunk in iter(lambda: fileobj.read(CHUNK_SIZE), b""):
+                digest.update(chunk)
+                file.write(chunk)
+            file.flush()
+            os.fsync(file.fileno())
+        return self._install(temp_path, digest.hexdigest())
+
+    def put_file(self, src: Path | str) -> str:
+        """Store a copy of the file at ``src``; return its sha256."""
+        with open(src, "rb") as fileobj:
+            return self.put_stream(fileobj)
+
+    @contextmanager
+    def writer(self) -> Iterator[SpoolWriter]:
+        """A file to build a blob in; on a clean exit it is stored and ``.sha256`` is set.
+
+        If the block raises, the temporary file is removed and nothing is stored.
+        """
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="writer-")
+        out = SpoolWriter(self, os.fdopen(fd, "w+b"), Path(name))
+        try:
+            yield out
+        except BaseException:
+            out._abort()
+            raise
+        try:
+            out._commit()
+        except BaseException:
+            out._abort()
+            raise
+
+    def clean_temp(self, older_than: float = 3600.0) -> int:
+        """Remove temporary files left by writers killed mid-write; return how many went."""
+        removed = 0
+        limit = time.time() - older_than
+        for leftover in self._tmp.iterdir():
+            with suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < limit:
+                    leftover.unlink()
+                    removed += 1
+        return removed
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def exists(self, sha256: str) -> bool:
+        return self._location(_check_sha(sha256)).is_file()
+
+    def __contains__(self, sha256: object) -> bool:
+        return isinstance(sha256, str) and _SHA256.fullmatch(sha256) is not None and self.exists(sha256)
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob lives; raises :class:`MissingBlob` (a ``KeyError``) if absent."""
+        location = self._location(_check_sha(sha256))
+        if not location.is_file():
+            raise MissingBlob(sha256, self.root)
+        return location
+
+    def open(self, sha256: str) -> BinaryIO:
+        """The blob, opened for binary reading; raises :class:`MissingBlob` if absent."""
+        return open(self.path(sha256), "rb")
+
+    def verify(self, sha256: str) -> bool:
+        """True when the blob exists and its content still hashes to its name."""
+        try:
+            fileobj = self.open(sha256)
+        except MissingBlob:
+            return False
+        digest = hashlib.sha256()
+        with fileobj:
+            for chunk in iter(lambda: fileobj.read(CHUNK_SIZE), b""):
+                digest.update(chunk)
+        return digest.hexdigest() == sha256
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _location(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    @contextmanager
+    def _temp(self) -> Iterator[tuple[BinaryIO, Path]]:
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        temp_path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                yield file, temp_path
+        except BaseException:
+            with suppress(FileNotFoundError):
+                temp_path.unlink()
+            raise
+
+    def _install(self, temp_path: Path, sha256: str) -> str:
+        """Move a fsynced temporary file into place under its name (idempotent)."""
+        target = self._location(sha256)
+        if target.is_file() and target.stat().st_size == temp_path.stat().st_size:
+            temp_path.unlink()
+            return sha256
+        self._makedirs(target.parent)
+        os.replace(temp_path, target)
+        _fsync_dir(target.parent)
+        return sha256
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create ``ab/cd`` if needed, fsyncing each parent whose listing changed."""
+        for level in (directory.parent, directory):
+            if not level.is_dir():
+                with suppress(FileExistsError):
+                    level.mkdir()
+                _fsync_dir(level.parent)

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import bus.spool
+from bus.spool import MissingBlob, Spool
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool")
+
+
+def temp_files(spool: Spool) -> list[Path]:
+    return list((spool.root / "tmp").iterdir())
+
+
+def test_put_bytes_stores_the_blob_under_its_sha256(spool: Spool) -> None:
+    # When
+    name = spool.put_bytes(b"deliberation 2024-12")
+    # Then
+    assert name == sha(b"deliberation 2024-12")
+    assert spool.path(name) == spool.root / name[:2] / name[2:4] / name
+    assert spool.path(name).read_bytes() == b"deliberation 2024-12"
+    assert spool.exists(name) and name in spool and spool.verify(name)
+    with spool.open(name) as f:
+        assert f.read() == b"deliberation 2024-12"
+    assert temp_files(spool) == []
+
+
+def test_putting_the_same_bytes_twice_keeps_the_first_blob(spool: Spool) -> None:
+    first = spool.put_bytes(b"same")
+    before = spool.path(first).stat()
+    # When
+    second = spool.put_bytes(b"same")
+    third = spool.put_stream(io.BytesIO(b"same"))
+    # Then
+    assert first == second == third
+    after = spool.path(first).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert temp_files(spool) == []
+
+
+def test_put_file_and_put_stream_read_in_chunks(
+    spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus.spool, "CHUNK_SIZE", 1000)
+    data = os.urandom(3500)
+    src = tmp_path / "arrete.pdf"
+    src.write_bytes(data)
+    reads: list[int] = []
+
+    class Recording(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            reads.append(-1 if size is None else size)
+            return super().read(size)
+
+    # When
+    from_file = spool.put_file(src)
+    from_stream = spool.put_stream(Recording(data))
+    # Then
+    assert from_file == from_stream == sha(data)
+    assert reads == [1000] * 5  # 4 reads with data, one at EOF: never the whole stream at once
+    assert spool.path(from_file).read_bytes() == data
+
+
+def test_a_blob_is_fsynced_before_it_is_renamed_and_its_directory_after(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    # When
+    spool.put_bytes(b"payload")
+    # Then: the file is synced; ab/ and ab/cd/ are created, each parent synced; the rename
+    # into ab/cd/ is followed by a sync of ab/cd/
+    assert events == ["fsync file", "fsync dir", "fsync dir", "replace", "fsync dir"]
+
+
+def test_a_stream_failing_midway_leaves_no_blob_and_no_temporary_file(spool: Spool) -> None:
+    class Broken(io.RawIOBase):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def read(self, size: int = -1) -> bytes:
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError("connection reset by peer")
+            return b"x" * 10
+
+    # When
+    with pytest.raises(OSError, match="connection reset"):
+        spool.put_stream(Broken())
+    # Then
+    assert temp_files(spool) == []
+    assert not spool.exists(sha(b"x" * 10))
+
+
+def test_writer_builds_a_tar_gz_straight_into_the_spool(spool: Spool) -> None:
+    # When
+    with spool.writer() as out:
+        with tarfile.open(fileobj=out, mode="w:gz") as tar:
+            info = tarfile.TarInfo("034-214400152---20240102-DE_0.xml")
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"<a/>\n"))
+    # Then
+    data = spool.path(out.sha256).read_bytes()
+    assert out.sha256 == sha(data)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        assert tar.getnames() == ["034-214400152---20240102-DE_0.xml"]
+    assert temp_files(spool) == []
+
+
+def test_writer_accepts_seeking_writers_such_as_zipfile(spool: Spool) -> None:
+    with spool.writer() as out:
+        with zipfile.ZipFile(out, "w") as archive:
+            archive.writestr("decp.xml", "<marches/>")
+    with spool.open(out.sha256) as blob, zipfile.ZipFile(blob) as archive:
+        assert archive.read("decp.xml") == b"<marches/>"
+    assert spool.verify(out.sha256)
+
+
+def test_writer_stores_nothing_when_the_block_raises(spool: Spool) -> None:
+    with pytest.raises(RuntimeError, match="boom"), spool.writer() as out:
+        out.write(b"half an archive")
+        raise RuntimeError("boom")
+    assert temp_files(spool) == []
+    assert not spool.exists(sha(b"half an archive"))
+    with pytest.raises(RuntimeError, match="only after the writer block has closed"):
+        _ = out.sha256
+
+
+def test_an_absent_blob_is_a_clear_key_error(spool: Spool) -> None:
+    absent = sha(b"never stored")
+    with pytest.raises(MissingBlob, match=f"no blob {absent}") as caught:
+        spool.path(absent)
+    assert isinstance(caught.value, KeyError)
+    with pytest.raises(KeyError):
+        spool.open(absent)
+    assert not spool.exists(absent)
+    assert absent not in spool
+    assert spool.verify(absent) is False
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "ABC", "A" * 64, ""])
+def test_a_name_that_is_not_a_sha256_is_refused(spool: Spool, bad: str) -> None:
+    with pytest.raises(ValueError, match="not a sha256"):
+        spool.path(bad)
+    assert bad not in spool
+
+
+def test_verify_detects_a_corrupted_blob(spool: Spool) -> None:
+    name = spool.put_bytes(b"signed pdf")
+    spool.path(name).write_bytes(b"tampered")
+    assert spool.verify(name) is False
+
+
+def test_public_names() -> None:
+    for name in bus.spool.__all__:
+        assert hasattr(bus.spool, name)
+
+
+def test_clean_temp_removes_what_a_killed_writer_left(spool: Spool) -> None:
+    old = spool.root / "tmp" / "put-killed"
+    old.write_bytes(b"half")
+    os.utime(old, (0, 0))
+    fresh = spool.root / "tmp" / "put-running"
+    fresh.write_bytes(b"in progress")
+    assert spool.clean_temp(older_than=3600) == 1
+    assert temp_files(spool) == [fresh]
