@@ -31,6 +31,8 @@ def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # APScheduler reports every run of every job at INFO: keep its warnings only
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 def _load(path: str) -> Any:

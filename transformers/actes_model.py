@@ -63,6 +63,7 @@ class CanonicalAct:
     referent_name: str | None = None  #: Referent/Nom
     referent_phone: str | None = None  #: Referent/Telephone
     referent_email: str | None = None  #: Referent/Email
+    sidecar: str | None = field(default=None, compare=False)  #: the vendor file it was read from
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property

@@ -124,7 +124,7 @@ def check_act(
     file-extension, file-empty, file-type-mismatch, file-name-duplicate, main-document-type,
     annex-type, type-code-pattern / type-code-unknown (<field>.type_code).
     """
-    src = act.main_document.source_name
+    src = act.sidecar or act.main_document.source_name
     problems: list[Problem] = []
 
     def bad(ok: bool, field: str, rule: str, message: str, file: str = src) -> None:

@@ -188,7 +188,7 @@ class Mapping:
             precedent_id_acte=values.get("precedent_id_acte"),
             return_emails=tuple(values.get("return_emails") or ()),
             referent_name=values.get("referent_name"), referent_phone=values.get("referent_phone"),
-            referent_email=values.get("referent_email"),
+            referent_email=values.get("referent_email"), sidecar=sidecar_name,
             extra={name: value for name, value in extra.items() if value is not None},
         )
 
