@@ -12,7 +12,6 @@ from __future__ import annotations
 __all__ = ["Backbone", "DOCUMENTS", "DELIVERIES"]
 
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,7 +39,7 @@ def broker_errors(url_for_messages: str) -> Iterator[None]:
     """Translate kombu and socket failures into TransientError."""
     try:
         yield
-    except (KombuError, OperationalError, OSError, socket.timeout) as exc:
+    except (TimeoutError, KombuError, OperationalError, OSError) as exc:
         raise TransientError(f"message broker {url_for_messages} unavailable: {exc}") from exc
 
 
@@ -123,7 +122,7 @@ class Backbone:
                         while not stop.is_set():
                             try:
                                 conn.drain_events(timeout=idle_timeout)
-                            except (TimeoutError, socket.timeout):
+                            except TimeoutError:
                                 continue
             except (KombuError, OperationalError, OSError) as exc:
                 log.warning("broker %s: %s; reconnecting", self.display_url, exc)

@@ -6,7 +6,7 @@ __all__ = ["Scheduler", "trigger_for"]
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def trigger_for(schedule: float | int | str) -> BaseTrigger:
     """A number of seconds → an interval; a five-field cron line → a cron trigger."""
     if isinstance(schedule, int | float):
-        return IntervalTrigger(seconds=max(float(schedule), 0.05), timezone=timezone.utc)
+        return IntervalTrigger(seconds=max(float(schedule), 0.05), timezone=UTC)
     return CronTrigger.from_crontab(schedule)
 
 
@@ -31,12 +31,12 @@ class Scheduler:
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=threads)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
-            timezone=timezone.utc,
+            timezone=UTC,
         )
 
     def add(self, name: str, func: Callable[[], None], schedule: float | int | str, *, now: bool = True) -> None:
         """Schedule ``func``; with ``now`` it also runs at start-up."""
-        kwargs = {"next_run_time": datetime.now(timezone.utc)} if now else {}
+        kwargs = {"next_run_time": datetime.now(UTC)} if now else {}
         self._scheduler.add_job(func, trigger_for(schedule), id=name, name=name, **kwargs)
 
     def start(self) -> None:

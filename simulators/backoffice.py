@@ -114,7 +114,10 @@ def drop_contract(
     <fin:objet>{escape(objet)}</fin:objet>
     <fin:nomenclatureActes>1.1</fin:nomenclatureActes>
     <fin:montantHT>412850.00</fin:montantHT>
-    <fin:redacteur><fin:nom>Yann Kervella</fin:nom><fin:courriel>commande.publique@saint-herblain.fr</fin:courriel></fin:redacteur>
+    <fin:redacteur>
+      <fin:nom>Yann Kervella</fin:nom>
+      <fin:courriel>commande.publique@saint-herblain.fr</fin:courriel>
+    </fin:redacteur>
     <fin:documents>
       <fin:document role="principal" fichier={quoteattr(main)}/>
       <fin:document role="annexe" fichier={quoteattr(ccap)} typologie="11_AP"/>
