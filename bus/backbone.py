@@ -53,10 +53,14 @@ class Backbone:
         self.display_url = display_url or url.split("@")[-1]
         self._polling_interval = polling_interval
         self._local = threading.local()
+        self._admin: Connection | None = None
+        self._admin_lock = threading.Lock()
         self._queues = {name: _queue(name) for name in self.QUEUES}
-        with broker_errors(self.display_url), self._connection() as conn:
+        with broker_errors(self.display_url):
+            channel = self._admin_channel()
             for queue in self._queues.values():
-                queue(conn.default_channel).declare()
+                queue(channel).declare()
+            self._end_session(channel)
 
     def _connection(self) -> Connection:
         conn = Connection(self.url, connect_timeout=5)
@@ -128,24 +132,72 @@ class Backbone:
                 log.warning("broker %s: %s; reconnecting", self.display_url, exc)
                 stop.wait(1.0)
 
+    def _admin_channel(self) -> Any:
+        if self._admin is None:
+            self._admin = self._connection()
+        return self._admin.default_channel
+
+    @staticmethod
+    def _end_session(channel: Any) -> None:
+        """kombu's SQLAlchemy channel keeps its session's transaction open after a read."""
+        session = getattr(channel, "_session", None)
+        if session is not None:
+            session.commit()
+
     def depth(self, queue: str) -> int | None:
         """Messages waiting in ``queue``, or None when the transport cannot say."""
-        try:
-            with self._connection() as conn:
-                result = self._queues[queue](conn.default_channel).queue_declare(passive=True)
-                return int(result.message_count)
-        except Exception:  # noqa: BLE001 - a gauge must never break the bus
-            return None
+        with self._admin_lock:
+            try:
+                channel = self._admin_channel()
+                try:
+                    result = self._queues[queue](channel).queue_declare(passive=True)
+                    return int(result.message_count)
+                finally:
+                    self._end_session(channel)
+            except Exception:  # noqa: BLE001 - a gauge must never break the bus
+                self._drop_admin()
+                return None
+
+    def housekeeping(self) -> int:
+        """Delete the messages kombu's SQLAlchemy transport keeps after delivery (it never does)."""
+        with self._admin_lock:
+            try:
+                channel = self._admin_channel()
+                message_cls = getattr(channel, "message_cls", None)
+                if message_cls is None:
+                    return 0
+                try:
+                    query = channel.session.query(message_cls).filter(message_cls.visible.is_(False))
+                    return int(query.delete(synchronize_session=False))
+                finally:
+                    self._end_session(channel)
+            except Exception as exc:  # noqa: BLE001 - housekeeping must never break the bus
+                log.warning("broker housekeeping failed: %s", exc)
+                self._drop_admin()
+                return 0
 
     def ping(self) -> bool:
-        try:
-            with self._connection() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
-            return True
-        except Exception:  # noqa: BLE001
-            return False
+        with self._admin_lock:
+            try:
+                if self._admin is None:
+                    self._admin = self._connection()
+                self._admin.ensure_connection(max_retries=1, timeout=2)
+                return True
+            except Exception:  # noqa: BLE001
+                self._drop_admin()
+                return False
+
+    def _drop_admin(self) -> None:
+        if self._admin is not None:
+            try:
+                self._admin.release()
+            except Exception:  # noqa: BLE001
+                pass
+            self._admin = None
 
     def close(self) -> None:
+        with self._admin_lock:
+            self._drop_admin()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.release()

@@ -401,6 +401,7 @@ class Runtime:
                 metrics.LEDGER_DOCUMENTS.labels(state=state).set(count)
             for state, count in counts.get("delivery", {}).items():
                 metrics.LEDGER_DELIVERIES.labels(state=state).set(count)
+            self.backbone.housekeeping()
             for queue in Backbone.QUEUES:
                 depth = self.backbone.depth(queue)
                 if depth is not None:

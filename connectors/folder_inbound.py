@@ -33,6 +33,7 @@ from connectors._folder_common import exclusive_write, folder_errors, fsync_dir,
 log = logging.getLogger(__name__)
 
 MANIFEST = ".claim.json"
+STALE_CLAIM_DIR = 300.0  # seconds after which an empty claim folder is a crash's leftover
 
 
 class ReadyConfig(BaseModel):
@@ -135,11 +136,15 @@ class FolderInbound(InboundConnector):
     # -- claim / commit / rollback ---------------------------------------------------
     def claim(self, candidate: Candidate) -> Claimed | None:
         root = self.config.path
-        claim_dir = self.work_dir / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        claim_id = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        claim_dir = self.work_dir / claim_id
         with folder_errors(self.name, root):
-            claim_dir.mkdir(parents=True)
+            # the folder appears with its manifest in it, or not at all
+            preparing = self.work_dir / f".{claim_id}"
+            preparing.mkdir(parents=True)
             manifest = {"key": candidate.key, "members": list(candidate.members), "origin": str(root)}
-            exclusive_write(claim_dir / MANIFEST, json.dumps(manifest).encode())
+            exclusive_write(preparing / MANIFEST, json.dumps(manifest).encode())
+            move(preparing, claim_dir)
             try:
                 move(root / candidate.key, claim_dir / candidate.key)
             except FileNotFoundError:
@@ -164,22 +169,34 @@ class FolderInbound(InboundConnector):
         return Claimed(key, files, origin=str(root))
 
     def recover(self) -> list[Claimed]:
+        """Claims a crash interrupted: finished when the sidecar is in the work folder.
+
+        The sidecar moves first when claiming and last when committing or rolling back,
+        so where it is tells how far the interrupted step went.
+        """
         claims: list[Claimed] = []
         with folder_errors(self.name, self.work_dir):
             if not self.work_dir.is_dir():
                 return claims
             for claim_dir in sorted(self.work_dir.iterdir()):
                 manifest_path = claim_dir / MANIFEST
+                preparing = claim_dir.name.startswith(".")
+                if preparing and time.time() - claim_dir.stat().st_mtime > STALE_CLAIM_DIR:
+                    manifest_path.unlink(missing_ok=True)  # a claim killed before it began
+                    _remove_empty(claim_dir)
+                if preparing:
+                    continue
                 if not manifest_path.is_file():
+                    _remove_empty(claim_dir)  # a release killed between unlink and rmdir
                     continue
                 manifest = json.loads(manifest_path.read_text())
-                if not (claim_dir / manifest["key"]).exists():
-                    if (Path(manifest["origin"]) / manifest["key"]).exists():
-                        # crashed before the sidecar moved: nothing was taken
-                        manifest_path.unlink()
-                        _remove_empty(claim_dir)
+                if (claim_dir / manifest["key"]).exists():
+                    claims.append(self._finish_claim(claim_dir, manifest))
                     continue
-                claims.append(self._finish_claim(claim_dir, manifest))
+                # the sidecar is back at the source (claim interrupted before it moved) or
+                # already in done/ or error/ (commit or rollback interrupted at the end)
+                manifest_path.unlink()
+                _remove_empty(claim_dir)
         return claims
 
     def commit(self, claimed: Claimed) -> None:
@@ -202,8 +219,10 @@ class FolderInbound(InboundConnector):
             self._release(claimed)
 
     def _claimed_files(self, claimed: Claimed) -> list[Path]:
+        """The bundle's files in the work folder, the sidecar last (see :meth:`recover`)."""
         claim_dir = claimed.sidecar.parent
-        return [p for p in sorted(claim_dir.iterdir()) if p.name != MANIFEST]
+        files = sorted(p for p in claim_dir.iterdir() if p.name not in (MANIFEST, claimed.key))
+        return [*files, claimed.sidecar] if claimed.sidecar.exists() else files
 
     def _release(self, claimed: Claimed) -> None:
         claim_dir = claimed.sidecar.parent

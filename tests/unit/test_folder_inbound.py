@@ -179,3 +179,43 @@ def test_replies_are_numbered_and_never_overwritten(tmp_path: Path) -> None:
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(Exception, match="patern"):
         FolderInboundConfig.model_validate({"type": "folder", "path": "/x", "patern": "*.json"})
+
+
+def test_a_commit_interrupted_before_the_sidecar_moved_is_finished_after_recovery(tmp_path: Path) -> None:
+    source = make(tmp_path, ready={"min_age": 0, "stable": False})
+    drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a", "b.pdf": b"%PDF b"})
+    claimed = source.claim(source.list()[0])
+    assert claimed is not None
+    # Given a crash after the PDFs went to done/ but before the sidecar did
+    os.replace(claimed.files["a.pdf"], source.done_dir / "a.pdf")
+    # When recovering, Then the claim is still there, and committing it finishes the move
+    [again] = source.recover()
+    source.commit(again)
+    assert sorted(p.name for p in source.done_dir.iterdir()) == ["a.json", "a.pdf", "b.pdf"]
+    assert list(source.work_dir.iterdir()) == []
+
+
+def test_a_commit_interrupted_after_the_sidecar_moved_leaves_nothing_behind(tmp_path: Path) -> None:
+    source = make(tmp_path, ready={"min_age": 0, "stable": False})
+    drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a"})
+    claimed = source.claim(source.list()[0])
+    assert claimed is not None
+    for path in source._claimed_files(claimed):  # every file moved, the manifest not yet removed
+        os.replace(path, source.done_dir / path.name)
+    assert source.recover() == []
+    assert list(source.work_dir.iterdir()) == []
+
+
+def test_leftover_claim_folders_are_removed_but_not_one_being_prepared(tmp_path: Path) -> None:
+    source = make(tmp_path)
+    source._ensure_dirs()
+    released = source.work_dir / "1-killed-between-manifest-and-rmdir"
+    released.mkdir()
+    killed = source.work_dir / ".2-killed-before-it-began"
+    killed.mkdir()
+    (killed / MANIFEST).write_text("{}")
+    os.utime(killed, (time.time() - 3600, time.time() - 3600))
+    preparing = source.work_dir / ".3-another-poller-preparing"
+    preparing.mkdir()
+    assert source.recover() == []
+    assert [p.name for p in source.work_dir.iterdir()] == [".3-another-poller-preparing"]

@@ -1,0 +1,356 @@
+"""``demo``, ``validate``, ``inspect`` and ``status``, run as a user runs them."""
+
+# ruff: noqa: E501  (the exact texts are asserted whole, one per line)
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "cli"
+REFERENCE = REPO.parent / "shared" / "reference"
+ARCHIVE_NAME = re.compile(r"^HNT-TACT--214400152--\d{8}-\d+\.tar\.gz$")
+BROKEN_ERROR = (
+    "_A_.json: numero_interne: NumeroInterne '_A_' must be 2-15 of A-Z, 0-9, _ "
+    "without a leading or trailing _ [numero-interne-pattern]"
+)
+SECRET = "s3cr3t-Pa55-w0rd-from-env"
+#: each file of ../shared/reference/actes/samples: saved name, then the kind, code, IDActe and errors it reads to
+INSPECT_CASES = [
+    (
+        "pastell__034-491011698-20171207-CL20171227_06-DE-1-2.xml",
+        "ARActe",
+        "1-2",
+        "034-491011698-20171207-CL20171227_06-DE",
+        [],
+    ),
+    ("stela__044-214400152----1-3_1.xml", "AnomalieActe", "1-3", None, []),
+    ("pastell__999-1234----7-2_1.xml", "RetourClassification", "7-2", None, []),
+    ("stela__exemple_codes_matieres.xml", "RetourClassification", "7-2", None, []),
+    ("stela__EACT--SPREF0441-214400152-20181012-9.xml", "EnveloppeMISILLCL", "ENV", None, []),
+    # the act itself, as a collectivité sends it, is not a message from the ministry: read leniently
+    (
+        "pastell__034-491011698-20171207-CL20171227_06-DE-1-1_0.xml",
+        "Unknown",
+        None,
+        None,
+        ["root element 'Acte' is not a message the ministry sends"],
+    ),
+]
+
+
+def run_bus(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python run_bus.py ARGS`` from the repository root, as the README shows it."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HENT_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "run_bus.py", *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Demo:
+    workspace: Path
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.result.stdout.splitlines()]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What ``status -c config/demo.yaml`` needs to find the demo's ledger."""
+        return {"HENT_DEMO_WORKSPACE": str(self.workspace)}
+
+    def archives(self) -> list[Path]:
+        return sorted((self.workspace / "out" / "prefecture").glob("*.tar.gz"))
+
+    def archive_of(self, bundle: str) -> Path:
+        """The archive built for ``bundle`` (serials follow the processing order, not the bundles)."""
+        (row,) = [row for row in self.rows if row["bundle"] == bundle]
+        return self.workspace / "out" / "prefecture" / row["deliveries"][0]["archive"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """One run of ``run_bus.py demo --keep --json`` for the whole module."""
+    workspace = tmp_path_factory.mktemp("demo")
+    result = run_bus("demo", "--workspace", str(workspace), "--keep", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Demo(workspace, result)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """../shared/reference; skip (or fail if HENT_REQUIRE_REFERENCE=1) when absent."""
+    if not REFERENCE.is_dir():
+        message = f"reference directory not found: {REFERENCE}"
+        if os.environ.get("HENT_REQUIRE_REFERENCE") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return REFERENCE
+
+
+def acte_message(archive: Path) -> tuple[str, bytes]:
+    """The ``..._0.xml`` Acte message of an archive: (its name, its bytes)."""
+    with tarfile.open(archive, "r:gz") as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("_0.xml"))
+        stream = tar.extractfile(member)
+        assert stream is not None
+        return member.name, stream.read()
+
+
+# -- demo ----------------------------------------------------------------------------------
+def test_demo_reports_three_routed_documents_and_one_named_failure(demo: Demo) -> None:
+    # Given the demo run with --json (the fixture)
+    rows = demo.rows
+
+    # Then it printed one JSON object per document: three routed, each with an archive...
+    assert len(rows) == 4
+    routed = [row for row in rows if row["state"] == "ROUTED"]
+    failed = [row for row in rows if row["state"] == "FAILED"]
+    assert sorted(row["bundle"] for row in routed) == ["AR2026_0187.csv", "DEL2026_042.json", "MAR2026_0031.xml"]
+    for row in routed:
+        assert [d["state"] for d in row["deliveries"]] == ["DELIVERED"]
+        assert ARCHIVE_NAME.match(row["deliveries"][0]["archive"]), row
+    # ... and the broken deliberation failed with the sidecar, the field and the rule named
+    assert [(row["bundle"], row["error"], row["deliveries"]) for row in failed] == [("_A_.json", BROKEN_ERROR, [])]
+
+
+def test_demo_writes_the_archives_the_replies_and_the_error_note(demo: Demo) -> None:
+    # Given the demo's workspace after the run
+    deliberations = demo.workspace / "drop" / "deliberations"
+    archive_names = {d["archive"] for row in demo.rows for d in row["deliveries"]}
+
+    # Then the deposit folder holds exactly the three archives reported
+    assert {p.name for p in demo.archives()} == archive_names
+    assert len(archive_names) == 3
+    # and the deliberation software got a negative reply for the broken bundle
+    reply = json.loads((deliberations / "replies" / "_A_.1.json").read_text(encoding="utf-8"))
+    assert (reply["bundle"], reply["state"], reply["reason"]) == ("_A_.json", "FAILED", BROKEN_ERROR)
+    # and the broken bundle sits in error/ beside a note saying what to fix
+    note = (deliberations / "error" / "_A_.json.error.txt").read_text(encoding="utf-8")
+    assert BROKEN_ERROR in note.splitlines()
+    assert note.splitlines()[-1] == "Fix what is named above, then drop the corrected bundle again."
+
+
+# -- validate --------------------------------------------------------------------------------
+def test_validate_accepts_every_archive_the_demo_built(demo: Demo) -> None:
+    # Given the three archives of the demo
+    archives = [str(p) for p in demo.archives()]
+
+    # When they are validated
+    result = run_bus("validate", *archives)
+
+    # Then each is valid and validate exits 0
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines() == [f"{name}: valid" for name in archives]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        pytest.param(
+            lambda xml: re.sub(
+                rb"<actes:Objet>.*?</actes:Objet>", b"<actes:Objet>" + b"A" * 600 + b"</actes:Objet>", xml
+            ),
+            ":5: /actes:Acte/actes:Objet: Element 'actes:Objet': [facet 'maxLength'] The value has a length of '600'; "
+            "this exceeds the allowed maximum length of '499'. [xsd]",
+            id="objet-of-600-characters",
+        ),
+        pytest.param(
+            lambda xml: re.sub(rb"\s*<actes:CodeMatiere2 [^>]*/>", b"", xml),
+            ":4: /actes:Acte/actes:Objet: Element 'actes:Objet': This element is not expected. "
+            "Expected is ( actes:CodeMatiere2 ). [xsd]",
+            id="codematiere2-missing",
+        ),
+    ],
+)
+def test_validate_reports_a_broken_acte_with_its_line_and_path(
+    demo: Demo, tmp_path: Path, breakage: Any, expected: str
+) -> None:
+    # Given the Acte message of the demo's deliberation (matière 3.2), broken
+    name, xml = acte_message(demo.archive_of("DEL2026_042.json"))
+    broken = breakage(xml)
+    assert broken != xml
+    path = tmp_path / name
+    path.write_bytes(broken)
+
+    # When it is validated
+    result = run_bus("validate", str(path))
+
+    # Then validate exits 1 and names the line and the element path
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"{name}{expected}"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="actes_validate._check_contents: the files of an Acte that fails the XSD are not marked as "
+    "referenced, so each is also reported as [archive-unexpected-file]",
+)
+def test_validate_reports_only_the_real_mistake_of_an_archive_whose_acte_is_invalid(demo: Demo, tmp_path: Path) -> None:
+    # Given a demo archive rebuilt with an Objet of 600 characters (same name, same files)
+    archive = demo.archive_of("DEL2026_042.json")
+    name, xml = acte_message(archive)
+    rebuilt = tmp_path / archive.name
+    with tarfile.open(archive, "r:gz") as source, tarfile.open(rebuilt, "w:gz") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member)
+            if member.name == name:
+                broken = re.sub(
+                    rb"<actes:Objet>.*?</actes:Objet>", b"<actes:Objet>" + b"A" * 600 + b"</actes:Objet>", xml
+                )
+                member.size = len(broken)
+                target.addfile(member, io.BytesIO(broken))
+            else:
+                target.addfile(member, data)
+
+    # When it is validated
+    result = run_bus("validate", str(rebuilt))
+
+    # Then the one mistake is reported, not the act's PDFs as "unexpected"
+    assert result.returncode == 1
+    assert len(result.stdout.splitlines()) == 1, result.stdout
+    assert "/actes:Acte/actes:Objet" in result.stdout
+
+
+# -- inspect ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("saved_name", "kind", "code", "id_acte", "errors"), INSPECT_CASES)
+def test_inspect_reads_each_real_ministry_message(
+    reference_dir: Path,
+    tmp_path: Path,
+    saved_name: str,
+    kind: str,
+    code: str | None,
+    id_acte: str | None,
+    errors: list[str],
+) -> None:
+    # Given a real message under the name the ministry gave it
+    ministry_name = saved_name.split("__", 1)[1]
+    path = tmp_path / ministry_name
+    path.write_bytes((reference_dir / "actes" / "samples" / saved_name).read_bytes())
+
+    # When it is inspected
+    result = run_bus("inspect", str(path))
+
+    # Then inspect exits 0 with the parsed message as JSON
+    assert result.returncode == 0, result.stderr
+    message = json.loads(result.stdout)
+    assert (message["kind"], message["code"], message["id_acte"], message["filename"]) == (
+        kind,
+        code,
+        id_acte,
+        ministry_name,
+    )
+    assert message["errors"] == errors
+
+
+def test_every_reference_sample_has_an_inspect_case(reference_dir: Path) -> None:
+    # Given the samples folder, When listed, Then each file is one of the cases above
+    cases = {saved_name for saved_name, *_ in INSPECT_CASES}
+    assert {p.name for p in (reference_dir / "actes" / "samples").iterdir()} <= cases
+
+
+@pytest.mark.xfail(strict=True, reason="run_bus.cmd_inspect reads the file unguarded: a missing file is a traceback")
+def test_inspect_says_when_the_file_does_not_exist(tmp_path: Path) -> None:
+    # Given a file name that does not exist
+    missing = tmp_path / "044-214400152----1-3_1.xml"
+
+    # When it is inspected
+    result = run_bus("inspect", str(missing))
+
+    # Then inspect exits 1 with one line naming the file, not a traceback
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert str(missing) in result.stderr
+
+
+# -- status ----------------------------------------------------------------------------------
+def test_status_lists_the_four_documents_of_the_demo(demo: Demo) -> None:
+    # Given the demo's ledger, When status is asked
+    result = run_bus("status", "-c", "config/demo.yaml", env=demo.env)
+
+    # Then each document is listed with its deliveries, and the failure with its reason
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "4 document(s)"
+    documents = [line for line in lines if not line.startswith(" ")]
+    assert len(documents) == 5  # four documents and the count
+    assert sum("ROUTED" in line for line in documents) == 3
+    assert f"    ! {BROKEN_ERROR}" in lines
+    archives = [line.split()[-1] for line in lines if line.startswith("    → prefecture")]
+    assert len(archives) == 3 and all(ARCHIVE_NAME.match(name) for name in archives)
+
+
+def test_status_filters_by_state(demo: Demo) -> None:
+    # Given the demo's ledger, When status is asked for FAILED documents only
+    result = run_bus("status", "-c", "config/demo.yaml", "--state", "FAILED", env=demo.env)
+
+    # Then only the broken deliberation is listed
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "1 document(s)"
+    assert "FAILED    deliberations/_A_.json" in lines[0]
+    assert lines[1:-1] == [f"    ! {BROKEN_ERROR}"]
+
+
+def test_status_json_prints_one_object_per_document(demo: Demo) -> None:
+    # Given the demo's ledger, When status is asked as JSON
+    result = run_bus("status", "-c", "config/demo.yaml", "--json", env=demo.env)
+
+    # Then each line is one JSON object, one per document, matching what the demo reported
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted((row["document"], row["state"], row["bundle"]) for row in rows) == sorted(
+        (row["document"], row["state"], row["bundle"]) for row in demo.rows
+    )
+    failed = [row for row in rows if row["state"] == "FAILED"]
+    assert [(row["bundle"], row["reason"], row["deliveries"]) for row in failed] == [("_A_.json", BROKEN_ERROR, [])]
+
+
+def test_status_on_an_unreachable_ledger_never_prints_its_password() -> None:
+    # Given a configuration whose PostgreSQL ledger nobody listens for, its password from the environment
+    config = str((FIXTURES / "status-unreachable" / "main.yaml").relative_to(REPO))
+
+    # When status is asked, at DEBUG
+    result = run_bus("--log-level", "DEBUG", "status", "-c", config, env={"HENT_TEST_SECRET": SECRET})
+
+    # Then it fails, and the password is nowhere in what it printed
+    assert result.returncode != 0
+    assert "ledger unavailable" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="run_bus.main catches ConfigError only: a TransientError (ledger unreachable) escapes as a traceback",
+)
+def test_status_on_an_unreachable_ledger_says_so_in_one_line() -> None:
+    # Given a configuration whose PostgreSQL ledger nobody listens for
+    config = str((FIXTURES / "status-unreachable" / "main.yaml").relative_to(REPO))
+
+    # When status is asked
+    result = run_bus("status", "-c", config, env={"HENT_TEST_SECRET": SECRET})
+
+    # Then it exits 1 with the reason, not a Python traceback
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "ledger unavailable or busy" in result.stderr
