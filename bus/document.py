@@ -31,6 +31,10 @@ class PlannedDelivery:
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def ledger_fields(self) -> dict[str, Any]:
+        """The keyword arguments of ``Ledger.add_delivery`` for this delivery."""
+        return self.to_json()
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PlannedDelivery:
         return cls(**data)

@@ -27,6 +27,7 @@ __all__ = [
     "READ_ONLY_OPTION",
     "ensure_head",
     "append",
+    "append_many",
     "verify",
     "entries",
     "event_hash",
@@ -51,6 +52,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     insert,
     select,
     update,
@@ -149,6 +151,17 @@ def ensure_head(conn: Connection) -> None:
         pass  # another process created it first
 
 
+_HEAD_FOR_UPDATE = (
+    select(journal_head_table).where(journal_head_table.c.id == _HEAD_ID).with_for_update()
+)
+_HEAD_MOVE = (
+    update(journal_head_table)
+    .where(journal_head_table.c.id == _HEAD_ID)
+    .values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"), count=bindparam("new_count"))
+)
+_INSERT_EVENT = insert(journal_table)
+
+
 def append(
     conn: Connection,
     *,
@@ -162,34 +175,44 @@ def append(
     at: datetime | None = None,
 ) -> JournalEntry:
     """Append one event inside the caller's transaction and move the head; return the event."""
-    head = conn.execute(
-        select(journal_head_table).where(journal_head_table.c.id == _HEAD_ID).with_for_update()
-    ).mappings().first()
+    return append_many(conn, [{
+        "actor": actor, "entity": entity, "entity_id": entity_id, "from_state": from_state,
+        "to_state": to_state, "reason": reason, "payload_sha256": payload_sha256, "at": at,
+    }])[0]
+
+
+def append_many(conn: Connection, events: list[dict[str, Any]]) -> list[JournalEntry]:
+    """Append several events (keyword arguments of :func:`append`) in order, chained, with one
+    read of the head, one insert and one move of the head; inside the caller's transaction."""
+    head = conn.execute(_HEAD_FOR_UPDATE).mappings().first()
     if head is None:
         raise HentError(
             "journal: the journal_head row is missing; the journal was tampered with or its "
-            "schema never created (run `run_bus.py verify-journal`)"
+            "schema never created (run `run_bus.py journal verify`)"
         )
-    fields: dict[str, Any] = {
-        "seq": head["last_seq"] + 1,
-        "at": utc_timestamp(at),
-        "actor": actor,
-        "entity": entity,
-        "entity_id": entity_id,
-        "from_state": None if from_state is None else str(from_state),
-        "to_state": str(to_state),
-        "reason": reason or "",
-        "payload_sha256": payload_sha256,
-        "prev_hash": head["last_hash"],
-    }
-    fields["hash"] = event_hash(fields)
-    conn.execute(insert(journal_table).values(**fields))
-    conn.execute(
-        update(journal_head_table)
-        .where(journal_head_table.c.id == _HEAD_ID)
-        .values(last_seq=fields["seq"], last_hash=fields["hash"], count=head["count"] + 1)
-    )
-    return JournalEntry(**fields)
+    seq, prev_hash = head["last_seq"], head["last_hash"]
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        seq += 1
+        from_state = event.get("from_state")
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "at": utc_timestamp(event.get("at")),
+            "actor": event["actor"],
+            "entity": event["entity"],
+            "entity_id": event["entity_id"],
+            "from_state": None if from_state is None else str(from_state),
+            "to_state": str(event["to_state"]),
+            "reason": event.get("reason") or "",
+            "payload_sha256": event.get("payload_sha256"),
+            "prev_hash": prev_hash,
+        }
+        fields["hash"] = prev_hash = event_hash(fields)
+        rows.append(fields)
+    if rows:
+        conn.execute(_INSERT_EVENT, rows)
+        conn.execute(_HEAD_MOVE, {"new_seq": seq, "new_hash": prev_hash, "new_count": head["count"] + len(rows)})
+    return [JournalEntry(**fields) for fields in rows]
 
 
 def _entry(row: Any) -> JournalEntry:

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_ENVELOPE_SERIAL",
 ]
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
@@ -230,6 +232,7 @@ documents_table = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Index("ix_documents_state", "state", "updated_at"),
+    Index("ix_documents_id_acte", "id_acte"),
 )
 
 deliveries_table = Table(
@@ -344,6 +347,33 @@ def _delivery(row: Any) -> DeliveryRow:
     return DeliveryRow(**values)
 
 
+def _event(actor: str, entity: str, entity_id: str, from_state: Any, to_state: Any, at: datetime,
+           reason: str = "", payload_sha256: str | None = None) -> dict[str, Any]:
+    return {"actor": actor, "entity": entity, "entity_id": entity_id, "from_state": from_state,
+            "to_state": to_state, "reason": reason, "payload_sha256": payload_sha256, "at": at}
+
+
+# statements of the hot path, built once (SQLAlchemy then only binds their parameters)
+_DOCUMENT_BY_ID = select(documents_table).where(documents_table.c.id == bindparam("document_id"))
+_DOCUMENT_FOR_UPDATE = _DOCUMENT_BY_ID.with_for_update()
+_SAME_ACT = (
+    select(documents_table.c.id, documents_table.c.state)
+    .where(documents_table.c.id_acte == bindparam("id_acte"), documents_table.c.id != bindparam("document_id"),
+           documents_table.c.state != "FAILED")
+    .limit(1)
+)
+_TAKE_DOCUMENT_LEASE = (
+    update(documents_table)
+    .where(documents_table.c.id == bindparam("document_id"),
+           or_(documents_table.c.lease_owner.is_(None), documents_table.c.lease_until.is_(None),
+               documents_table.c.lease_until < bindparam("now"), documents_table.c.lease_owner == bindparam("owner")))
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+)
+_DELIVERY_PLAN_FIELDS = frozenset({
+    "route", "endpoint", "artifact_name", "artifact_sha256", "artifact_kind", "client_key", "id_acte", "envelope_name",
+})
+
+
 # -- engine -------------------------------------------------------------------------------
 
 
@@ -373,7 +403,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
+        # commits survive a crash of the process at once; they survive a power loss once
+        # Ledger.sync() has run, which the runtime does before any effect outside the bus
+        cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -427,6 +459,25 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def sync(self) -> None:
+        """Make every committed transaction durable (power loss included).
+
+        Called before the bus acts outside itself (sends a delivery, moves a source file).
+        PostgreSQL commits are durable already; SQLite in WAL mode with synchronous=NORMAL
+        is made durable by an fsync of its write-ahead log, one for many commits.
+        """
+        if self.engine.dialect.name != "sqlite" or not self.engine.url.database:
+            return
+        wal = Path(f"{self.engine.url.database}-wal")
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed and removed: the database file is synced
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     # -- transactions ----------------------------------------------------------------------
 
@@ -535,36 +586,132 @@ class Ledger:
         id_acte: str | None, envelope_name: str | None, actor: str | None = None,
     ) -> DeliveryRow:
         """Record a delivery in PENDING; if (document, endpoint) has one already, return it as is."""
+        with self._write() as conn:
+            return self._add_delivery_in(
+                conn, document_id, route=route, endpoint=endpoint, artifact_name=artifact_name,
+                artifact_sha256=artifact_sha256, artifact_kind=artifact_kind, client_key=client_key,
+                id_acte=id_acte, envelope_name=envelope_name, actor=actor,
+            )
+
+    def _add_delivery_in(
+        self, conn: Connection, document_id: str, *, route: str, endpoint: str, artifact_name: str | None,
+        artifact_sha256: str | None, artifact_kind: str | None, client_key: str | None,
+        id_acte: str | None, envelope_name: str | None, actor: str | None = None,
+    ) -> DeliveryRow:
         table = deliveries_table
         query = select(table).where(table.c.document_id == document_id, table.c.endpoint == endpoint)
+        existing = conn.execute(query).first()
+        if existing is not None:
+            return _delivery(existing)
+        parent = select(documents_table.c.id).where(documents_table.c.id == document_id)
+        if conn.execute(parent).first() is None:
+            raise UnknownEntity(f"document {document_id}: not in the ledger, cannot add a delivery to it",
+                                entity="document", entity_id=document_id)
+        now = self.now()
+        delivery_id = uuid.uuid4().hex
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(table).values(
+                    id=delivery_id, document_id=document_id, route=route, endpoint=endpoint,
+                    state=DeliveryState.PENDING.value, artifact_name=artifact_name,
+                    artifact_sha256=artifact_sha256, artifact_kind=artifact_kind, client_key=client_key,
+                    id_acte=id_acte, envelope_name=envelope_name, attempts=0,
+                    created_at=now, updated_at=now,
+                ))
+        except IntegrityError:
+            return _delivery(conn.execute(query).one())
+        journal.append(
+            conn, actor=actor or self.actor, entity="delivery", entity_id=delivery_id, from_state=None,
+            to_state=DeliveryState.PENDING,
+            reason=f"document {document_id} to {endpoint} by route {route}",
+            payload_sha256=artifact_sha256, at=now,
+        )
+        return _delivery(conn.execute(select(table).where(table.c.id == delivery_id)).one())
+
+    def route_document(
+        self, document_id: str, *, deliveries: list[dict[str, Any]], prepared: dict[str, Any] | None = None,
+        actor: str | None = None, release_owner: str | None = None, payload_sha256: str | None = None,
+        unique_id_acte: bool = False,
+    ) -> tuple[DocumentRow, list[DeliveryRow]]:
+        """In ONE transaction: RECEIVED → PREPARED setting ``prepared`` (route, siren, id_acte,
+        canonical) when given, a PENDING delivery per entry of ``deliveries`` (the keyword
+        arguments of :meth:`add_delivery`), → ROUTED, and the lease of ``release_owner`` given back.
+
+        With ``unique_id_acte``, another document with the same IDActe that did not fail
+        makes it raise DocumentError (rule ``act-unique``): an act is never sent twice.
+        A crash or an error leaves the document as it was before, never half routed.
+        """
+        unknown = sorted(set(prepared or {}) - _DOCUMENT_FIELDS)
+        if unknown:
+            raise TypeError(f"document {document_id}: cannot set {', '.join(unknown)}")
+        actor = actor or self.actor
+        documents, table = documents_table, deliveries_table
         with self._write() as conn:
-            existing = conn.execute(query).first()
-            if existing is not None:
-                return _delivery(existing)
-            parent = select(documents_table.c.id).where(documents_table.c.id == document_id)
-            if conn.execute(parent).first() is None:
-                raise UnknownEntity(f"document {document_id}: not in the ledger, cannot add a delivery to it",
-                                    entity="document", entity_id=document_id)
+            row = conn.execute(_DOCUMENT_FOR_UPDATE, {"document_id": document_id}).first()
+            if row is None:
+                raise UnknownEntity(f"document {document_id}: not in the ledger", entity="document",
+                                    entity_id=document_id)
+            expected = _D.RECEIVED if prepared is not None else _D.PREPARED
+            if row.state != expected:
+                raise StaleState("document", document_id, expected, row.state)
+            id_acte = (prepared or {}).get("id_acte", row.id_acte)
+            if unique_id_acte and id_acte:
+                other = conn.execute(_SAME_ACT, {"id_acte": id_acte, "document_id": document_id}).first()
+                if other is not None:
+                    raise DocumentError(
+                        f"act {id_acte} was already received as document {other.id} (state {other.state}); "
+                        "it is not sent twice: to send a corrected act, give it a new NumeroInterne",
+                        field="numero_interne", rule="act-unique",
+                    )
             now = self.now()
-            delivery_id = uuid.uuid4().hex
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(table).values(
-                        id=delivery_id, document_id=document_id, route=route, endpoint=endpoint,
-                        state=DeliveryState.PENDING.value, artifact_name=artifact_name,
-                        artifact_sha256=artifact_sha256, artifact_kind=artifact_kind, client_key=client_key,
-                        id_acte=id_acte, envelope_name=envelope_name, attempts=0,
-                        created_at=now, updated_at=now,
-                    ))
-            except IntegrityError:
-                return _delivery(conn.execute(query).one())
-            journal.append(
-                conn, actor=actor or self.actor, entity="delivery", entity_id=delivery_id, from_state=None,
-                to_state=DeliveryState.PENDING,
-                reason=f"document {document_id} to {endpoint} by route {route}",
-                payload_sha256=artifact_sha256, at=now,
-            )
-            return _delivery(conn.execute(select(table).where(table.c.id == delivery_id)).one())
+            events: list[dict[str, Any]] = []
+            if prepared is not None:
+                events.append(_event(actor, "document", document_id, _D.RECEIVED, _D.PREPARED, now,
+                                     payload_sha256=payload_sha256))
+            existing = set() if prepared is not None else {
+                r.endpoint for r in conn.execute(select(table.c.endpoint).where(table.c.document_id == document_id))
+            }
+            rows = []
+            for plan in deliveries:
+                unknown = sorted(set(plan) - _DELIVERY_PLAN_FIELDS)
+                if unknown:
+                    raise TypeError(f"delivery of document {document_id}: unknown {', '.join(unknown)}")
+                if plan["endpoint"] in existing:
+                    continue
+                existing.add(plan["endpoint"])
+                values = {name: plan.get(name) for name in _DELIVERY_PLAN_FIELDS}
+                values.update(id=uuid.uuid4().hex, document_id=document_id, state=_V.PENDING.value, attempts=0,
+                              created_at=now, updated_at=now)
+                rows.append(values)
+                events.append(_event(actor, "delivery", values["id"], None, _V.PENDING, now,
+                                     reason=f"document {document_id} to {plan['endpoint']} by route {plan['route']}",
+                                     payload_sha256=plan.get("artifact_sha256")))
+            events.append(_event(actor, "document", document_id, _D.PREPARED, _D.ROUTED, now,
+                                 reason=f"{len(deliveries)} deliver{'y' if len(deliveries) == 1 else 'ies'}"))
+            if rows:
+                conn.execute(insert(table), rows)
+            values = {**(prepared or {}), "state": _D.ROUTED.value, "reason": None, "updated_at": now}
+            if release_owner is not None and row.lease_owner == release_owner:
+                values.update(lease_owner=None, lease_until=None)
+            conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
+            journal.append_many(conn, events)
+            routed = conn.execute(_DOCUMENT_BY_ID, {"document_id": document_id}).one()
+            created = conn.execute(select(table).where(table.c.document_id == document_id)
+                                   .order_by(table.c.created_at, table.c.id)).all()
+            return _document(routed), [_delivery(r) for r in created]
+
+    def claim_document(self, document_id: str, owner: str, seconds: float) -> DocumentRow | None:
+        """Take the document's lease (free, expired or already ``owner``'s) and read it, in one
+        transaction; None when someone else holds it."""
+        now = self.now()
+        with self._write() as conn:
+            taken = conn.execute(_TAKE_DOCUMENT_LEASE, {
+                "document_id": document_id, "owner": owner, "now": now,
+                "until": now + timedelta(seconds=seconds),
+            }).rowcount
+            if taken != 1:
+                return None
+            return _document(conn.execute(_DOCUMENT_BY_ID, {"document_id": document_id}).one())
 
     def get_delivery(self, delivery_id: str) -> DeliveryRow:
         with self._read() as conn:
@@ -656,31 +803,40 @@ class Ledger:
             raise TypeError(f"{entity} {entity_id}: cannot set {', '.join(unknown)} "
                             f"(settable: {', '.join(sorted(allowed_fields))})")
         with self._write() as conn:
-            row = conn.execute(select(table).where(table.c.id == entity_id).with_for_update()).first()
-            if row is None:
-                raise UnknownEntity(f"{entity} {entity_id}: not in the ledger",
-                                    entity=entity, entity_id=entity_id)
-            current = row.state
-            if expect is not None and current != str(expect):
-                raise StaleState(entity, entity_id, str(expect), current)
-            now = self.now()
-            values: dict[str, Any] = {**fields, "updated_at": now}
-            if to_state is None:  # an event, no transition: the row's reason column is left alone
-                to_state = current
-            else:
-                if to_state not in transitions[current]:  # type: ignore[index]
-                    raise IllegalTransition(entity, entity_id, current, to_state)
-                values.update(state=str(to_state), reason=reason or None)
-                if entity == "delivery":
-                    values["final_at"] = now if to_state in final else None
-            result = conn.execute(update(table).where(table.c.id == entity_id, table.c.state == current)
-                                  .values(**values))
-            if result.rowcount != 1:  # cannot happen under the row lock; kept as the CAS guard
-                raise StaleState(entity, entity_id, current, "changed meanwhile")
-            entry = journal.append(conn, actor=actor or self.actor, entity=entity, entity_id=entity_id,
-                                   from_state=current, to_state=to_state, reason=reason,
-                                   payload_sha256=payload_sha256, at=now)
-            return conn.execute(select(table).where(table.c.id == entity_id)).one(), entry
+            return self._change_in(conn, entity, entity_id, to_state, actor=actor, reason=reason,
+                                   payload_sha256=payload_sha256, expect=expect, fields=fields,
+                                   table=table, transitions=transitions, final=final)
+
+    def _change_in(
+        self, conn: Connection, entity: str, entity_id: str, to_state: str | None, *, actor: str | None,
+        reason: str, payload_sha256: str | None, expect: str | None, fields: dict[str, Any],
+        table: Table, transitions: Any, final: Any,
+    ) -> tuple[Any, JournalEntry]:
+        row = conn.execute(select(table).where(table.c.id == entity_id).with_for_update()).first()
+        if row is None:
+            raise UnknownEntity(f"{entity} {entity_id}: not in the ledger",
+                                entity=entity, entity_id=entity_id)
+        current = row.state
+        if expect is not None and current != str(expect):
+            raise StaleState(entity, entity_id, str(expect), current)
+        now = self.now()
+        values: dict[str, Any] = {**fields, "updated_at": now}
+        if to_state is None:  # an event, no transition: the row's reason column is left alone
+            to_state = current
+        else:
+            if to_state not in transitions[current]:  # type: ignore[index]
+                raise IllegalTransition(entity, entity_id, current, to_state)
+            values.update(state=str(to_state), reason=reason or None)
+            if entity == "delivery":
+                values["final_at"] = now if to_state in final else None
+        result = conn.execute(update(table).where(table.c.id == entity_id, table.c.state == current)
+                              .values(**values))
+        if result.rowcount != 1:  # cannot happen under the row lock; kept as the CAS guard
+            raise StaleState(entity, entity_id, current, "changed meanwhile")
+        entry = journal.append(conn, actor=actor or self.actor, entity=entity, entity_id=entity_id,
+                               from_state=current, to_state=to_state, reason=reason,
+                               payload_sha256=payload_sha256, at=now)
+        return conn.execute(select(table).where(table.c.id == entity_id)).one(), entry
 
     # -- leases ----------------------------------------------------------------------------
 

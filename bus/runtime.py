@@ -164,53 +164,51 @@ class Runtime:
 
     def _settle(self, source: str) -> None:
         """Commit or roll back, at the source, the bundles whose document is final."""
+        for doc_id in list(self._claims[source]):
+            self._settle_one(source, self.ledger.get_document(doc_id))
+
+    def _settle_one(self, source: str, document: Any) -> None:
+        claimed = self._claims[source].get(document.id)
+        if claimed is None or document.state not in FINAL_DOCUMENT:
+            return
         connector = self.sources[source]
-        for doc_id, claimed in list(self._claims[source].items()):
-            document = self.ledger.get_document(doc_id)
+        try:
+            self.ledger.sync()  # what the ledger says is durable before the source changes
             if document.state == DocumentState.ROUTED:
                 connector.commit(claimed)
-            elif document.state == DocumentState.FAILED:
+            else:
                 self._reply(document, None)
                 connector.rollback(claimed, _error_note(document))
-            else:
-                continue
-            del self._claims[source][doc_id]
-
-    def _settle_now(self, source: str) -> None:
-        lock = self._source_locks.get(source)
-        if lock is not None and lock.acquire(blocking=False):
-            try:
-                self._settle(source)
-            except HentError as exc:
-                log.error("settling %s failed: %s", source, redact(str(exc)))
-            finally:
-                lock.release()
+        except HentError as exc:  # this bundle waits for the next poll; the others go on
+            log.error("settling %s from %s failed: %s", document.bundle, source, redact(str(exc)))
+            return
+        del self._claims[source][document.id]
 
     # -- documents -------------------------------------------------------------------
     def handle_document(self, doc_id: str) -> None:
-        if not self.ledger.acquire_lease("document", doc_id, self.actor, self.lease_seconds):
+        """Map, route, build: RECEIVED → ROUTED (or FAILED).  The source's poller settles it."""
+        document = self.ledger.claim_document(doc_id, self.actor, self.lease_seconds)
+        if document is None:  # another worker holds it
             return
         try:
-            document = self.ledger.get_document(doc_id)
             if document.state == DocumentState.RECEIVED:
-                document = self._prepare(document)
-            if document.state == DocumentState.PREPARED:
-                self._route(document)
+                self._prepare(document)
+            elif document.state == DocumentState.PREPARED:  # left so by an older worker
+                self._route(document, None)
+            else:
+                self.ledger.release_lease("document", doc_id, self.actor)
         except TransientError as exc:
             log.warning("document %s will be retried: %s", doc_id, redact(str(exc)))
-            return  # the lease expires and the sweeper re-publishes it
+            # the lease expires and the sweeper re-publishes it
         except StaleState:
             log.info("document %s moved on meanwhile", doc_id)
-        self.ledger.release_lease("document", doc_id, self.actor)
-        document = self.ledger.get_document(doc_id)
-        if document.state in FINAL_DOCUMENT:
-            self._settle_now(document.source)
+            self.ledger.release_lease("document", doc_id, self.actor)
 
     def _prepare(self, document: Any) -> Any:
         try:
             with metrics.stage_timer("prepare"):
                 prepared = self.processor.prepare(document)
-            self._refuse_second_transmission(document.id, prepared)
+            return self._route(document, prepared)
         except DocumentError as exc:
             return self._fail_document(document, str(exc))
         except (TransientError, StaleState):
@@ -218,64 +216,41 @@ class Runtime:
         except Exception as exc:  # a bug must not loop forever: fail it visibly, replay later
             log.exception("document %s: internal error", document.id)
             return self._fail_document(document, f"internal error while preparing: {exc!r}; report it, then replay")
-        return self.ledger.transition_document(
-            document.id,
-            DocumentState.PREPARED,
-            actor=self.actor,
-            expect=DocumentState.RECEIVED,
-            route=prepared.route,
-            siren=prepared.siren,
-            id_acte=prepared.id_acte,
-            canonical=prepared.ledger_payload(),
-        )
-
-    def _refuse_second_transmission(self, doc_id: str, prepared: PreparedDocument) -> None:
-        if not prepared.id_acte:
-            return
-        for other in self.ledger.documents(id_acte=prepared.id_acte):
-            if other.id != doc_id and other.state != DocumentState.FAILED:
-                raise DocumentError(
-                    f"act {prepared.id_acte} was already received as document {other.id} "
-                    f"(state {other.state}); it is not sent twice: to send a corrected act, "
-                    "give it a new NumeroInterne",
-                    field="numero_interne",
-                    rule="act-unique",
-                )
 
     def _fail_document(self, document: Any, reason: str) -> Any:
         failed = self.ledger.transition_document(
             document.id, DocumentState.FAILED, actor=self.actor, reason=reason, expect=document.state
         )
+        self.ledger.release_lease("document", document.id, self.actor)
         metrics.DOCUMENTS.labels(route=document.route or "none", outcome="failed").inc()
         metrics.DEAD_LETTERS.labels(route=document.route or "none", connector=document.source).inc()
         log.error("document %s (%s from %s) FAILED: %s", document.id, document.bundle, document.source, reason)
         return failed
 
-    def _route(self, document: Any) -> None:
-        planned = PreparedDocument.planned_from_ledger(document.canonical)
-        existing = {d.endpoint for d in self.ledger.deliveries_of(document.id)}
-        for plan in planned:
-            if plan.endpoint in existing:
-                continue
-            self.ledger.add_delivery(
-                document.id,
-                route=plan.route,
-                endpoint=plan.endpoint,
-                artifact_name=plan.artifact_name,
-                artifact_sha256=plan.artifact_sha256,
-                artifact_kind=plan.artifact_kind,
-                client_key=plan.client_key,
-                id_acte=plan.id_acte,
-                envelope_name=plan.envelope_name,
-                actor=self.actor,
-            )
-        self.ledger.transition_document(
-            document.id, DocumentState.ROUTED, actor=self.actor, expect=DocumentState.PREPARED
+    def _route(self, document: Any, prepared: PreparedDocument | None) -> Any:
+        """PREPARED (when ``prepared`` is given), deliveries, ROUTED: one ledger transaction."""
+        if prepared is not None:
+            planned = list(prepared.deliveries)
+            fields: dict[str, Any] | None = {
+                "route": prepared.route, "siren": prepared.siren, "id_acte": prepared.id_acte,
+                "canonical": prepared.ledger_payload(),
+            }
+        else:
+            planned, fields = PreparedDocument.planned_from_ledger(document.canonical), None
+        routed, deliveries = self.ledger.route_document(
+            document.id,
+            prepared=fields,
+            deliveries=[plan.ledger_fields() for plan in planned],
+            actor=self.actor,
+            release_owner=self.actor,
+            payload_sha256=document.sidecar_sha256,
+            unique_id_acte=True,
         )
-        metrics.DOCUMENTS.labels(route=document.route or "none", outcome="routed").inc()
-        for delivery in self.ledger.deliveries_of(document.id):
+        metrics.DOCUMENTS.labels(route=routed.route or "none", outcome="routed").inc()
+        for delivery in deliveries:
             if delivery.state == DeliveryState.PENDING:
                 self._publish(DELIVERIES, delivery.id)
+        return routed
 
     # -- deliveries ------------------------------------------------------------------
     def handle_delivery(self, delivery_id: str) -> None:
@@ -291,6 +266,12 @@ class Runtime:
             self.ledger.acquire_lease("delivery", delivery_id, self.actor, circuit.retry_in())
             return
         connector = self.endpoints[delivery.endpoint]
+        try:  # nothing leaves the bus before the ledger and the artifact are durable
+            self.ledger.sync()
+            self.spool.sync(delivery.artifact_sha256)
+        except (OSError, HentError) as exc:
+            self._retry_later(delivery, f"spool or ledger not durable: {exc}")
+            return
         artifact = Artifact(
             name=delivery.artifact_name,
             path=self.spool.path(delivery.artifact_sha256),
@@ -412,6 +393,7 @@ class Runtime:
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
         """Recover claims left by a previous run, sweep once, start polling and serving."""
+        self.spool.clean_temp()
         for name, connector in self.sources.items():
             with self._source_locks[name]:
                 for claimed in connector.recover():

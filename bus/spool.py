@@ -1,6 +1,6 @@
 """The spool: a content-addressed store for the bytes the bus carries (the claim check).
 
-A blob is named by the sha256 of its content and lives at ``root/ab/cd/<sha256>``.  Every
+A blob is named by the sha256 of its content and lives at ``root/ab/<sha256>``.  Every
 write goes to a temporary file under ``root/tmp`` (same file system), is fsynced, then
 ``os.replace``-d into place, and the directory is fsynced: after ``put_*`` returns, the
 bytes survive a crash, and a reader never sees a half-written blob.  Writing the same
@@ -76,6 +76,7 @@ class SpoolWriter:
         self._file = file
         self._temp_path = temp_path
         self._sha256: str | None = None
+        self._digest: Any = hashlib.sha256()  #: None once the writer seeks back
 
     @property
     def sha256(self) -> str:
@@ -85,20 +86,32 @@ class SpoolWriter:
         return self._sha256
 
     def write(self, data: bytes) -> int:
+        if self._digest is not None:
+            self._digest.update(data)
         return self._file.write(data)
 
-    def __getattr__(self, name: str) -> Any:  # seek, tell, flush, read, seekable, writable...
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._file.seek(offset, whence)
+        if position != self._file.seek(0, os.SEEK_END) or self._digest is None:
+            self._digest = None  # a writer that goes back (zipfile): hash the result at the end
+        self._file.seek(position)
+        return position
+
+    def __getattr__(self, name: str) -> Any:  # tell, flush, read, seekable, writable...
         return getattr(self._file, name)
 
-    def _commit(self) -> str:
+    def _commit(self, sync: bool) -> str:
         self._file.flush()
-        self._file.seek(0)
-        digest = hashlib.sha256()
-        for chunk in iter(lambda: self._file.read(CHUNK_SIZE), b""):
-            digest.update(chunk)
-        os.fsync(self._file.fileno())
+        digest = self._digest
+        if digest is None:
+            self._file.seek(0)
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: self._file.read(CHUNK_SIZE), b""):
+                digest.update(chunk)
+        if sync:
+            os.fsync(self._file.fileno())
         self._file.close()
-        self._sha256 = self._spool._install(self._temp_path, digest.hexdigest())
+        self._sha256 = self._spool._install(self._temp_path, digest.hexdigest(), sync=sync)
         return self._sha256
 
     def _abort(self) -> None:
@@ -146,10 +159,12 @@ class Spool:
             return self.put_stream(fileobj)
 
     @contextmanager
-    def writer(self) -> Iterator[SpoolWriter]:
+    def writer(self, *, sync: bool = True) -> Iterator[SpoolWriter]:
         """A file to build a blob in; on a clean exit it is stored and ``.sha256`` is set.
 
-        If the block raises, the temporary file is removed and nothing is stored.
+        If the block raises, the temporary file is removed and nothing is stored.  With
+        ``sync=False`` the blob is not fsynced yet: call :meth:`sync` before relying on it
+        surviving a power loss (the runtime does, before sending it anywhere).
         """
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="writer-")
         out = SpoolWriter(self, os.fdopen(fd, "w+b"), Path(name))
@@ -159,7 +174,7 @@ class Spool:
             out._abort()
             raise
         try:
-            out._commit()
+            out._commit(sync)
         except BaseException:
             out._abort()
             raise
@@ -208,8 +223,18 @@ class Spool:
 
     # -- internals -------------------------------------------------------------------------
 
+    def sync(self, sha256: str) -> None:
+        """Make a blob written with ``sync=False`` durable (its bytes and its folder entry)."""
+        location = self.path(sha256)
+        fd = os.open(location, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(location.parent)
+
     def _location(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+        return self.root / sha256[:2] / sha256
 
     @contextmanager
     def _temp(self) -> Iterator[tuple[BinaryIO, Path]]:
@@ -223,7 +248,7 @@ class Spool:
                 temp_path.unlink()
             raise
 
-    def _install(self, temp_path: Path, sha256: str) -> str:
+    def _install(self, temp_path: Path, sha256: str, *, sync: bool = True) -> str:
         """Move a fsynced temporary file into place under its name (idempotent)."""
         target = self._location(sha256)
         if target.is_file() and target.stat().st_size == temp_path.stat().st_size:
@@ -231,13 +256,13 @@ class Spool:
             return sha256
         self._makedirs(target.parent)
         os.replace(temp_path, target)
-        _fsync_dir(target.parent)
+        if sync:
+            _fsync_dir(target.parent)
         return sha256
 
     def _makedirs(self, directory: Path) -> None:
-        """Create ``ab/cd`` if needed, fsyncing each parent whose listing changed."""
-        for level in (directory.parent, directory):
-            if not level.is_dir():
-                with suppress(FileExistsError):
-                    level.mkdir()
-                _fsync_dir(level.parent)
+        """Create the ``ab`` folder if needed, fsyncing the root whose listing changed."""
+        if not directory.is_dir():
+            with suppress(FileExistsError):
+                directory.mkdir()
+            _fsync_dir(directory.parent)

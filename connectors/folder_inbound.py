@@ -19,6 +19,7 @@ __all__ = ["Connector", "FolderInboundConfig", "ReadyConfig"]
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -140,7 +141,7 @@ class FolderInbound(InboundConnector):
         claim_dir = self.work_dir / claim_id
         with folder_errors(self.name, root):
             # the folder appears with its manifest in it, or not at all
-            preparing = self.work_dir / f".{claim_id}"
+            preparing = self.work_dir / f".{claim_id}.{_HOST}.{os.getpid()}"
             preparing.mkdir(parents=True)
             manifest = {"key": candidate.key, "members": list(candidate.members), "origin": str(root)}
             exclusive_write(preparing / MANIFEST, json.dumps(manifest).encode())
@@ -181,7 +182,8 @@ class FolderInbound(InboundConnector):
             for claim_dir in sorted(self.work_dir.iterdir()):
                 manifest_path = claim_dir / MANIFEST
                 preparing = claim_dir.name.startswith(".")
-                if preparing and time.time() - claim_dir.stat().st_mtime > STALE_CLAIM_DIR:
+                stale = time.time() - claim_dir.stat().st_mtime > STALE_CLAIM_DIR
+                if preparing and (stale or _abandoned(claim_dir.name)):
                     manifest_path.unlink(missing_ok=True)  # a claim killed before it began
                     _remove_empty(claim_dir)
                 if preparing:
@@ -257,6 +259,25 @@ class FolderInbound(InboundConnector):
     def reachable(self) -> tuple[bool, str]:
         root = self.config.path
         return root.is_dir() and os.access(root, os.R_OK | os.W_OK), str(root)
+
+
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def _abandoned(preparing: str) -> bool:
+    """A claim folder being prepared by a process of this host that no longer runs."""
+    host, _, pid = preparing.rpartition(".")
+    if not host.endswith(f".{_HOST}") or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _glob_escape(text: str) -> str:

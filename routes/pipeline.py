@@ -176,7 +176,7 @@ class Pipeline:
             )
         today = self.today()
         serial = self.serials(act.siren, today)
-        with self.spool.writer() as out:
+        with self.spool.writer(sync=False) as out:  # synced before it is sent anywhere
             transmission = build_archive(
                 act,
                 out,

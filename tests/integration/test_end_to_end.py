@@ -72,7 +72,9 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 BROKEN = {
     # bundle: (source, text naming file [and field], rule)
     "BROKEN.json": ("deliberations", "BROKEN.json:1: not valid JSON at line 1, column 17", "json-syntax"),
-    "NOPDF.json": ("deliberations", "NOPDF.json: main_document.file: 'NOPDF.pdf' is named by the sidecar", "file-present"),
+    "NOPDF.json": (
+        "deliberations", "NOPDF.json: main_document.file: 'NOPDF.pdf' is named by the sidecar", "file-present"
+    ),
     "_A_.json": ("deliberations", "_A_.json: numero_interne: NumeroInterne '_A_'", "numero-interne-pattern"),
     "DEL 42.json": ("deliberations", "DEL 42.json: numero_interne: NumeroInterne 'DEL 42'", "numero-interne-pattern"),
     "LONG.json": ("deliberations", "LONG.json: objet: Objet has 600 characters; 1 to 499 are allowed", "objet-length"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -217,5 +220,10 @@ def test_leftover_claim_folders_are_removed_but_not_one_being_prepared(tmp_path:
     os.utime(killed, (time.time() - 3600, time.time() - 3600))
     preparing = source.work_dir / ".3-another-poller-preparing"
     preparing.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname().replace(".", "_")
+    abandoned = source.work_dir / f".4-x.{host}.{dead.stdout.strip()}"  # its process is gone
+    abandoned.mkdir()
+    (abandoned / MANIFEST).write_text("{}")
     assert source.recover() == []
     assert [p.name for p in source.work_dir.iterdir()] == [".3-another-poller-preparing"]

@@ -462,11 +462,18 @@ def test_counts_by_state_lists_every_state(ledger: Ledger) -> None:
 # -- engine -------------------------------------------------------------------------------
 
 
-def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
+def test_sqlite_runs_in_wal_with_normal_sync_and_sync_makes_it_durable(tmp_path: Path) -> None:
     ledger = Ledger(f"sqlite:///{tmp_path / 'sub' / 'ledger.db'}")
+    ledger.add_document(source="rh", bundle="a.json", idempotency_key="k", sidecar_sha256="0" * 64, files={})
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+        ledger.sync()
+    assert len(fsynced) == 1  # the write-ahead log, once for every commit before it
     with ledger.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, made durable by sync()
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     ledger.close()
@@ -503,3 +510,33 @@ def test_naive_datetimes_are_refused(ledger: Ledger) -> None:
 def test_public_names() -> None:
     for name in bus.ledger.__all__:
         assert hasattr(bus.ledger, name)
+
+
+def test_route_document_prepares_adds_deliveries_routes_and_releases_in_one_transaction(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    document, _ = ledger.add_document(source="rh", bundle="a.json", idempotency_key="k",
+                                      sidecar_sha256="0" * 64, files={})
+    assert ledger.acquire_lease("document", document.id, "w1", 60)
+    plan = {"route": "r", "endpoint": "prefecture", "artifact_name": "HNT-x.tar.gz", "artifact_sha256": "1" * 64,
+            "artifact_kind": "actes-archive", "client_key": "EACT--x", "id_acte": "034-x", "envelope_name": "E"}
+    routed, deliveries = ledger.route_document(
+        document.id, prepared={"route": "r", "siren": "214400152", "id_acte": "034-x", "canonical": {"a": 1}},
+        deliveries=[plan], actor="w1", release_owner="w1",
+    )
+    assert routed.state == "ROUTED" and routed.siren == "214400152" and routed.lease_owner is None
+    assert [d.state for d in deliveries] == ["PENDING"] and deliveries[0].endpoint == "prefecture"
+    assert [(e.entity, e.to_state) for e in ledger.history(document.id)] == [
+        ("document", "RECEIVED"), ("document", "PREPARED"), ("delivery", "PENDING"), ("document", "ROUTED"),
+    ]
+    assert ledger.verify_journal() == []
+
+
+def test_route_document_that_fails_midway_leaves_the_document_untouched(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    document, _ = ledger.add_document(source="rh", bundle="a.json", idempotency_key="k",
+                                      sidecar_sha256="0" * 64, files={})
+    with pytest.raises(TypeError):  # a bad delivery plan, after PREPARED was written in the transaction
+        ledger.route_document(document.id, prepared={"route": "r"}, deliveries=[{"nonsense": 1}])
+    assert ledger.get_document(document.id).state == "RECEIVED"
+    assert ledger.deliveries_of(document.id) == []
+    assert ledger.verify_journal() == []
