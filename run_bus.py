@@ -16,8 +16,12 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bus.errors import Problem
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -72,7 +76,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for name in args.files:
         problems = validator.validate_file(Path(name))
         for problem in problems:
-            print(problem)
+            print(_located(problem, name))
         if problems:
             status = EXIT_FAILED
         else:
@@ -80,11 +84,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _located(problem: Problem, name: str) -> str:
+    """The problem as a line that starts with the file as given: ``out/x.tar.gz: member:5: ...``."""
+    if problem.file in (None, Path(name).name):  # the archive itself, or a standalone message
+        return str(replace(problem, file=name))
+    return f"{name}: {problem}"  # a member of the archive
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from transformers.actes_in import parse_message
 
     path = Path(args.file)
-    message = parse_message(path.read_bytes(), path.name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    message = parse_message(data, path.name)
     print(json.dumps(message.to_dict(), indent=2, ensure_ascii=False))
     return EXIT_OK
 
@@ -95,7 +111,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args.config)
     ledger = Ledger(config.bus.ledger)
     try:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for doc in ledger.documents(state=args.state, route=args.route, siren=args.siren):
             deliveries = ledger.deliveries_of(doc.id)
             rows.append(
@@ -201,15 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging("WARNING" if getattr(args, "json", False) and args.command == "demo" else args.log_level)
-    from bus.errors import ConfigError
+    from bus.errors import ConfigError, HentError
+    from bus.secrets import redact
 
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        from bus.secrets import redact
-
         print(redact(str(exc)), file=sys.stderr)
         return EXIT_CONFIG
+    except HentError as exc:  # a ledger down, a document refused: one line, not a traceback
+        print(redact(_one_line(str(exc))), file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: each line break (and the indent after it) becomes one space."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

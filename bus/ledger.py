@@ -336,7 +336,7 @@ class DeliveryRow:
 
 
 def _document(row: Any) -> DocumentRow:
-    values = dict(row._mapping)
+    values = dict(row if isinstance(row, dict) else row._mapping)
     values["state"] = DocumentState(values["state"])
     return DocumentRow(**values)
 
@@ -369,6 +369,9 @@ _TAKE_DOCUMENT_LEASE = (
                documents_table.c.lease_until < bindparam("now"), documents_table.c.lease_owner == bindparam("owner")))
     .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
 )
+_NEW_DELIVERY: dict[str, Any] = {
+    "remote_id": None, "reason": None, "lease_owner": None, "lease_until": None, "final_at": None,
+}
 _DELIVERY_PLAN_FIELDS = frozenset({
     "route", "endpoint", "artifact_name", "artifact_sha256", "artifact_kind", "client_key", "id_acte", "envelope_name",
 })
@@ -695,10 +698,12 @@ class Ledger:
                 values.update(lease_owner=None, lease_until=None)
             conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
             journal.append_many(conn, events)
-            routed = conn.execute(_DOCUMENT_BY_ID, {"document_id": document_id}).one()
-            created = conn.execute(select(table).where(table.c.document_id == document_id)
-                                   .order_by(table.c.created_at, table.c.id)).all()
-            return _document(routed), [_delivery(r) for r in created]
+            if prepared is None:  # deliveries may predate this call: read them all
+                created = [_delivery(r) for r in conn.execute(
+                    select(table).where(table.c.document_id == document_id).order_by(table.c.created_at, table.c.id))]
+            else:  # the rows are what was just inserted: no need to read them back
+                created = [DeliveryRow(**{**_NEW_DELIVERY, **r, "state": _V.PENDING}) for r in rows]
+        return _document({**row._mapping, **values}), created
 
     def claim_document(self, document_id: str, owner: str, seconds: float) -> DocumentRow | None:
         """Take the document's lease (free, expired or already ``owner``'s) and read it, in one

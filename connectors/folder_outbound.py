@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["Connector", "FolderOutboundConfig"]
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -72,8 +73,16 @@ class FolderOutbound(OutboundConnector):
         return SendResult("DELIVERED", remote_id=str(target))
 
     def reachable(self) -> tuple[bool, str]:
+        """Ready when the folder exists, or when ``create: true`` and the first send can create it."""
         folder = self.config.path
-        return folder.is_dir(), str(folder)
+        if folder.is_dir() or not self.config.create:
+            return folder.is_dir(), str(folder)
+        parent = next(p for p in (folder, *folder.parents) if p.exists())  # a file named so, or a parent
+        if parent == folder:
+            return False, f"{folder} is not a folder"
+        if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            return True, f"{folder} (created on the first send)"
+        return False, f"{folder} cannot be created: {parent} is not a writable folder"
 
 
 Connector = FolderOutbound

@@ -29,7 +29,7 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
         if route.map is not None and str(route.map) not in seen_maps:
             seen_maps.add(str(route.map))
             try:
-                Mapping.load(Path(route.map))
+                Mapping.load(Path(route.map), _as_given(path, Path(route.map)))
             except ConfigError as exc:
                 problems.extend(exc.problems or [exc.problem()])
         kind = TRANSFORM_KINDS.get(route.transform)
@@ -70,3 +70,15 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
         f"{len(config.collectivites)} collectivité(s); schemas compiled: {schemas}"
     )
     return problems, summary
+
+
+def _as_given(config: Path, resolved: Path) -> str:
+    """A path the configuration names, as it wrote it, beside the configuration as given.
+
+    ``mappings/x.yaml`` in ``conf/main.yaml`` is ``conf/mappings/x.yaml``; a path written
+    absolute, or outside the configuration's folder, stays as resolved.
+    """
+    try:
+        return str(config.parent / resolved.relative_to(config.resolve().parent))
+    except ValueError:
+        return str(resolved)

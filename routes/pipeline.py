@@ -20,7 +20,7 @@ from typing import Any
 from bus.document import PlannedDelivery, PreparedDocument
 from bus.errors import DocumentError
 from routes.router import condition_failures
-from transformers.actes_model import CanonicalAct, Collectivite
+from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.actes_out import build_archive
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
@@ -39,13 +39,15 @@ def act_to_json(act: CanonicalAct) -> dict[str, Any]:
             return value.isoformat()
         if isinstance(value, Path):
             return str(value)
+        if isinstance(value, ActFile):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, dict):
             return {k: convert(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [convert(v) for v in value]
         return value
 
-    return convert(dataclasses.asdict(act))
+    return {f.name: convert(getattr(act, f.name)) for f in dataclasses.fields(act)}
 
 
 class Pipeline:

@@ -225,10 +225,12 @@ class ActesValidator:
             message_problems = self.validate_xml(xml[name], name)
             problems += message_problems
             message = _root(xml[name])
-            if message is not None and not message_problems and etree.QName(message).localname == "Acte":
-                files, acte_problems = _check_acte(name, message, departement, siren, heads)
-                used.update(files)
-                problems += acte_problems
+            if message is None or etree.QName(message).localname != "Acte":
+                continue
+            document, annexes = _acte_files(message)
+            used.update([document, *annexes])  # even when the Acte breaks the schema: its files are not strays
+            if not message_problems:
+                problems += _check_acte(name, message, departement, siren, heads)
         for name in heads:
             if name not in used:
                 rule = (
@@ -258,20 +260,26 @@ def _root(data: bytes) -> etree._Element | None:
         return None
 
 
+def _acte_files(acte: etree._Element) -> tuple[str, list[str]]:
+    """The NomFichier of an Acte's main document and of each of its annexes, in order."""
+    document = acte.findtext(f"{{{NS}}}Document/{{{NS}}}NomFichier", "").strip()
+    annexes = [
+        (e.text or "").strip() for e in acte.iterfind(f"{{{NS}}}Annexes/{{{NS}}}Annexe/{{{NS}}}NomFichier")
+    ]
+    return document, annexes
+
+
 def _check_acte(
     name: str, acte: etree._Element, departement: str | None, siren: str | None, heads: dict[str, bytes]
-) -> tuple[set[str], list[Problem]]:
-    """The files an Acte references, and problems with its name and those files."""
+) -> list[Problem]:
+    """Problems with a schema-valid Acte's name and the files it references."""
     problems: list[Problem] = []
     nature = NATURES.get(int(acte.get(f"{{{NS}}}CodeNatureActe", "0")), "??")
     day = acte.get(f"{{{NS}}}Date", "").replace("-", "")
     base = f"{departement}-{siren}-{day}-{acte.get(f'{{{NS}}}NumeroInterne')}-{nature}-1-1"
     if siren and name != f"{base}_0.xml":
         problems.append(Problem(f"message name should be {base}_0.xml", file=name, rule="message-name"))
-    document = acte.findtext(f"{{{NS}}}Document/{{{NS}}}NomFichier", "").strip()
-    annexes = [
-        (e.text or "").strip() for e in acte.iterfind(f"{{{NS}}}Annexes/{{{NS}}}Annexe/{{{NS}}}NomFichier")
-    ]
+    document, annexes = _acte_files(acte)
     declared = acte.find(f"{{{NS}}}Annexes")
     if declared is not None and declared.get(f"{{{NS}}}Nombre") != str(len(annexes)):
         problems.append(
@@ -312,7 +320,7 @@ def _check_acte(
                     rule="file-type-mismatch",
                 )
             )
-    return {document, *annexes}, problems
+    return problems
 
 
 @lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __all__ = ["TextPolicy", "check_latin1", "to_latin1"]
 
+import re
 import unicodedata
 from enum import StrEnum
 
@@ -121,7 +122,13 @@ def _describe(ch: str) -> str:
     return f"U+{ord(ch):04X} {shown}"
 
 
+#: text that every policy keeps as it is: printable ASCII and latin-1 letters, tab, newlines
+_PLAIN = re.compile(r"[\t\n\r\x20-\x7e\xa1-\xff]*")
+
+
 def _convert(text: str, policy: TextPolicy, field: str, file: str | None) -> tuple[str, list[Problem]]:
+    if _PLAIN.fullmatch(text):  # the common case, without looking at each character
+        return text, []
     policy = TextPolicy(policy)
     out: list[str] = []
     problems: list[Problem] = []

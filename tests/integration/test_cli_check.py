@@ -134,7 +134,8 @@ def test_check_masks_a_secret_in_the_values_it_reports_as_wrong() -> None:
 def test_check_loads_the_mapping_a_route_names_and_reports_its_unknown_keys() -> None:
     # Given a valid configuration whose route names a mapping with two misspelt keys
     config = fixture("check-mapping/main.yaml")
-    mapping = FIXTURES / "check-mapping" / "mappings" / "deliberations.yaml"
+    # named as the configuration gives it (mappings/deliberations.yaml), beside the configuration
+    mapping = fixture("check-mapping/mappings/deliberations.yaml")
 
     # When it is checked
     result = run_bus("check", "-c", config)
@@ -144,8 +145,8 @@ def test_check_loads_the_mapping_a_route_names_and_reports_its_unknown_keys() ->
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"{mapping}:4: fields.objet: say where objet comes from [required]",
-        f"{mapping}:10: fields.objett: unknown key 'objett'; did you mean 'objet'? [unknown-key]",
-        f"{mapping}:13: extras: unknown key 'extras'; did you mean 'extra'? [unknown-key]",
+        f"{mapping}:10: fields.objett: unknown key 'objett' (did you mean 'objet'?) [unknown-key]",
+        f"{mapping}:13: extras: unknown key 'extras' (did you mean 'extra'?) [unknown-key]",
         f"{config}: 3 error(s)",
     ]
 

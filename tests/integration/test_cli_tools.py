@@ -196,16 +196,11 @@ def test_validate_reports_a_broken_acte_with_its_line_and_path(
     # When it is validated
     result = run_bus("validate", str(path))
 
-    # Then validate exits 1 and names the line and the element path
+    # Then validate exits 1 and names the file as given, the line and the element path
     assert result.returncode == 1
-    assert result.stdout.splitlines() == [f"{name}{expected}"]
+    assert result.stdout.splitlines() == [f"{path}{expected}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="actes_validate._check_contents: the files of an Acte that fails the XSD are not marked as "
-    "referenced, so each is also reported as [archive-unexpected-file]",
-)
 def test_validate_reports_only_the_real_mistake_of_an_archive_whose_acte_is_invalid(demo: Demo, tmp_path: Path) -> None:
     # Given a demo archive rebuilt with an Objet of 600 characters (same name, same files)
     archive = demo.archive_of("DEL2026_042.json")
@@ -226,10 +221,15 @@ def test_validate_reports_only_the_real_mistake_of_an_archive_whose_acte_is_inva
     # When it is validated
     result = run_bus("validate", str(rebuilt))
 
-    # Then the one mistake is reported, not the act's PDFs as "unexpected"
+    # Then the one mistake is reported, not the act's PDFs as "unexpected",
+    # under the archive's path as given, then the member, its line and the element path
     assert result.returncode == 1
     assert len(result.stdout.splitlines()) == 1, result.stdout
     assert "/actes:Acte/actes:Objet" in result.stdout
+    assert result.stdout.splitlines() == [
+        f"{rebuilt}: {name}:5: /actes:Acte/actes:Objet: Element 'actes:Objet': [facet 'maxLength'] The value has a "
+        "length of '600'; this exceeds the allowed maximum length of '499'. [xsd]"
+    ]
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -269,7 +269,6 @@ def test_every_reference_sample_has_an_inspect_case(reference_dir: Path) -> None
     assert {p.name for p in (reference_dir / "actes" / "samples").iterdir()} <= cases
 
 
-@pytest.mark.xfail(strict=True, reason="run_bus.cmd_inspect reads the file unguarded: a missing file is a traceback")
 def test_inspect_says_when_the_file_does_not_exist(tmp_path: Path) -> None:
     # Given a file name that does not exist
     missing = tmp_path / "044-214400152----1-3_1.xml"
@@ -281,6 +280,7 @@ def test_inspect_says_when_the_file_does_not_exist(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert str(missing) in result.stderr
+    assert result.stderr.splitlines() == [f"{missing}: cannot read: No such file or directory"]
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -339,10 +339,6 @@ def test_status_on_an_unreachable_ledger_never_prints_its_password() -> None:
     assert SECRET not in result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_bus.main catches ConfigError only: a TransientError (ledger unreachable) escapes as a traceback",
-)
 def test_status_on_an_unreachable_ledger_says_so_in_one_line() -> None:
     # Given a configuration whose PostgreSQL ledger nobody listens for
     config = str((FIXTURES / "status-unreachable" / "main.yaml").relative_to(REPO))
@@ -354,3 +350,4 @@ def test_status_on_an_unreachable_ledger_says_so_in_one_line() -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "ledger unavailable or busy" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr

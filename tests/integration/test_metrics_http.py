@@ -246,11 +246,6 @@ def test_readyz_checks_the_ledger_the_broker_and_each_connector_then_fails_witho
     assert {name for name, check in answer["checks"].items() if not check["ok"]} == {f"connector:{ENDPOINT}"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FolderOutbound.reachable ignores create: true: a deposit folder the bus would create "
-    "on its first send makes /readyz answer 503 until then",
-)
 def test_readyz_is_ready_before_the_first_send_creates_the_deposit_folder(tmp_path: Path) -> None:
     # Given a fresh bus whose deposit folder does not exist yet, with create: true
     (tmp_path / "drop").mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import tarfile
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -15,6 +16,7 @@ import pytest
 from lxml import etree
 
 from bus.errors import DocumentError, Problem, ValidationFailed
+from transformers import actes_out, actes_rules
 from transformers.actes_model import ActFile, CanonicalAct
 from transformers.actes_out import (
     Transmission,
@@ -27,7 +29,7 @@ from transformers.actes_out import (
     file_names_for,
     message_name,
 )
-from transformers.actes_validate import ActesValidator, default_validator
+from transformers.actes_validate import MESSAGE_NAME, ActesValidator, default_validator
 from transformers.classification import Classification
 from transformers.text_policy import TextPolicy
 
@@ -633,6 +635,22 @@ def test_validate_archive_finds_missing_unexpected_and_nested(files: dict[str, P
     )
 
 
+def test_validate_archive_with_an_acte_breaking_the_schema_reports_only_that(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    # Given a good archive whose Acte has an Objet of 600 characters
+    name, members = good_members(files)
+    (message,) = [m for m in members if MESSAGE_NAME.fullmatch(m)]
+    members[message] = re.sub(rb"<actes:Objet>.*?</actes:Objet>", b"<actes:Objet>" + b"A" * 600 + b"</actes:Objet>",
+                              members[message])
+
+    # When it is validated
+    problems = default_validator().validate_archive(write_tar(tmp_path / name, members))
+
+    # Then the schema error is the one problem: the files the Acte names are not "unexpected"
+    assert [(p.file, p.field, p.rule) for p in problems] == [(message, "/actes:Acte/actes:Objet", "xsd")]
+
+
 def test_validate_archive_checks_names_and_content(files: dict[str, Path], tmp_path: Path) -> None:
     name, members = good_members(files)
     annex = "99_SE-044-214400152-20240212-DEL2024_012-DE-1-1_2.png"
@@ -652,3 +670,9 @@ def test_validate_archive_unlisted_message_and_not_gzip(files: dict[str, Path], 
     bogus.write_bytes(b"not a tar")
     assert [p.rule for p in default_validator().validate_file(bogus)] == ["archive-readable"]
     assert [p.rule for p in default_validator().validate_file(files["acte.pdf"])] == ["file-kind"]
+
+
+def test_check_act_lives_in_actes_rules_and_is_re_exported() -> None:
+    assert actes_out.check_act is actes_rules.check_act
+    assert actes_rules.__all__ == ["check_act"]
+    assert all(hasattr(actes_out, name) for name in actes_out.__all__)

@@ -53,6 +53,43 @@ def test_a_missing_folder_is_transient_unless_created(tmp_path: Path) -> None:
         endpoint(tmp_path / "absent").connect()
 
 
+def test_a_missing_folder_is_not_ready_unless_it_will_be_created(tmp_path: Path) -> None:
+    # Given a deposit folder that does not exist yet, two levels under an existing folder
+    folder = tmp_path / "out" / "prefecture"
+
+    # Then without create: true the endpoint is not ready
+    assert endpoint(folder).reachable() == (False, str(folder))
+    # and with create: true it is, since its nearest existing parent is a writable folder
+    assert endpoint(folder, create=True).reachable() == (True, f"{folder} (created on the first send)")
+    # and checking created nothing
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_under_a_file_is_not_ready_even_with_create(tmp_path: Path) -> None:
+    # Given a deposit folder whose nearest existing parent is a file
+    (tmp_path / "out").write_bytes(b"")
+    folder = tmp_path / "out" / "prefecture"
+
+    # Then it is not ready, and the detail says why
+    assert endpoint(folder, create=True).reachable() == (
+        False,
+        f"{folder} cannot be created: {tmp_path / 'out'} is not a writable folder",
+    )
+
+
+def test_a_file_in_place_of_the_folder_is_not_ready_even_with_create(tmp_path: Path) -> None:
+    # Given a file where the deposit folder should be
+    folder = tmp_path / "out"
+    folder.write_bytes(b"")
+
+    # Then it is not ready: the first send could not create the folder
+    assert endpoint(folder, create=True).reachable() == (False, f"{folder} is not a folder")
+
+
+def test_an_existing_folder_is_ready(tmp_path: Path) -> None:
+    assert endpoint(tmp_path).reachable() == (True, str(tmp_path))
+
+
 def test_trigram_and_quadrigram_are_checked() -> None:
     with pytest.raises(Exception, match="quadrigram"):
         FolderOutboundConfig.model_validate({"path": "/x", "quadrigram": "eact1"})

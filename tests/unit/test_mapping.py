@@ -10,6 +10,7 @@ import pytest
 
 import transformers.mapping as mapping_module
 from bus.errors import ConfigError, DocumentError, Problem
+from transformers import mapping_load, sidecar, sidecar_values
 from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.mapping import Mapping
 
@@ -149,7 +150,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
 
     assert {str(p) for p in error.value.problems} == {
         "d.json: nature: 'DELIBERATON' is not in the map (known: DELIBERATION, ARRETE_REGLEMENTAIRE, "
-        "ARRETE_INDIVIDUEL, CONTRAT, BUDGET, AUTRE); did you mean 'DELIBERATION'? [map-value]",
+        "ARRETE_INDIVIDUEL, CONTRAT, BUDGET, AUTRE) (did you mean 'DELIBERATION'?) [map-value]",
         "d.json: decision_date: '20/11/2026' does not match the date format %Y-%m-%d [date-format]",
         "d.json: objet: 'objet' is absent or empty in the sidecar [required]",
         "d.json: matieres: 'x' is not an integer [integer]",
@@ -245,7 +246,7 @@ def test_csv_missing_column_suggests_the_nearest(tmp_path: Path) -> None:
                     "AR2026_0187_avis_CAP.pdf", "AR2026_0187_fiche_poste.pdf"), COLLECTIVITES)
 
     assert problems_of(error) == {("nature", "required")}
-    assert error.value.problems[0].message.endswith("; did you mean 'type_acte'?")
+    assert error.value.problems[0].message.endswith(" (did you mean 'type_acte'?)")
 
 
 def test_csv_key_value_layout(tmp_path: Path) -> None:
@@ -377,13 +378,13 @@ files:
 """)
 
     assert [str(p) for p in error.value.problems] == [
-        f"{tmp_path}/vendor.yaml:2: feilds: unknown key 'feilds'; did you mean 'fields'? [unknown-key]",
+        f"{tmp_path}/vendor.yaml:2: feilds: unknown key 'feilds' (did you mean 'fields'?) [unknown-key]",
         f"{tmp_path}/vendor.yaml:4: fields.decision_date: say where decision_date comes from [required]",
-        f"{tmp_path}/vendor.yaml:5: fields.siren.pth: unknown key 'pth'; did you mean 'path'? [unknown-key]",
+        f"{tmp_path}/vendor.yaml:5: fields.siren.pth: unknown key 'pth' (did you mean 'path'?) [unknown-key]",
         f"{tmp_path}/vendor.yaml:5: fields.siren: give a path: or a const: [rule-shape]",
-        f"{tmp_path}/vendor.yaml:7: fields.decision_dat: unknown key 'decision_dat'; did you mean "
-        "'decision_date'? [unknown-key]",
-        f"{tmp_path}/vendor.yaml:12: files.main.typ: unknown key 'typ'; did you mean 'type'? [unknown-key]",
+        f"{tmp_path}/vendor.yaml:7: fields.decision_dat: unknown key 'decision_dat' (did you mean "
+        "'decision_date'?) [unknown-key]",
+        f"{tmp_path}/vendor.yaml:12: files.main.typ: unknown key 'typ' (did you mean 'type'?) [unknown-key]",
     ]
 
 
@@ -398,7 +399,7 @@ files: {main: {file: g}}
 """)
 
     assert [(p.line, p.field, p.rule, p.message) for p in error.value.problems] == [
-        (1, "format", "choice", "format must be json, csv or xml, not 'jsn'; did you mean 'json'?"),
+        (1, "format", "choice", "format must be json, csv or xml, not 'jsn' (did you mean 'json'?)"),
         (2, "encoding", "encoding", "unknown encoding 'klingon' (latin-1, cp1252, utf-8...)"),
         (3, "namespaces", "format-option", "namespaces: applies to format: xml only"),
         (4, "csv", "format-option", "csv: applies to format: csv only"),
@@ -466,6 +467,28 @@ def test_a_missing_mapping_file(tmp_path: Path) -> None:
     assert problems_of(error) == {(None, "file-readable")}
 
 
+def test_problems_name_the_mapping_as_the_configuration_gave_it(tmp_path: Path) -> None:
+    # Given a mapping with a misspelt key, loaded under the name the configuration gave it
+    path = tmp_path / "vendor.yaml"
+    path.write_text("format: jsn\n", encoding="utf-8")
+
+    # When it is loaded
+    with pytest.raises(ConfigError) as error:
+        Mapping.load(path, "mappings/vendor.yaml")
+
+    # Then each problem names it so, not by its absolute path
+    assert {p.file for p in error.value.problems} == {"mappings/vendor.yaml"}
+    assert str(error.value.problems[0]) == (
+        "mappings/vendor.yaml:1: format: format must be json, csv or xml, not 'jsn' (did you mean 'json'?) [choice]"
+    )
+    # and so does the error for a file that cannot be read
+    with pytest.raises(ConfigError) as error:
+        Mapping.load(tmp_path / "absent.yaml", "mappings/absent.yaml")
+    assert str(error.value) == (
+        "mappings/absent.yaml: cannot read the mapping: No such file or directory [file-readable]"
+    )
+
+
 def test_every_example_mapping_loads() -> None:
     for path in sorted(MAPPINGS.glob("*.yaml")):
         assert Mapping.load(path).description
@@ -473,3 +496,9 @@ def test_every_example_mapping_loads() -> None:
 
 def test_public_names() -> None:
     assert sorted(mapping_module.__all__) == ["FIELD_KINDS", "Mapping"]
+    assert mapping_load.__all__ == ["load_mapping"]
+    assert sorted(sidecar.__all__) == ["ABSENT", "Rule", "Sidecar", "known_encoding"]
+    assert sorted(sidecar_values.__all__) == ["clean", "convert", "scalar", "text_key", "to_int", "xml_value"]
+    for module in (mapping_module, mapping_load, sidecar, sidecar_values):
+        for name in module.__all__:
+            assert hasattr(module, name), (module.__name__, name)
