@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_bus.py",
         description="Hent: integration bus for @ctes (contrôle de légalité) and DECP.",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default INFO; WARNING for demo)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -216,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging("WARNING" if getattr(args, "json", False) and args.command == "demo" else args.log_level)
+    _setup_logging(args.log_level or ("WARNING" if args.command == "demo" else "INFO"))
     from bus.errors import ConfigError, HentError
     from bus.secrets import redact
 

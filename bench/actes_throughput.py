@@ -811,7 +811,8 @@ def render(result: dict[str, Any]) -> str:
         "rounds (runtime / bare acts/s): "
         + ", ".join(f"{r['runtime_acts_per_s']:.1f} / {r['bare_acts_per_s']:.1f}" for r in result["rounds_detail"]),
         "",
-        f"where the time goes, ms per act (instrumented round: runtime, all stages {b['runtime_total_ms_per_act']:.2f}, "
+        "where the time goes, ms per act (instrumented round: runtime, all stages "
+        f"{b['runtime_total_ms_per_act']:.2f}, "
         f"bare {b['bare_total_ms_per_act']:.2f}; exclusive times):",
     ]
     lines += [f"  runtime  {name:<56}{value:>8.2f}" for name, value in b["runtime_ms_per_act"].items()]

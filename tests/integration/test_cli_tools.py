@@ -19,7 +19,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "cli"
-REFERENCE = REPO.parent / "shared" / "reference"
 ARCHIVE_NAME = re.compile(r"^HNT-TACT--214400152--\d{8}-\d+\.tar\.gz$")
 BROKEN_ERROR = (
     "_A_.json: numero_interne: NumeroInterne '_A_' must be 2-15 of A-Z, 0-9, _ "
@@ -97,15 +96,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     return Demo(workspace, result)
 
 
-@pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    """../shared/reference; skip (or fail if HENT_REQUIRE_REFERENCE=1) when absent."""
-    if not REFERENCE.is_dir():
-        message = f"reference directory not found: {REFERENCE}"
-        if os.environ.get("HENT_REQUIRE_REFERENCE") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return REFERENCE
 
 
 def acte_message(archive: Path) -> tuple[str, bytes]:
