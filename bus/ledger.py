@@ -62,6 +62,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     bindparam,
     create_engine,
     event,
@@ -885,8 +886,9 @@ class Ledger:
     def expired_work(
         self, now: datetime | None = None, *, grace: float = 60.0, limit: int | None = None
     ) -> tuple[list[str], list[str]]:
-        """For the sweeper: documents in RECEIVED/PREPARED and deliveries in PENDING that nobody
-        holds (lease free or expired) and that have not moved for ``grace`` seconds."""
+        """For the sweeper: documents in RECEIVED/PREPARED and deliveries in PENDING whose lease
+        expired (a worker died, or a back-off ended), or that nobody ever took and that have not
+        moved for ``grace`` seconds (their message was lost)."""
         now = now or self.now()
         if now.tzinfo is None:
             raise ValueError(f"expired_work needs a timezone-aware datetime, got naive {now}")
@@ -896,8 +898,9 @@ class Ledger:
             for table, states in ((documents_table, [_D.RECEIVED.value, _D.PREPARED.value]),
                                   (deliveries_table, [_V.PENDING.value])):
                 query = (select(table.c.id)
-                         .where(table.c.state.in_(states), table.c.updated_at < cutoff,
-                                or_(table.c.lease_until.is_(None), table.c.lease_until < now))
+                         .where(table.c.state.in_(states),
+                                or_(table.c.lease_until < now,
+                                    and_(table.c.lease_until.is_(None), table.c.updated_at < cutoff)))
                          .order_by(table.c.updated_at, table.c.id).limit(limit))
                 found.append([row.id for row in conn.execute(query)])
         return found[0], found[1]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 __all__ = ["Runtime", "RetryPolicy"]
 
+import hashlib
+import json
 import logging
 import signal
 import threading
@@ -147,16 +149,26 @@ class Runtime:
         with metrics.stage_timer("ingest"):
             files = {name: self.spool.put_file(path) for name, path in claimed.files.items()}
             sidecar_sha = files[claimed.key]
+            # the same bundle is the same sidecar with the same files: a bundle dropped again
+            # with a file that was missing is another document
+            content = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
             document, created = self.ledger.add_document(
                 source=source,
                 bundle=claimed.key,
-                idempotency_key=f"file:{source}:{claimed.key}:{sidecar_sha}",
+                idempotency_key=f"bundle:{source}:{claimed.key}:{content}",
                 sidecar_sha256=sidecar_sha,
                 files=files,
                 actor=source,
             )
         self._claims[source][document.id] = claimed
-        if document.state in FINAL_DOCUMENT and not created and not recovered:
+        if document.state == DocumentState.FAILED and not created and not recovered:
+            # the same bytes dropped again after a failure: the fix was elsewhere (the
+            # configuration, a mapping, a missing file now present): try again
+            document = self.ledger.transition_document(
+                document.id, DocumentState.RECEIVED, actor=source, expect=DocumentState.FAILED,
+                reason="dropped again after its failure: processed anew",
+            )
+        if document.state == DocumentState.ROUTED and not created and not recovered:
             log.warning("%s from %s was already processed as document %s", claimed.key, source, document.id)
             self._reply(document, None, note=f"already processed as document {document.id}: not sent again")
         elif document.state not in FINAL_DOCUMENT:

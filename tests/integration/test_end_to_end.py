@@ -190,3 +190,37 @@ def test_an_identical_bundle_dropped_again_is_not_processed_twice(tmp_path: Path
     assert len(list((tmp_path / "out").iterdir())) == 1
     second = json.loads((folder / "replies" / "DEL2026_091.2.json").read_text())
     assert second["note"].startswith("already processed as document")
+
+
+def test_a_failed_bundle_dropped_again_after_a_configuration_fix_is_processed_anew(tmp_path: Path) -> None:
+    # Given a deliberation from a collectivité the configuration does not know yet
+    config = write_config(tmp_path)
+    folder = tmp_path / "drop" / "deliberations"
+    drop_deliberation(folder, "DEL2026_093", decision=TODAY, siren="200000172")  # SIREN not configured
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    first = run_bus(config)["DEL2026_093.json"]["doc"]
+    assert first.state == "FAILED" and "[collectivite-known]" in first.reason
+    # When the IT department adds the collectivité and the software drops the same bytes again
+    text = config.read_text(encoding="utf-8").replace(
+        "collectivites:\n", "collectivites:\n- {siren: '200000172', departement: '044', arrondissement: 1, "
+        "nature: '31', return_emails: [actes@saint-herblain.fr], classification_date: '2025-01-15'}\n", 1)
+    config.write_text(text, encoding="utf-8")
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    outcome = run_bus(config)
+    # Then the same document is replayed and delivered, once
+    again = outcome["DEL2026_093.json"]["doc"]
+    assert again.id == first.id and again.state == "ROUTED"
+    assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+def test_a_bundle_dropped_again_with_its_missing_file_is_a_new_document(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    folder = tmp_path / "drop" / "deliberations"
+    drop_deliberation(folder, "DEL2026_094", decision=TODAY, omit=("DEL2026_094.pdf",))
+    assert run_bus(config)["DEL2026_094.json"]["doc"].state == "FAILED"
+    drop_deliberation(folder, "DEL2026_094", decision=TODAY)  # now with its PDF
+    run_bus(config)
+    states = sorted(str(d.state) for d in Ledger(load_config(config).bus.ledger).documents())
+    assert states == ["FAILED", "ROUTED"]
+    assert len(list((tmp_path / "out").iterdir())) == 1
