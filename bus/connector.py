@@ -43,6 +43,7 @@ class Claimed:
     key: str
     files: dict[str, Path]  #: name in the bundle → local path (sidecar first)
     origin: str = ""  #: where it came from, for messages (a folder, a remote path)
+    ref: str | None = None  #: what the runtime recorded it as (its document id), kept by :meth:`tag`
 
     @property
     def sidecar(self) -> Path:
@@ -96,6 +97,10 @@ class InboundConnector(ABC):
     @abstractmethod
     def claim(self, candidate: Candidate) -> Claimed | None:
         """Move the bundle out of the source's reach; None if another poller took it."""
+
+    @abstractmethod
+    def tag(self, claimed: Claimed, ref: str) -> Claimed:
+        """Durably remember ``ref`` with the claim, so that :meth:`recover` gives it back."""
 
     @abstractmethod
     def commit(self, claimed: Claimed) -> None:

@@ -146,6 +146,16 @@ class Runtime:
         return taken
 
     def _ingest(self, source: str, claimed: Claimed, *, recovered: bool) -> None:
+        if claimed.ref is not None:  # recorded before a restart: its document says what is left
+            try:
+                document = self.ledger.get_document(claimed.ref)
+            except KeyError:
+                document = None
+            if document is not None:
+                self._claims[source][document.id] = claimed
+                if document.state not in FINAL_DOCUMENT:
+                    self._publish(DOCUMENTS, document.id)
+                return
         with metrics.stage_timer("ingest"):
             files = {name: self.spool.put_file(path) for name, path in claimed.files.items()}
             sidecar_sha = files[claimed.key]
@@ -160,6 +170,8 @@ class Runtime:
                 files=files,
                 actor=source,
             )
+        # from now on the claim knows its document, even if a crash interrupts its commit
+        claimed = self.sources[source].tag(claimed, document.id)
         self._claims[source][document.id] = claimed
         if document.state == DocumentState.FAILED and not created and not recovered:
             # the same bytes dropped again after a failure: the fix was elsewhere (the

@@ -22,6 +22,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bus.config import ConfigPath, ConnectorConfig, Duration, Schedule
 from bus.connector import Candidate, Claimed, InboundConnector
-from connectors._folder_common import exclusive_write, folder_errors, fsync_dir, move
+from connectors._folder_common import atomic_write, exclusive_write, folder_errors, fsync_dir, move
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,15 @@ class FolderInbound(InboundConnector):
                 move(root / name, target)
             if target.exists() and not name.endswith(self.config.ready.done_file or "\0"):
                 files[name] = target
-        return Claimed(key, files, origin=str(root))
+        return Claimed(key, files, origin=str(root), ref=manifest.get("ref"))
+
+    def tag(self, claimed: Claimed, ref: str) -> Claimed:
+        claim_dir = claimed.sidecar.parent
+        with folder_errors(self.name, claim_dir):
+            manifest = json.loads((claim_dir / MANIFEST).read_text())
+            manifest["ref"] = ref
+            atomic_write(claim_dir / MANIFEST, json.dumps(manifest).encode())
+        return replace(claimed, ref=ref)
 
     def recover(self) -> list[Claimed]:
         """Claims a crash interrupted: finished when the sidecar is in the work folder.
@@ -223,7 +232,10 @@ class FolderInbound(InboundConnector):
     def _claimed_files(self, claimed: Claimed) -> list[Path]:
         """The bundle's files in the work folder, the sidecar last (see :meth:`recover`)."""
         claim_dir = claimed.sidecar.parent
-        files = sorted(p for p in claim_dir.iterdir() if p.name not in (MANIFEST, claimed.key))
+        files = sorted(
+            p for p in claim_dir.iterdir()
+            if p.name not in (MANIFEST, claimed.key) and not p.name.startswith(f".{MANIFEST}.")  # a killed rewrite
+        )
         return [*files, claimed.sidecar] if claimed.sidecar.exists() else files
 
     def _release(self, claimed: Claimed) -> None:

@@ -138,3 +138,35 @@ def test_sigkill_at_any_moment_then_restart_processes_every_document_once(tmp_pa
     finally:
         stop(bus, signal.SIGTERM)
     assert_exactly_once(tmp_path, config, expected, log)
+
+
+def test_a_commit_interrupted_midway_is_finished_after_a_restart_without_a_new_document(tmp_path: Path) -> None:
+    from bus.runtime import Runtime
+    from routes.pipeline import Pipeline
+
+    config = load_config(write_config(tmp_path))
+    folder = tmp_path / "drop" / "deliberations"
+    drop_deliberation(folder, "DEL2026_500", decision=date.today(), annexes=1)
+    # Given a bundle claimed, recorded and routed by a first process
+    first = Runtime(config, Pipeline.for_runtime, serve_http=False)
+    first.poll("deliberations")
+    [doc_id] = list(first._claims["deliberations"])
+    first.handle_document(doc_id)
+    claimed = first._claims["deliberations"][doc_id]
+    first.shutdown()
+    # and killed while it moved the bundle to done/: the PDF went, the rest did not
+    (folder / "done").mkdir(exist_ok=True)
+    claimed.files["DEL2026_500.pdf"].rename(folder / "done" / "DEL2026_500.pdf")
+    # When a new process starts, Then it finishes the commit and records nothing new
+    second = Runtime(config, Pipeline.for_runtime, serve_http=False)
+    assert second.run_until_idle(timeout=30)
+    ledger = Ledger(config.bus.ledger)
+    try:
+        [document] = ledger.documents()
+    finally:
+        ledger.close()
+    assert document.id == doc_id and document.state == "ROUTED"
+    assert sorted(p.name for p in (folder / "done").iterdir()) == [
+        "DEL2026_500.json", "DEL2026_500.pdf", "DEL2026_500_annexe1.pdf",
+    ]
+    assert not list((folder / "error").iterdir())

@@ -227,3 +227,14 @@ def test_leftover_claim_folders_are_removed_but_not_one_being_prepared(tmp_path:
     (abandoned / MANIFEST).write_text("{}")
     assert source.recover() == []
     assert [p.name for p in source.work_dir.iterdir()] == [".3-another-poller-preparing"]
+
+
+def test_a_tag_is_kept_with_the_claim_and_given_back_by_recover(tmp_path: Path) -> None:
+    source = make(tmp_path, ready={"min_age": 0, "stable": False})
+    drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a"})
+    claimed = source.claim(source.list()[0])
+    assert claimed is not None and claimed.ref is None
+    tagged = source.tag(claimed, "document-1")
+    assert tagged.ref == "document-1"
+    [recovered] = source.recover()
+    assert recovered.ref == "document-1" and set(recovered.files) == {"a.json", "a.pdf"}
