@@ -80,8 +80,8 @@ class HentError(Exception):
         return str(self.problem())
 
 
-class ConfigError(HentError):
-    """The configuration is wrong: refuse to start.  ``problems`` lists every finding."""
+class _WithProblems(HentError):
+    """An error that may carry several findings, every one of them reported."""
 
     def __init__(self, message: str, *, problems: list[Problem] | None = None, **where: object) -> None:
         super().__init__(message, **where)  # type: ignore[arg-type]
@@ -91,23 +91,18 @@ class ConfigError(HentError):
         if not self.problems:
             return super().__str__()
         return "\n".join(str(p) for p in self.problems)
+
+
+class ConfigError(_WithProblems):
+    """The configuration is wrong: refuse to start.  ``problems`` lists every finding."""
 
 
 class TransientError(HentError):
     """Retry later: a server down, a timeout, a lock.  The document is not at fault."""
 
 
-class DocumentError(HentError):
+class DocumentError(_WithProblems):
     """This document cannot go on; the message says which file, field and rule to fix."""
-
-    def __init__(self, message: str, *, problems: list[Problem] | None = None, **where: object) -> None:
-        super().__init__(message, **where)  # type: ignore[arg-type]
-        self.problems = list(problems or [])
-
-    def __str__(self) -> str:
-        if not self.problems:
-            return super().__str__()
-        return "\n".join(str(p) for p in self.problems)
 
 
 class ValidationFailed(DocumentError):

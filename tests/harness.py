@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,14 @@ def write_config(
 def archive_members(path: Path) -> dict[str, bytes]:
     with tarfile.open(path, "r:gz") as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``python run_bus.py ARGS`` from the repository root, as the README shows it, with no
+    HENT_ variable of the caller's environment but those given."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HENT_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "run_bus.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )

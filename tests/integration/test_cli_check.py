@@ -4,12 +4,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.harness import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "cli"
@@ -17,19 +16,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "cli"
 SECRET = "s3cr3t-Pa55-w0rd-from-env"
 
 
-def run_bus(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python run_bus.py ARGS`` from the repository root, as the README shows it."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HENT_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "run_bus.py", *args],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+run_bus = run_cli
 
 
 def fixture(name: str) -> str:

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.harness import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "cli"
@@ -49,19 +49,7 @@ INSPECT_CASES = [
 ]
 
 
-def run_bus(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python run_bus.py ARGS`` from the repository root, as the README shows it."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HENT_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "run_bus.py", *args],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+run_bus = run_cli
 
 
 @dataclass(frozen=True)

@@ -8,35 +8,22 @@ back, each time on a fresh copy of the demo's ``var/`` folder.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bus.journal import event_hash
+from tests.harness import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 ALTERED = "journal: {} problem(s): it was altered\n"
 
 
-def run_bus(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python run_bus.py ARGS`` from the repository root, as the README shows it."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HENT_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "run_bus.py", *args],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+run_bus = run_cli
 
 
 def verify(workspace: Path) -> subprocess.CompletedProcess[str]:
