@@ -221,6 +221,10 @@ class BusSettings(_Redacted):
         description="Name of this worker in leases and the journal (default hostname-pid).",
     )
     shutdown_timeout: Duration = Field(default=10.0, description="How long a stop waits for work.")
+    workers: int = Field(
+        default=2, ge=1, le=64,
+        description="Consumer threads of this process: documents and deliveries handled at once.",
+    )
 
     @model_validator(mode="after")
     def _defaults(self, info: ValidationInfo) -> BusSettings:

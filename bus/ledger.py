@@ -38,9 +38,10 @@ __all__ = [
 ]
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -432,6 +433,7 @@ class Ledger:
         self.actor = actor
         self._clock = clock or (lambda: datetime.now(UTC))
         self.engine = make_engine(url)
+        self._writer_lock: Any = threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
         self.create_schema()
 
     def __repr__(self) -> str:
@@ -488,7 +490,9 @@ class Ledger:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         try:
-            with self.engine.begin() as conn:
+            # SQLite takes one writer at a time and makes the others sleep and retry: the
+            # threads of this process queue on a lock instead, and wake as soon as it is free
+            with self._writer_lock, self.engine.begin() as conn:
                 yield conn
         except (OperationalError, InterfaceError) as exc:
             raise TransientError(f"ledger unavailable or busy: {exc.orig or exc}; retry later") from exc

@@ -80,6 +80,8 @@ class Runtime:
         self.config = config
         self.actor = settings.worker_id
         self.lease_seconds = float(settings.lease)
+        self.workers = int(settings.workers)
+        self.shutdown_timeout = float(settings.shutdown_timeout)
         self.retry = retry or RetryPolicy()
         Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(settings.ledger, actor=self.actor)
@@ -454,9 +456,25 @@ class Runtime:
         return checks
 
     def consume(self) -> None:
-        self.backbone.consume(
-            {DOCUMENTS: self.handle_document, DELIVERIES: self.handle_delivery}, self.stop_event
-        )
+        """Handle messages with ``bus.workers`` threads (this one among them) until stopped.
+
+        Building an archive is mostly compression, which runs outside Python's lock: a
+        second thread keeps the second core busy.
+        """
+        handlers = {DOCUMENTS: self.handle_document, DELIVERIES: self.handle_delivery}
+        others = [
+            threading.Thread(target=self.backbone.consume, args=(handlers, self.stop_event),
+                             name=f"hent-consumer-{n}", daemon=True)
+            for n in range(1, self.workers)
+        ]
+        for thread in others:
+            thread.start()
+        try:
+            self.backbone.consume(handlers, self.stop_event)
+        finally:
+            self.stop_event.set()
+            for thread in others:
+                thread.join(timeout=self.shutdown_timeout)
 
     def run(self, *, install_signals: bool = True) -> None:
         """Serve until SIGTERM or SIGINT: stop polling, finish in-flight work, return."""
