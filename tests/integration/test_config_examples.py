@@ -1,0 +1,69 @@
+"""Each configuration of config/ checks clean, and each route of the demo produces, from a
+vendor's fixture, exactly the ACTES message kept in tests/fixtures/expected/."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from bus.config import load_config
+from bus.ledger import Ledger
+from bus.runtime import Runtime
+from routes.pipeline import Pipeline
+from simulators.backoffice import drop_contract, drop_deliberation, drop_hr_decision
+from tests.harness import ROOT, archive_members, run_cli
+
+EXPECTED = ROOT / "tests" / "fixtures" / "expected"
+
+
+@pytest.mark.parametrize("config", ["config/demo.yaml", "config/examples/hent.yaml"])
+def test_every_example_configuration_checks_clean(config: str, tmp_path: Path) -> None:
+    result = run_cli("check", "-c", config, env={"HENT_DEMO_WORKSPACE": str(tmp_path), "HENT_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{config}: OK")
+
+
+def _canonical(data: bytes) -> bytes:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
+    return etree.tostring(etree.fromstring(data, parser), method="c14n")
+
+
+@pytest.fixture(scope="module")
+def demo_messages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Given the demo's configuration and one fixed export from each of its three vendors."""
+    workspace = tmp_path_factory.mktemp("examples")
+    os.environ["HENT_DEMO_WORKSPACE"] = str(workspace)
+    try:
+        config = load_config(ROOT / "config" / "demo.yaml")
+    finally:
+        del os.environ["HENT_DEMO_WORKSPACE"]
+    drop = workspace / "drop"
+    drop_deliberation(drop / "deliberations", "DEL2026_042", decision=date(2026, 11, 20), annexes=2,
+                      objet="Cession de la parcelle BK 112 — rue de la Solidarité, à l’euro symbolique")
+    drop_hr_decision(drop / "rh", "AR2026_0187", decision=date(2026, 11, 3))
+    drop_contract(drop / "finances", "MAR2026_0031", signed=date(2026, 10, 5))
+    runtime = Runtime(config, Pipeline.for_runtime, serve_http=False)
+    assert runtime.run_until_idle(timeout=60)
+    ledger = Ledger(config.bus.ledger)
+    messages = {}
+    try:
+        for document in ledger.documents():
+            assert document.state == "ROUTED", document.reason
+            [delivery] = ledger.deliveries_of(document.id)
+            members = archive_members(workspace / "out" / "prefecture" / delivery.artifact_name)
+            [(name, data)] = [(n, d) for n, d in members.items() if n.endswith("-1-1_0.xml")]
+            messages[document.route] = data
+    finally:
+        ledger.close()
+    return messages
+
+
+@pytest.mark.parametrize("route", ["deliberations", "arretes-rh", "contrats"])
+def test_each_demo_route_produces_the_expected_acte_message(demo_messages: dict[str, bytes], route: str) -> None:
+    expected = (EXPECTED / f"{route}.xml").read_bytes()
+    assert demo_messages[route].startswith(b'<?xml version="1.0" encoding="ISO-8859-1"?>')
+    assert _canonical(demo_messages[route]) == _canonical(expected)
