@@ -40,7 +40,7 @@ DOCUMENTS = Counter(
 )
 STAGE_SECONDS = Histogram(
     "hent_stage_duration_seconds",
-    "Time spent in each stage of the pipeline (ingest, map, build, validate, send, reply).",
+    "Time spent in each stage of the pipeline (ingest, prepare: map + build + validate + pack, send, reply).",
     ["stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
