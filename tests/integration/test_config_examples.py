@@ -57,6 +57,9 @@ def demo_messages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
             members = archive_members(workspace / "out" / "prefecture" / delivery.artifact_name)
             [(name, data)] = [(n, d) for n, d in members.items() if n.endswith("-1-1_0.xml")]
             messages[document.route] = data
+            for name, data in members.items():
+                if name.endswith(".xml"):
+                    messages[f"{document.route}/{name}"] = data
     finally:
         ledger.close()
     return messages
@@ -67,3 +70,14 @@ def test_each_demo_route_produces_the_expected_acte_message(demo_messages: dict[
     expected = (EXPECTED / f"{route}.xml").read_bytes()
     assert demo_messages[route].startswith(b'<?xml version="1.0" encoding="ISO-8859-1"?>')
     assert _canonical(demo_messages[route]) == _canonical(expected)
+
+
+def test_every_xml_file_of_the_demo_archives_is_valid_against_the_official_schema(
+    demo_messages: dict[str, bytes], reference_dir: Path
+) -> None:
+    official = etree.XMLSchema(etree.parse(str(reference_dir / "actes" / "xsd" / "actesv1_1.xsd")))
+    members = {name: data for name, data in demo_messages.items() if "/" in name}
+    assert len(members) == 6  # an envelope and a message in each of the three archives
+    for name, data in members.items():
+        document = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+        assert official.validate(document), (name, official.error_log)

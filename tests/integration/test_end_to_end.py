@@ -224,3 +224,21 @@ def test_a_bundle_dropped_again_with_its_missing_file_is_a_new_document(tmp_path
     states = sorted(str(d.state) for d in Ledger(load_config(config).bus.ledger).documents())
     assert states == ["FAILED", "ROUTED"]
     assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+def test_a_route_to_two_endpoints_makes_a_delivery_for_each(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path)
+    text = config_path.read_text(encoding="utf-8")
+    text = text.replace("  prefecture:\n", f"  archives:\n    type: folder\n    path: {tmp_path / 'archive'}\n"
+                        "    create: true\n    trigram: ARC\n    quadrigram: TACT\n  prefecture:\n", 1)
+    text = text.replace("  to: prefecture\n", "  to: [prefecture, archives]\n", 1)
+    config_path.write_text(text, encoding="utf-8")
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_095", decision=TODAY)
+    outcome = run_bus(config_path)["DEL2026_095.json"]
+    assert outcome["doc"].state == "ROUTED"
+    assert sorted((d.endpoint, str(d.state)) for d in outcome["deliveries"]) == [
+        ("archives", "DELIVERED"), ("prefecture", "DELIVERED"),
+    ]
+    [first] = list((tmp_path / "out").iterdir())
+    [second] = list((tmp_path / "archive").iterdir())
+    assert first.name.startswith("HNT-TACT--214400152--") and second.name.startswith("ARC-TACT--214400152--")
