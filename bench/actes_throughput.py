@@ -370,7 +370,7 @@ class RuntimeSide:
         # minus the broker: what would go to kombu is kept; the consumer's call is made directly
         self.runtime._publish = self._keep  # type: ignore[method-assign]
         self.connector = self.runtime.sources[SOURCE]
-        self.connector.list()  # the first poll: the connector makes its work, done and error folders
+        self.connector.list_ready()  # the first poll: the connector makes its work, done and error folders
         self.pipeline = cast(Pipeline, self.runtime.processor)
         self.inbox = root / "inbox"
 

@@ -91,7 +91,7 @@ class InboundConnector(ABC):
         self.context = context or InboundContext()
 
     @abstractmethod
-    def list(self) -> list[Candidate]:
+    def list_ready(self) -> list[Candidate]:
         """The bundles ready now (readiness rules applied); never blocks for long."""
 
     @abstractmethod

@@ -687,11 +687,12 @@ class Ledger:
                 if plan["endpoint"] in existing:
                     continue
                 existing.add(plan["endpoint"])
+                delivery_id = uuid.uuid4().hex
                 values = {name: plan.get(name) for name in _DELIVERY_PLAN_FIELDS}
-                values.update(id=uuid.uuid4().hex, document_id=document_id, state=_V.PENDING.value, attempts=0,
+                values.update(id=delivery_id, document_id=document_id, state=_V.PENDING.value, attempts=0,
                               created_at=now, updated_at=now)
                 rows.append(values)
-                events.append(_event(actor, "delivery", values["id"], None, _V.PENDING, now,
+                events.append(_event(actor, "delivery", delivery_id, None, _V.PENDING, now,
                                      reason=f"document {document_id} to {plan['endpoint']} by route {plan['route']}",
                                      payload_sha256=plan.get("artifact_sha256")))
             events.append(_event(actor, "document", document_id, _D.PREPARED, _D.ROUTED, now,

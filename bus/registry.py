@@ -86,7 +86,7 @@ def known_types() -> dict[str, set[str]]:
     return found
 
 
-def connector_class(type_name: str, direction: str) -> type:
+def connector_class(type_name: str, direction: str) -> type[Any]:
     """The ``Connector`` class of ``connectors/<type_name>_<direction>.py``.
 
     Raises :class:`ConfigError` for an unknown type ("did you mean ...?"), a type that has

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = ["Runtime", "RetryPolicy"]
 
+import functools
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from bus.circuit import Circuit
 from bus.connector import Artifact, Claimed, InboundConnector, InboundContext, OutboundConnector
 from bus.document import PreparedDocument, Processor
 from bus.errors import DocumentError, HentError, TransientError
+from bus.health import HealthServer
 from bus.ledger import DeliveryState, DocumentState, Ledger, StaleState
 from bus.scheduler import Scheduler
 from bus.secrets import redact, redact_url
@@ -90,7 +92,7 @@ class Runtime:
         self.processor = processor_factory(self)
         self.stop_event = threading.Event()
         self.scheduler = Scheduler()
-        self._http = None
+        self._http: HealthServer | None = None
         self._serve_http = serve_http and settings.metrics.enabled
         self.sources: dict[str, InboundConnector] = {}
         self.endpoints: dict[str, OutboundConnector] = {}
@@ -131,7 +133,7 @@ class Runtime:
         taken = 0
         with self._source_locks[source]:
             try:
-                candidates = connector.list()
+                candidates = connector.list_ready()
                 for candidate in candidates:
                     if self.stop_event.is_set():
                         break
@@ -292,17 +294,21 @@ class Runtime:
             self.ledger.acquire_lease("delivery", delivery_id, self.actor, circuit.retry_in())
             return
         connector = self.endpoints[delivery.endpoint]
+        name, sha256, kind = delivery.artifact_name, delivery.artifact_sha256, delivery.artifact_kind
+        if not (name and sha256 and kind):
+            self._fail_delivery(delivery, "the delivery names no artifact to send; replay its document")
+            return
         try:  # nothing leaves the bus before the ledger and the artifact are durable
             self.ledger.sync()
-            self.spool.sync(delivery.artifact_sha256)
+            self.spool.sync(sha256)
         except (OSError, HentError) as exc:
             self._retry_later(delivery, f"spool or ledger not durable: {exc}")
             return
         artifact = Artifact(
-            name=delivery.artifact_name,
-            path=self.spool.path(delivery.artifact_sha256),
-            sha256=delivery.artifact_sha256,
-            kind=delivery.artifact_kind,
+            name=name,
+            path=self.spool.path(sha256),
+            sha256=sha256,
+            kind=kind,
             client_key=delivery.client_key,
             meta={"id_acte": delivery.id_acte, "envelope_name": delivery.envelope_name},
         )
@@ -426,12 +432,10 @@ class Runtime:
                     self._ingest(name, claimed, recovered=True)
         self.sweep_now(all_unfinished=True)
         for name, connector in self.sources.items():
-            self.scheduler.add(f"poll:{name}", lambda n=name: self.poll(n), connector.config.poll)
+            self.scheduler.add(f"poll:{name}", functools.partial(self.poll, name), connector.config.poll)
         self.scheduler.add("sweep", self.sweep, float(self.config.bus.sweep), now=False)
         self.scheduler.start()
         if self._serve_http:
-            from bus.health import HealthServer
-
             self._http = HealthServer(self.config.bus.metrics.listen, self.readiness_checks()).start()
 
     def sweep_now(self, *, all_unfinished: bool = False) -> None:
@@ -499,7 +503,8 @@ class Runtime:
         if self._http is not None:
             self._http.stop()
             self._http = None
-        for connector in [*self.sources.values(), *self.endpoints.values()]:
+        connectors: list[InboundConnector | OutboundConnector] = [*self.sources.values(), *self.endpoints.values()]
+        for connector in connectors:
             try:
                 connector.close()
             except Exception:  # noqa: BLE001 - closing must not hide the real outcome

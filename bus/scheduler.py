@@ -34,7 +34,7 @@ class Scheduler:
             timezone=UTC,
         )
 
-    def add(self, name: str, func: Callable[[], None], schedule: float | int | str, *, now: bool = True) -> None:
+    def add(self, name: str, func: Callable[[], object], schedule: float | int | str, *, now: bool = True) -> None:
         """Schedule ``func``; with ``now`` it also runs at start-up."""
         kwargs = {"next_run_time": datetime.now(UTC)} if now else {}
         self._scheduler.add_job(func, trigger_for(schedule), id=name, name=name, **kwargs)

@@ -97,7 +97,7 @@ class FolderInbound(InboundConnector):
             return False
         return not self.config.ready.stable or previous == signature
 
-    def list(self) -> list[Candidate]:
+    def list_ready(self) -> list[Candidate]:
         root = self.config.path
         ready = self.config.ready
         found: list[Candidate] = []

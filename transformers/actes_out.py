@@ -266,7 +266,7 @@ def build_archive(
     writer = _CountingWriter(out, max_size, archive)
     with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=mtime) as gz:  # type: ignore[arg-type]
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            tar.copybufsize = _COPY_CHUNK  # large chunks: fewer calls, zlib works without the GIL
+            tar.copybufsize = _COPY_CHUNK  # type: ignore[attr-defined]  # large chunks: zlib runs without the GIL
             for name, data in ((envelope, envelope_xml), (message, acte_xml)):
                 tar.addfile(_tarinfo(name, len(data), mtime), BytesIO(data))
             for file in (act.main_document, *act.annexes):

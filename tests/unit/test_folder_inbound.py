@@ -41,26 +41,26 @@ def test_a_bundle_is_ready_only_once_its_sizes_held_still_between_two_polls(tmp_
     source = make(tmp_path)
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF-1.4 a"})
     # When polled twice, Then it is ready at the second poll only
-    assert source.list() == []
-    [candidate] = source.list()
+    assert source.list_ready() == []
+    [candidate] = source.list_ready()
     assert candidate.key == "a.json" and candidate.members == ("a.pdf",)
 
 
 def test_a_growing_member_holds_the_bundle_back(tmp_path: Path) -> None:
     source = make(tmp_path)
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF-1.4 a"})
-    source.list()
+    source.list_ready()
     with open(source.config.path / "a.pdf", "ab") as handle:  # still being written
         handle.write(b"more")
     os.utime(source.config.path / "a.pdf", (time.time() - 60, time.time() - 60))
-    assert source.list() == []
-    assert [c.key for c in source.list()] == ["a.json"]
+    assert source.list_ready() == []
+    assert [c.key for c in source.list_ready()] == ["a.json"]
 
 
 def test_young_files_wait_for_min_age(tmp_path: Path) -> None:
     source = make(tmp_path, ready={"min_age": "1h", "stable": False})
     drop_bundle(source.config.path, "a.json", {}, age=10)
-    assert source.list() == []
+    assert source.list_ready() == []
 
 
 def test_done_file_mode_takes_only_marked_bundles_and_claims_the_marker(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_done_file_mode_takes_only_marked_bundles_and_claims_the_marker(tmp_path
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF"}, age=0)
     drop_bundle(source.config.path, "b.json", {"b.pdf": b"%PDF"}, age=0)
     (source.config.path / "b.json.done").write_text("")
-    [candidate] = source.list()
+    [candidate] = source.list_ready()
     assert candidate.key == "b.json"
     claimed = source.claim(candidate)
     assert claimed is not None and set(claimed.files) == {"b.json", "b.pdf"}
@@ -78,7 +78,7 @@ def test_done_file_mode_takes_only_marked_bundles_and_claims_the_marker(tmp_path
 def test_claim_moves_the_whole_bundle_and_commit_moves_it_to_done(tmp_path: Path) -> None:
     source = make(tmp_path, ready={"min_age": 0, "stable": False})
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a", "b.pdf": b"%PDF b"})
-    [candidate] = source.list()
+    [candidate] = source.list_ready()
     claimed = source.claim(candidate)
     assert claimed is not None
     assert sorted(p.name for p in source.config.path.iterdir() if p.is_file()) == []
@@ -91,7 +91,7 @@ def test_claim_moves_the_whole_bundle_and_commit_moves_it_to_done(tmp_path: Path
 def test_rollback_moves_to_error_with_a_note_saying_what_to_fix(tmp_path: Path) -> None:
     source = make(tmp_path, ready={"min_age": 0, "stable": False})
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a"})
-    claimed = source.claim(source.list()[0])
+    claimed = source.claim(source.list_ready()[0])
     assert claimed is not None
     source.rollback(claimed, "a.json: numero_interne: '_A_' ... [numero-interne]")
     error = source.config.path / "error"
@@ -103,7 +103,7 @@ def test_a_second_failure_of_the_same_name_does_not_overwrite_the_first(tmp_path
     source = make(tmp_path, ready={"min_age": 0, "stable": False})
     for reason in ("first", "second"):
         drop_bundle(source.config.path, "a.json", {})
-        claimed = source.claim(source.list()[0])
+        claimed = source.claim(source.list_ready()[0])
         assert claimed is not None
         source.rollback(claimed, reason)
     error = source.config.path / "error"
@@ -115,7 +115,7 @@ def test_a_second_failure_of_the_same_name_does_not_overwrite_the_first(tmp_path
 def test_delete_on_success(tmp_path: Path) -> None:
     source = make(tmp_path, ready={"min_age": 0, "stable": False}, on_success="delete")
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"x"})
-    claimed = source.claim(source.list()[0])
+    claimed = source.claim(source.list_ready()[0])
     assert claimed is not None
     source.commit(claimed)
     assert list((source.config.path / "done").iterdir()) == []
@@ -126,7 +126,7 @@ def test_a_member_named_with_a_path_is_never_followed(tmp_path: Path) -> None:
     secret.write_bytes(b"do not take")
     source = make(tmp_path, ready={"min_age": 0, "stable": False})
     (source.config.path / "a.json").write_text(json.dumps({"files": ["../secret.pdf", "/etc/passwd"]}))
-    [candidate] = source.list()
+    [candidate] = source.list_ready()
     assert candidate.members == ()
     claimed = source.claim(candidate)
     assert claimed is not None and set(claimed.files) == {"a.json"}
@@ -157,14 +157,14 @@ def test_recover_forgets_a_claim_that_took_nothing(tmp_path: Path) -> None:
     (claim_dir / MANIFEST).write_text(json.dumps(manifest))
     assert source.recover() == []
     assert not claim_dir.exists()
-    assert [c.key for c in source.list()] == ["a.json"]
+    assert [c.key for c in source.list_ready()] == ["a.json"]
 
 
 def test_two_pollers_never_both_claim_a_bundle(tmp_path: Path) -> None:
     first = make(tmp_path, ready={"min_age": 0, "stable": False})
     second = make(tmp_path, ready={"min_age": 0, "stable": False})
     drop_bundle(first.config.path, "a.json", {})
-    candidate = first.list()[0]
+    candidate = first.list_ready()[0]
     assert first.claim(candidate) is not None
     assert second.claim(candidate) is None
 
@@ -187,7 +187,7 @@ def test_unknown_option_is_refused() -> None:
 def test_a_commit_interrupted_before_the_sidecar_moved_is_finished_after_recovery(tmp_path: Path) -> None:
     source = make(tmp_path, ready={"min_age": 0, "stable": False})
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a", "b.pdf": b"%PDF b"})
-    claimed = source.claim(source.list()[0])
+    claimed = source.claim(source.list_ready()[0])
     assert claimed is not None
     # Given a crash after the PDFs went to done/ but before the sidecar did
     os.replace(claimed.files["a.pdf"], source.done_dir / "a.pdf")
@@ -201,7 +201,7 @@ def test_a_commit_interrupted_before_the_sidecar_moved_is_finished_after_recover
 def test_a_commit_interrupted_after_the_sidecar_moved_leaves_nothing_behind(tmp_path: Path) -> None:
     source = make(tmp_path, ready={"min_age": 0, "stable": False})
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a"})
-    claimed = source.claim(source.list()[0])
+    claimed = source.claim(source.list_ready()[0])
     assert claimed is not None
     for path in source._claimed_files(claimed):  # every file moved, the manifest not yet removed
         os.replace(path, source.done_dir / path.name)
@@ -232,7 +232,7 @@ def test_leftover_claim_folders_are_removed_but_not_one_being_prepared(tmp_path:
 def test_a_tag_is_kept_with_the_claim_and_given_back_by_recover(tmp_path: Path) -> None:
     source = make(tmp_path, ready={"min_age": 0, "stable": False})
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a"})
-    claimed = source.claim(source.list()[0])
+    claimed = source.claim(source.list_ready()[0])
     assert claimed is not None and claimed.ref is None
     tagged = source.tag(claimed, "document-1")
     assert tagged.ref == "document-1"
