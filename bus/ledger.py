@@ -370,6 +370,7 @@ _TAKE_DOCUMENT_LEASE = (
            or_(documents_table.c.lease_owner.is_(None), documents_table.c.lease_until.is_(None),
                documents_table.c.lease_until < bindparam("now"), documents_table.c.lease_owner == bindparam("owner")))
     .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .returning(*documents_table.c)
 )
 _NEW_DELIVERY: dict[str, Any] = {
     "remote_id": None, "reason": None, "lease_owner": None, "lease_until": None, "final_at": None,
@@ -377,6 +378,20 @@ _NEW_DELIVERY: dict[str, Any] = {
 _DELIVERY_PLAN_FIELDS = frozenset({
     "route", "endpoint", "artifact_name", "artifact_sha256", "artifact_kind", "client_key", "id_acte", "envelope_name",
 })
+
+
+_COUNTERS: dict[str, tuple[Any, Any]] = {}
+
+
+def _counter_statements(table: Table) -> tuple[Any, Any]:
+    """The bump (UPDATE ... RETURNING, SQLite 3.35+ and PostgreSQL) and read of a counter table,
+    built once; parameters ``k_<key column>`` and ``maximum``."""
+    if table.name not in _COUNTERS:
+        where = [column == bindparam(f"k_{column.name}") for column in table.primary_key.columns]
+        bump = (update(table).where(*where, table.c.last < bindparam("maximum"))
+                .values(last=table.c.last + 1).returning(table.c.last))
+        _COUNTERS[table.name] = (bump, select(table.c.last).where(*where))
+    return _COUNTERS[table.name]
 
 
 # -- engine -------------------------------------------------------------------------------
@@ -716,13 +731,11 @@ class Ledger:
         transaction; None when someone else holds it."""
         now = self.now()
         with self._write() as conn:
-            taken = conn.execute(_TAKE_DOCUMENT_LEASE, {
+            row = conn.execute(_TAKE_DOCUMENT_LEASE, {
                 "document_id": document_id, "owner": owner, "now": now,
                 "until": now + timedelta(seconds=seconds),
-            }).rowcount
-            if taken != 1:
-                return None
-            return _document(conn.execute(_DOCUMENT_BY_ID, {"document_id": document_id}).one())
+            }).first()
+        return None if row is None else _document(row)
 
     def get_delivery(self, delivery_id: str) -> DeliveryRow:
         with self._read() as conn:
@@ -916,8 +929,7 @@ class Ledger:
         """The next envelope serial (1, 2, 3...) for this SIREN on this day; at most 9999."""
         day_text = day.isoformat() if isinstance(day, date) else str(day)
         table = envelope_serials_table
-        value = self._next(table, [table.c.siren == siren, table.c.day == day_text],
-                           {"siren": siren, "day": day_text}, maximum=MAX_ENVELOPE_SERIAL)
+        value = self._next(table, {"siren": siren, "day": day_text}, maximum=MAX_ENVELOPE_SERIAL)
         if value is None:
             raise DocumentError(
                 f"SIREN {siren}: the {MAX_ENVELOPE_SERIAL} envelope serials of {day_text} are used up; "
@@ -929,23 +941,22 @@ class Ledger:
     def next_reply_seq(self, source: str, bundle: str) -> int:
         """The next sequence number (1, 2, 3...) of the reply files for ``bundle`` at ``source``."""
         table = replies_table
-        value = self._next(table, [table.c.source == source, table.c.bundle == bundle],
-                           {"source": source, "bundle": bundle}, maximum=None)
+        value = self._next(table, {"source": source, "bundle": bundle}, maximum=None)
         assert value is not None
         return value
 
-    def _next(
-        self, table: Table, where: list[Any], key: dict[str, str], *, maximum: int | None
-    ) -> int | None:
-        """Atomic counter: UPDATE last = last + 1, or INSERT 1, retrying if an insert races."""
-        bump = update(table).where(*where).values(last=table.c.last + 1)
-        if maximum is not None:
-            bump = bump.where(table.c.last < maximum)
+    def _next(self, table: Table, key: dict[str, str], *, maximum: int | None) -> int | None:
+        """Atomic counter: UPDATE last = last + 1 RETURNING last, or INSERT 1, retrying if an
+        insert races; None when ``maximum`` is reached."""
+        bump, read = _counter_statements(table)
+        params = {f"k_{name}": value for name, value in key.items()}
+        params["maximum"] = maximum if maximum is not None else 2**31 - 1  # the column is an INTEGER
         with self._write() as conn:
             for _ in range(3):
-                if conn.execute(bump).rowcount == 1:
-                    return int(conn.execute(select(table.c.last).where(*where)).scalar_one())
-                if conn.execute(select(table.c.last).where(*where)).first() is not None:
+                bumped = conn.execute(bump, params).first()
+                if bumped is not None:
+                    return int(bumped[0])
+                if conn.execute(read, params).first() is not None:
                     return None  # at the maximum
                 try:
                     with conn.begin_nested():

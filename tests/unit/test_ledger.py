@@ -512,8 +512,7 @@ def test_public_names() -> None:
         assert hasattr(bus.ledger, name)
 
 
-def test_route_document_prepares_adds_deliveries_routes_and_releases_in_one_transaction(tmp_path: Path) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+def test_route_document_prepares_adds_deliveries_routes_and_releases_in_one_transaction(ledger: Ledger) -> None:
     document, _ = ledger.add_document(source="rh", bundle="a.json", idempotency_key="k",
                                       sidecar_sha256="0" * 64, files={})
     assert ledger.acquire_lease("document", document.id, "w1", 60)
@@ -531,8 +530,7 @@ def test_route_document_prepares_adds_deliveries_routes_and_releases_in_one_tran
     assert ledger.verify_journal() == []
 
 
-def test_route_document_that_fails_midway_leaves_the_document_untouched(tmp_path: Path) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+def test_route_document_that_fails_midway_leaves_the_document_untouched(ledger: Ledger) -> None:
     document, _ = ledger.add_document(source="rh", bundle="a.json", idempotency_key="k",
                                       sidecar_sha256="0" * 64, files={})
     with pytest.raises(TypeError):  # a bad delivery plan, after PREPARED was written in the transaction
@@ -540,3 +538,25 @@ def test_route_document_that_fails_midway_leaves_the_document_untouched(tmp_path
     assert ledger.get_document(document.id).state == "RECEIVED"
     assert ledger.deliveries_of(document.id) == []
     assert ledger.verify_journal() == []
+
+
+def test_route_document_refuses_an_act_already_received(ledger: Ledger) -> None:
+    first, _ = ledger.add_document(source="rh", bundle="a.json", idempotency_key="a", sidecar_sha256="0" * 64, files={})
+    second, _ = ledger.add_document(source="rh", bundle="b.json", idempotency_key="b", sidecar_sha256="1" * 64,
+                                    files={})
+    ledger.route_document(first.id, prepared={"id_acte": "044-214400152-20261120-DEL1-DE"}, deliveries=[],
+                          unique_id_acte=True)
+    with pytest.raises(DocumentError, match="already received as document") as raised:
+        ledger.route_document(second.id, prepared={"id_acte": "044-214400152-20261120-DEL1-DE"}, deliveries=[],
+                              unique_id_acte=True)
+    assert raised.value.rule == "act-unique"
+    assert ledger.get_document(second.id).state == "RECEIVED"
+
+
+def test_claim_document_takes_the_lease_and_reads_the_row_at_once(ledger: Ledger) -> None:
+    document, _ = ledger.add_document(source="rh", bundle="a.json", idempotency_key="a", sidecar_sha256="0" * 64,
+                                      files={})
+    claimed = ledger.claim_document(document.id, "w1", 60)
+    assert claimed is not None and claimed.lease_owner == "w1" and claimed.id == document.id
+    assert ledger.claim_document(document.id, "w2", 60) is None
+    assert ledger.claim_document(document.id, "w1", 60) is not None  # its own lease, extended
