@@ -949,7 +949,7 @@ class Ledger:
         """Atomic counter: UPDATE last = last + 1 RETURNING last, or INSERT 1, retrying if an
         insert races; None when ``maximum`` is reached."""
         bump, read = _counter_statements(table)
-        params = {f"k_{name}": value for name, value in key.items()}
+        params: dict[str, Any] = {f"k_{name}": value for name, value in key.items()}
         params["maximum"] = maximum if maximum is not None else 2**31 - 1  # the column is an INTEGER
         with self._write() as conn:
             for _ in range(3):

@@ -17,6 +17,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 log = logging.getLogger(__name__)
 
 
+class _SkippedRuns(logging.Filter):
+    """A poll still running when its next run is due is skipped on purpose (one run of a job
+    at a time): APScheduler's warning for each skip would flood the log of a busy source."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRuns())
+
+
 def trigger_for(schedule: float | int | str) -> BaseTrigger:
     """A number of seconds → an interval; a five-field cron line → a cron trigger."""
     if isinstance(schedule, int | float):

@@ -197,8 +197,10 @@ class FolderInbound(InboundConnector):
                     _remove_empty(claim_dir)
                 if preparing:
                     continue
-                if not manifest_path.is_file():
-                    _remove_empty(claim_dir)  # a release killed between unlink and rmdir
+                if not manifest_path.is_file():  # a release killed between unlink and rmdir
+                    for leftover in claim_dir.glob(f".{MANIFEST}.*.tmp"):  # and a rewrite killed earlier
+                        leftover.unlink(missing_ok=True)
+                    _remove_empty(claim_dir)
                     continue
                 manifest = json.loads(manifest_path.read_text())
                 if (claim_dir / manifest["key"]).exists():
@@ -241,6 +243,8 @@ class FolderInbound(InboundConnector):
     def _release(self, claimed: Claimed) -> None:
         claim_dir = claimed.sidecar.parent
         (claim_dir / MANIFEST).unlink(missing_ok=True)
+        for leftover in claim_dir.glob(f".{MANIFEST}.*.tmp"):  # a manifest rewrite killed midway
+            leftover.unlink(missing_ok=True)
         _remove_empty(claim_dir)
         fsync_dir(self.work_dir)
 

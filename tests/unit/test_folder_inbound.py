@@ -238,3 +238,13 @@ def test_a_tag_is_kept_with_the_claim_and_given_back_by_recover(tmp_path: Path) 
     assert tagged.ref == "document-1"
     [recovered] = source.recover()
     assert recovered.ref == "document-1" and set(recovered.files) == {"a.json", "a.pdf"}
+
+
+def test_a_claim_folder_left_with_a_killed_manifest_rewrite_is_removed(tmp_path: Path) -> None:
+    source = make(tmp_path)
+    source._ensure_dirs()
+    leftover = source.work_dir / "1-committed"
+    leftover.mkdir()
+    (leftover / f".{MANIFEST}.4242.tmp").write_bytes(b"")
+    assert source.recover() == []
+    assert list(source.work_dir.iterdir()) == []
