@@ -19,6 +19,7 @@ __all__ = ["Connector", "FolderInboundConfig", "ReadyConfig"]
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -193,8 +194,9 @@ class FolderInbound(InboundConnector):
                 preparing = claim_dir.name.startswith(".")
                 stale = time.time() - claim_dir.stat().st_mtime > STALE_CLAIM_DIR
                 if preparing and (stale or _abandoned(claim_dir.name)):
-                    manifest_path.unlink(missing_ok=True)  # a claim killed before it began
-                    _remove_empty(claim_dir)
+                    # a claim killed before it began: only its manifest (or the manifest's
+                    # temporary file) is inside, never a file of the software's
+                    shutil.rmtree(claim_dir, ignore_errors=True)
                 if preparing:
                     continue
                 if not manifest_path.is_file():  # a release killed between unlink and rmdir

@@ -224,7 +224,7 @@ def test_leftover_claim_folders_are_removed_but_not_one_being_prepared(tmp_path:
     host = socket.gethostname().replace(".", "_")
     abandoned = source.work_dir / f".4-x.{host}.{dead.stdout.strip()}"  # its process is gone
     abandoned.mkdir()
-    (abandoned / MANIFEST).write_text("{}")
+    (abandoned / f".{MANIFEST}.{dead.stdout.strip()}.tmp").write_text("{}")  # killed while writing it
     assert source.recover() == []
     assert [p.name for p in source.work_dir.iterdir()] == [".3-another-poller-preparing"]
 
