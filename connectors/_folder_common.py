@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["fsync_dir", "atomic_write", "move", "folder_errors", "exclusive_write"]
+__all__ = [
+    "fsync_dir", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
+    "remove_abandoned_temps",
+]
 
 import errno
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +26,42 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def owner_suffix() -> str:
+    """``<host>.<pid>``: who made a temporary name, so that another run can tell it was abandoned."""
+    return f"{_HOST}.{os.getpid()}"
+
+
+def abandoned(name: str) -> bool:
+    """True for a name ending in ``.<host>.<pid>[.tmp]`` of this host whose process is gone."""
+    stem = name.removesuffix(".tmp")
+    rest, _, pid = stem.rpartition(".")
+    if not rest.endswith(f".{_HOST}") or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def remove_abandoned_temps(folder: Path) -> int:
+    """Delete the temporary files that writers of this host, killed midway, left in ``folder``."""
+    removed = 0
+    for leftover in folder.glob(".*.tmp"):
+        if abandoned(leftover.name):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None = None) -> None:
     """Write ``data`` (or copy ``source``) to ``target`` under a temporary name, fsync, rename."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f".{target.name}.{owner_suffix()}.tmp")
     try:
         with open(tmp, "wb") as out:
             if data is not None:
@@ -43,7 +80,7 @@ def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None
 
 def exclusive_write(target: Path, data: bytes) -> bool:
     """Create ``target`` with ``data`` only if it does not exist; durable; False if it exists."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f".{target.name}.{owner_suffix()}.tmp")
     with open(tmp, "wb") as out:
         out.write(data)
         out.flush()

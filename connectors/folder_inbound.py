@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import time
 import uuid
 from dataclasses import replace
@@ -31,7 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bus.config import ConfigPath, ConnectorConfig, Duration, Schedule
 from bus.connector import Candidate, Claimed, InboundConnector
-from connectors._folder_common import atomic_write, exclusive_write, folder_errors, fsync_dir, move
+from connectors._folder_common import (
+    abandoned,
+    atomic_write,
+    exclusive_write,
+    folder_errors,
+    fsync_dir,
+    move,
+    owner_suffix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +150,7 @@ class FolderInbound(InboundConnector):
         claim_dir = self.work_dir / claim_id
         with folder_errors(self.name, root):
             # the folder appears with its manifest in it, or not at all
-            preparing = self.work_dir / f".{claim_id}.{_HOST}.{os.getpid()}"
+            preparing = self.work_dir / f".{claim_id}.{owner_suffix()}"
             preparing.mkdir(parents=True)
             manifest = {"key": candidate.key, "members": list(candidate.members), "origin": str(root)}
             exclusive_write(preparing / MANIFEST, json.dumps(manifest).encode())
@@ -193,7 +200,7 @@ class FolderInbound(InboundConnector):
                 manifest_path = claim_dir / MANIFEST
                 preparing = claim_dir.name.startswith(".")
                 stale = time.time() - claim_dir.stat().st_mtime > STALE_CLAIM_DIR
-                if preparing and (stale or _abandoned(claim_dir.name)):
+                if preparing and (stale or abandoned(claim_dir.name)):
                     # a claim killed before it began: only its manifest (or the manifest's
                     # temporary file) is inside, never a file of the software's
                     shutil.rmtree(claim_dir, ignore_errors=True)
@@ -277,25 +284,6 @@ class FolderInbound(InboundConnector):
     def reachable(self) -> tuple[bool, str]:
         root = self.config.path
         return root.is_dir() and os.access(root, os.R_OK | os.W_OK), str(root)
-
-
-_HOST = socket.gethostname().replace(".", "_")
-
-
-def _abandoned(preparing: str) -> bool:
-    """A claim folder being prepared by a process of this host that no longer runs."""
-    host, _, pid = preparing.rpartition(".")
-    if not host.endswith(f".{_HOST}") or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _glob_escape(text: str) -> str:

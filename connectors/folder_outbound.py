@@ -20,7 +20,7 @@ from bus.config import ConfigPath, ConnectorConfig
 from bus.connector import Artifact, OutboundConnector, SendResult
 from bus.errors import DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
-from connectors._folder_common import atomic_write, folder_errors
+from connectors._folder_common import atomic_write, folder_errors, remove_abandoned_temps
 
 
 class FolderOutboundConfig(ConnectorConfig, ArchiveOptions):
@@ -43,12 +43,16 @@ class FolderOutbound(OutboundConnector):
     Config = FolderOutboundConfig
     consumes = "actes-archive"
     config: FolderOutboundConfig
+    _swept = False
 
     def connect(self) -> None:
         folder = self.config.path
         with folder_errors(self.name, folder):
             if self.config.create:
                 folder.mkdir(parents=True, exist_ok=True)
+            if folder.is_dir() and not self._swept:
+                remove_abandoned_temps(folder)  # what an earlier run, killed mid-write, left
+                self._swept = True
             if not folder.is_dir():
                 raise TransientError(
                     f"connector {self.name!r}: folder {folder} does not exist: create it or set create: true",

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +97,16 @@ def test_an_existing_folder_is_ready(tmp_path: Path) -> None:
 def test_trigram_and_quadrigram_are_checked() -> None:
     with pytest.raises(Exception, match="quadrigram"):
         FolderOutboundConfig.model_validate({"path": "/x", "quadrigram": "eact1"})
+
+
+def test_temporary_files_of_a_writer_killed_midway_are_removed_at_the_next_connect(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname().replace(".", "_")
+    killed = out / f".HNT-TACT--214400152--20261129-4.tar.gz.{host}.{dead.stdout.strip()}.tmp"
+    killed.write_bytes(b"half an archive")
+    alive = out / f".HNT-TACT--214400152--20261129-5.tar.gz.{host}.{os.getpid()}.tmp"  # being written now
+    alive.write_bytes(b"")
+    endpoint(out).connect()
+    assert not killed.exists() and alive.exists()
