@@ -329,6 +329,12 @@ class Runtime:
             metrics.SEND_FAILURES.labels(connector=delivery.endpoint, kind="document").inc()
             self._fail_delivery(delivery, str(exc))
             return
+        except Exception as exc:  # a connector's bug: retried like a transient failure, then dead letter
+            log.exception("delivery %s to %s: unexpected error", delivery.id, delivery.endpoint)
+            circuit.failure()
+            metrics.SEND_FAILURES.labels(connector=delivery.endpoint, kind="unexpected").inc()
+            self._retry_later(delivery, f"unexpected error in connector {delivery.endpoint!r}: {exc!r}")
+            return
         circuit.success()
         delivery = self.ledger.transition_delivery(
             delivery.id,

@@ -1,0 +1,87 @@
+"""Sending: transient failures are retried with back-off, then dead-lettered; a refusal fails
+the delivery at once; a connector's bug is retried like a transient failure; the circuit opens."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bus.config import load_config
+from bus.ledger import Ledger
+from bus.runtime import RetryPolicy, Runtime
+from connectors.memory_outbound import MemoryOutbound
+from routes.pipeline import Pipeline
+from simulators.backoffice import drop_deliberation
+from tests.harness import write_config
+
+FAST = RetryPolicy(max_attempts=3, first_delay=0.05, max_delay=0.2)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory() -> None:
+    MemoryOutbound.reset()
+
+
+def run_with_endpoint(tmp_path: Path, endpoint: dict[str, Any], acts: int = 1) -> tuple[list[Any], Path]:
+    config_path = write_config(tmp_path, sweep="0.1s", lease="1s")
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["connectors"]["prefecture"] = {"type": "memory", **endpoint}
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    for n in range(acts):
+        drop_deliberation(tmp_path / "drop" / "deliberations", f"DEL2026_{n:03d}", decision=date.today())
+    loaded = load_config(config_path)
+    runtime = Runtime(loaded, Pipeline.for_runtime, retry=FAST, serve_http=False)
+    assert runtime.run_until_idle(timeout=60)
+    ledger = Ledger(loaded.bus.ledger)
+    try:
+        return ledger.deliveries(), tmp_path / "drop" / "deliberations" / "replies"
+    finally:
+        ledger.close()
+
+
+def test_a_transient_failure_is_retried_until_it_goes_through(tmp_path: Path) -> None:
+    [delivery], _ = run_with_endpoint(tmp_path, {"fail": ["transient", "transient"]})
+    assert delivery.state == "DELIVERED" and delivery.attempts == 3
+    assert len(MemoryOutbound.sent["prefecture"]) == 1
+
+
+def test_repeated_transient_failures_end_in_the_dead_letter_state_with_the_reason(tmp_path: Path) -> None:
+    [delivery], replies = run_with_endpoint(tmp_path, {"fail": ["transient"] * 5})
+    assert delivery.state == "FAILED" and delivery.attempts == 3
+    assert delivery.reason.startswith("gave up after 3 attempts: connector 'prefecture': endpoint unavailable")
+    reply = json.loads((replies / "DEL2026_000.1.json").read_text())
+    assert reply["state"] == "FAILED" and reply["reason"] == delivery.reason
+    assert MemoryOutbound.sent == {}
+
+
+def test_a_refusal_fails_the_delivery_at_once(tmp_path: Path) -> None:
+    [delivery], _ = run_with_endpoint(tmp_path, {"fail": ["document"]})
+    assert delivery.state == "FAILED" and delivery.attempts == 1
+    assert "refused" in delivery.reason
+
+
+def test_a_connector_bug_is_retried_like_a_transient_failure(tmp_path: Path) -> None:
+    [delivery], _ = run_with_endpoint(tmp_path, {"fail": ["unexpected"]})
+    assert delivery.state == "DELIVERED" and delivery.attempts == 2
+
+
+def test_an_endpoint_that_answers_later_leaves_the_delivery_sent(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path)
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["connectors"]["prefecture"] = {"type": "memory", "answer": "SENT"}
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_001", decision=date.today())
+    loaded = load_config(config_path)
+    runtime = Runtime(loaded, Pipeline.for_runtime, retry=FAST, serve_http=False)
+    runtime.run_until_idle(timeout=5)  # never idle: a SENT delivery waits for its answer
+    ledger = Ledger(loaded.bus.ledger)
+    try:
+        [delivery] = ledger.deliveries()
+    finally:
+        ledger.close()
+    assert delivery.state == "SENT" and len(MemoryOutbound.sent["prefecture"]) == 1
