@@ -19,13 +19,16 @@ __all__ = [
     "InboundContext",
     "InboundConnector",
     "OutboundConnector",
+    "RemoteStatus",
+    "RemoteMessage",
+    "AnsweringEndpoint",
 ]
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -147,3 +150,54 @@ class OutboundConnector(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Close what ``connect`` opened."""
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    """What an endpoint that answers says of one submission (a transaction)."""
+
+    remote_id: str  #: the endpoint's transaction id
+    state: str  #: "IN_TRANSIT", "ACKNOWLEDGED", "REJECTED", "CANCELLED" or "UNKNOWN"
+    message: bytes | None = None  #: the ministry's message verbatim (ARActe, AnomalieActe...), if any
+    message_name: str | None = None  #: its file name, as the ministry named it
+    detail: str = ""  #: the endpoint's own words (an error, a status label)
+
+
+@dataclass(frozen=True)
+class RemoteMessage:
+    """A follow-up message of an act (2-1, 3-1, 4-1, 5-1, 3-5, 4-5, 6-2...), verbatim."""
+
+    remote_id: str  #: the transaction it belongs to
+    message_id: str  #: the endpoint's id for it (to fetch it once)
+    name: str  #: its file name
+    data: bytes  #: the message itself
+    attachments: dict[str, bytes] = field(default_factory=dict)  #: letters (PDF) and the like
+
+
+@runtime_checkable
+class AnsweringEndpoint(Protocol):
+    """What an endpoint that answers later (SENT, then ACKNOWLEDGED or REJECTED) also offers.
+
+    Connectors move bytes and know no format: the runtime has the transformers read the
+    messages.  Each call may raise TransientError (retry later) like ``send``.
+    """
+
+    def lookup(self, client_key: str) -> str | None:
+        """The transaction id of an earlier submission with this client key, or None."""
+        ...
+
+    def statuses(self, remote_ids: list[str]) -> list[RemoteStatus]:
+        """The status of several submissions at once."""
+        ...
+
+    def messages(self, remote_id: str, known: set[str]) -> list[RemoteMessage]:
+        """The follow-up messages of a submission, but those whose id is in ``known``."""
+        ...
+
+    def cancel(self, remote_id: str, id_acte: str) -> RemoteStatus:
+        """Ask for the cancellation (6-1) of an acknowledged act."""
+        ...
+
+    def classification(self, siren: str, current: str | None) -> tuple[str, bytes]:
+        """Request the classification of a SIREN (7-1): (file name, the 7-2 or 7-3 message)."""
+        ...
