@@ -221,6 +221,9 @@ class BusSettings(_Redacted):
         description="Name of this worker in leases and the journal (default hostname-pid).",
     )
     shutdown_timeout: Duration = Field(default=10.0, description="How long a stop waits for work.")
+    answers: Duration = Field(
+        default=30.0, description="How often endpoints that answer later are asked about SENT deliveries."
+    )
     workers: int = Field(
         default=2, ge=1, le=64,
         description="Consumer threads of this process: documents and deliveries handled at once.",

@@ -118,8 +118,11 @@ class InboundConnector(ABC):
         """Bundles claimed before a crash and neither committed nor rolled back."""
 
     @abstractmethod
-    def reply(self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any]) -> list[str]:
-        """Hand a platform's message (verbatim) and/or a summary back to the source.
+    def reply(
+        self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any],
+        attachments: dict[str, bytes] | None = None,
+    ) -> list[str]:
+        """Hand a platform's message (verbatim), its attachments and a summary back to the source.
 
         Never overwrites: each call takes the next sequence number for ``bundle``.
         Returns the names written.

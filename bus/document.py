@@ -8,7 +8,7 @@ business of a :class:`Processor` (``routes.pipeline.Pipeline``), handed to the r
 
 from __future__ import annotations
 
-__all__ = ["PlannedDelivery", "PreparedDocument", "Processor"]
+__all__ = ["PlannedDelivery", "PreparedDocument", "Processor", "Answer"]
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +64,19 @@ class PreparedDocument:
         return [PlannedDelivery.from_json(d) for d in (payload or {}).get("deliveries", [])]
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What the runtime needs to know of a message an endpoint sent back (read by the route layer)."""
+
+    kind: str  #: ARActe, AnomalieActe, AnomalieEnveloppe, CourrierSimple... or Unknown
+    code: str | None  #: "1-2", "1-3", "ANO", "2-1"... (names the reply file)
+    id_acte: str | None = None  #: the act's official identifier, when the message gives it
+    received_on: str | None = None  #: DateReception (ISO), for an acknowledgment
+    anomaly: str | None = None  #: the anomaly's nature code, as received
+    detail: str | None = None  #: the anomaly's or the letter's text
+    summary: dict[str, Any] = field(default_factory=dict)  #: the parsed message, JSON-ready
+
+
 class Processor(Protocol):
     """What the runtime needs from the route layer."""
 
@@ -73,4 +86,8 @@ class Processor(Protocol):
 
     def prepare(self, document: Any) -> PreparedDocument:
         """Map, route, build and validate a RECEIVED document; raise DocumentError if it cannot go."""
+        ...
+
+    def read_answer(self, data: bytes, name: str | None) -> Answer:
+        """Read a message an endpoint sent back, leniently: never raises."""
         ...

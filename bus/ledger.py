@@ -281,6 +281,27 @@ replies_table = Table(
     Column("last", Integer, nullable=False),
 )
 
+messages_table = Table(  # what an endpoint sent back about a delivery, once each (follow-ups)
+    "messages",
+    metadata,
+    Column("delivery_id", String(32), ForeignKey("deliveries.id"), primary_key=True),
+    Column("message_id", String(200), primary_key=True),  # the endpoint's id for it
+    Column("code", String(16), nullable=True),
+    Column("name", String(512), nullable=False),
+    Column("sha256", String(64), nullable=False),  # its bytes, in the spool
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+classifications_table = Table(  # the préfecture's classification (7-2) of each SIREN, every version
+    "classifications",
+    metadata,
+    Column("siren", String(9), primary_key=True),
+    Column("date", String(10), primary_key=True),  # DateClassification, YYYY-MM-DD
+    Column("name", String(512), nullable=False),
+    Column("sha256", String(64), nullable=False),  # the 7-2 message, in the spool
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
 leases_table = Table(  # leases on things that have no row of their own: a source being polled
     "leases",
     metadata,
@@ -922,6 +943,56 @@ class Ledger:
                          .order_by(table.c.updated_at, table.c.id).limit(limit))
                 found.append([row.id for row in conn.execute(query)])
         return found[0], found[1]
+
+    # -- what endpoints send back ------------------------------------------------------------
+
+    def add_message(
+        self, delivery_id: str, *, message_id: str, code: str | None, name: str, sha256: str,
+        actor: str | None = None,
+    ) -> bool:
+        """Record a follow-up message of a delivery, journaled; False if it was recorded already."""
+        now = self.now()
+        with self._write() as conn:
+            known = select(messages_table.c.message_id).where(
+                messages_table.c.delivery_id == delivery_id, messages_table.c.message_id == message_id)
+            if conn.execute(known).first() is not None:
+                return False
+            state = conn.execute(select(deliveries_table.c.state).where(deliveries_table.c.id == delivery_id)).scalar()
+            if state is None:
+                raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery",
+                                    entity_id=delivery_id)
+            conn.execute(insert(messages_table).values(delivery_id=delivery_id, message_id=message_id, code=code,
+                                                       name=name, sha256=sha256, received_at=now))
+            journal.append(conn, actor=actor or self.actor, entity="delivery", entity_id=delivery_id,
+                           from_state=state, to_state=state, reason=f"message {code or '?'} received: {name}",
+                           payload_sha256=sha256, at=now)
+        return True
+
+    def messages_of(self, delivery_id: str) -> list[dict[str, Any]]:
+        """The follow-up messages recorded for a delivery, oldest first."""
+        query = (select(messages_table).where(messages_table.c.delivery_id == delivery_id)
+                 .order_by(messages_table.c.received_at))
+        with self._read() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def add_classification(self, siren: str, *, date_text: str, name: str, sha256: str) -> bool:
+        """Keep a classification (7-2) of a SIREN; False if that version was kept already."""
+        with self._write() as conn:
+            known = select(classifications_table.c.siren).where(
+                classifications_table.c.siren == siren, classifications_table.c.date == date_text)
+            if conn.execute(known).first() is not None:
+                return False
+            conn.execute(insert(classifications_table).values(siren=siren, date=date_text, name=name, sha256=sha256,
+                                                              received_at=self.now()))
+        return True
+
+    def classification(self, siren: str) -> dict[str, Any] | None:
+        """The newest classification kept for a SIREN (siren, date, name, sha256, received_at)."""
+        query = (select(classifications_table).where(classifications_table.c.siren == siren)
+                 .order_by(classifications_table.c.date.desc()).limit(1))
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else dict(row._mapping)
 
     # -- counters --------------------------------------------------------------------------
 

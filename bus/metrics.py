@@ -10,6 +10,7 @@ __all__ = [
     "DOCUMENTS",
     "STAGE_SECONDS",
     "END_TO_END_SECONDS",
+    "ACKNOWLEDGMENT_SECONDS",
     "LEDGER_DOCUMENTS",
     "LEDGER_DELIVERIES",
     "DEAD_LETTERS",
@@ -50,6 +51,13 @@ END_TO_END_SECONDS = Histogram(
     "From pickup at the source to the final state of a delivery (delivered, acknowledged...).",
     ["route", "outcome"],
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
+    registry=REGISTRY,
+)
+ACKNOWLEDGMENT_SECONDS = Histogram(
+    "hent_acknowledgment_seconds",
+    "From SENT to the platform's answer (acknowledged, rejected), by route.",
+    ["route", "outcome"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 3 * 24 * 3600, 7 * 24 * 3600),
     registry=REGISTRY,
 )
 LEDGER_DOCUMENTS = Gauge(

@@ -29,9 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from bus import metrics, registry
+from bus.answers import AnswerPoller
 from bus.backbone import DELIVERIES, DOCUMENTS, Backbone
 from bus.circuit import Circuit
-from bus.connector import Artifact, Claimed, InboundConnector, InboundContext, OutboundConnector
+from bus.connector import (
+    AnsweringEndpoint,
+    Artifact,
+    Claimed,
+    InboundConnector,
+    InboundContext,
+    OutboundConnector,
+)
 from bus.document import PreparedDocument, Processor
 from bus.errors import DocumentError, HentError, TransientError
 from bus.health import HealthServer
@@ -101,6 +109,7 @@ class Runtime:
         self._source_locks: dict[str, threading.Lock] = {}
         self._quiet: dict[str, bool] = {}
         self._build_connectors()
+        self.answers = AnswerPoller(self)
 
     # -- wiring ----------------------------------------------------------------------
     def _build_connectors(self) -> None:
@@ -379,24 +388,37 @@ class Runtime:
         log.error("delivery %s to %s FAILED: %s", delivery.id, delivery.endpoint, redact(reason))
         self._delivery_final(failed)
 
-    def _delivery_final(self, delivery: Any) -> None:
+    def _delivery_final(self, delivery: Any, **message: Any) -> None:
         document = self.ledger.get_document(delivery.document_id)
         started = document.received_at or document.created_at
         metrics.END_TO_END_SECONDS.labels(route=delivery.route, outcome=str(delivery.state).lower()).observe(
             max((_now() - started).total_seconds(), 0.0)
         )
-        self._reply(document, delivery)
+        self._reply(document, delivery, **message)
+
+    def delivery_answered(self, delivery: Any, *, final: bool, code: str | None, payload: bytes | None,
+                          answer: dict[str, Any] | None, attachments: dict[str, bytes] | None = None) -> None:
+        """An endpoint answered: the acknowledgment or anomaly that ends the delivery (``final``),
+        or a later message about the act.  Either way the source gets it."""
+        message: dict[str, Any] = {"code": code, "payload": payload, "answer": answer, "attachments": attachments}
+        if final:
+            self._delivery_final(delivery, **message)
+        else:
+            self._reply(self.ledger.get_document(delivery.document_id), delivery, **message)
 
     # -- replies to the source ---------------------------------------------------------
     def _reply(self, document: Any, delivery: Any | None, *, note: str | None = None,
-               code: str | None = None, payload: bytes | None = None) -> None:
+               code: str | None = None, payload: bytes | None = None, answer: dict[str, Any] | None = None,
+               attachments: dict[str, bytes] | None = None) -> None:
         connector = self.sources.get(document.source)
         if connector is None:
             return
         summary = reply_summary(document, delivery, note=note)
+        if answer is not None:
+            summary["message"] = answer
         try:
             with metrics.stage_timer("reply"):
-                connector.reply(document.bundle, code, payload, summary)
+                connector.reply(document.bundle, code, payload, summary, attachments)
         except HentError as exc:
             log.error("reply to %s for %s failed: %s", document.source, document.bundle, redact(str(exc)))
 
@@ -440,6 +462,10 @@ class Runtime:
         for name, connector in self.sources.items():
             self.scheduler.add(f"poll:{name}", functools.partial(self.poll, name), connector.config.poll)
         self.scheduler.add("sweep", self.sweep, float(self.config.bus.sweep), now=False)
+        for name, endpoint in self.endpoints.items():
+            if isinstance(endpoint, AnsweringEndpoint):
+                self.scheduler.add(f"answers:{name}", functools.partial(self.answers.poll, name),
+                                   float(self.config.bus.answers))
         self.scheduler.start()
         if self._serve_http:
             self._http = HealthServer(self.config.bus.metrics.listen, self.readiness_checks()).start()

@@ -258,7 +258,10 @@ class FolderInbound(InboundConnector):
         fsync_dir(self.work_dir)
 
     # -- replies ---------------------------------------------------------------------
-    def reply(self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any]) -> list[str]:
+    def reply(
+        self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any],
+        attachments: dict[str, bytes] | None = None,
+    ) -> list[str]:
         stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
         body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
         with folder_errors(self.name, self.replies_dir):
@@ -276,6 +279,11 @@ class FolderInbound(InboundConnector):
                     break
                 seq += 1
             written = [first[0]]
+            for name, data in (attachments or {}).items():  # letters that came with the message
+                attachment = f"{stem}.{seq}.{code or 'message'}.{name if _plain_name(name) else 'attachment'}"
+                target = _free_name(self.replies_dir / attachment)
+                exclusive_write(target, data)
+                written.append(target.name)
             if payload is not None:
                 exclusive_write(self.replies_dir / json_name, body)
                 written.append(json_name)

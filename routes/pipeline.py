@@ -17,9 +17,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bus.document import PlannedDelivery, PreparedDocument
+from bus.document import Answer, PlannedDelivery, PreparedDocument
 from bus.errors import DocumentError
 from routes.router import condition_failures
+from transformers.actes_in import parse_message
 from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.actes_out import build_archive
 from transformers.actes_validate import ActesValidator
@@ -203,3 +204,15 @@ class Pipeline:
             envelope_name=transmission.envelope_name,
         )
 
+    def read_answer(self, data: bytes, name: str | None) -> Answer:
+        message = parse_message(data, name)
+        received = message.dates.get("DateReception")
+        return Answer(
+            kind=message.kind,
+            code=message.code,
+            id_acte=message.id_acte,
+            received_on=received.isoformat() if received else None,
+            anomaly=message.anomaly_nature,
+            detail=message.detail,
+            summary=message.to_dict(),
+        )
