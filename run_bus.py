@@ -8,6 +8,8 @@
     python run_bus.py inspect FILE               a ministry message, parsed, as JSON
     python run_bus.py status -c FILE             documents and deliveries in the ledger
     python run_bus.py journal verify -c FILE     the journal's hash chain is intact
+    python run_bus.py classification SIREN -c FILE   the classification acts are checked against
+    python run_bus.py cancel IDACTE -c FILE      ask for the cancellation of an acknowledged act
 """
 
 from __future__ import annotations
@@ -166,6 +168,72 @@ def cmd_journal_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _runtime(config_path: str) -> Any:
+    from bus.runtime import Runtime
+    from routes.pipeline import Pipeline
+
+    return Runtime(_load(config_path), Pipeline.for_runtime, serve_http=False)
+
+
+def cmd_classification(args: argparse.Namespace) -> int:
+    from transformers.classification import Classification
+
+    runtime = _runtime(args.config)
+    try:
+        if args.refresh:
+            for name in runtime.endpoints:
+                runtime.answers.refresh_classifications(name)
+        kept = runtime.ledger.classification(args.siren)
+        if kept is not None:
+            with runtime.spool.open(kept["sha256"]) as handle:
+                classification = Classification.from_bytes(handle.read(), name=kept["name"])
+            origin = f"received from the platform as {kept['name']} on {kept['received_at']:%Y-%m-%d %H:%M}"
+        else:
+            classification = runtime.processor.classification(args.siren)
+            origin = "the configured file" if classification is not None else ""
+    finally:
+        runtime.shutdown()
+    if classification is None:
+        print(f"{args.siren}: no classification (configure one, or ask the platform with --refresh)")
+        return EXIT_FAILED
+    print(f"{args.siren}: classification of {classification.date}, {origin}")
+    for code, nature in sorted(classification.natures.items()):
+        print(f"  nature {code} {nature.abbrev} {nature.libelle}: {', '.join(sorted(nature.type_codes))}")
+    for code, matiere in sorted(classification.matieres.items()):
+        children = ", ".join(f"{code}.{sub}" for sub in sorted(matiere.children))
+        print(f"  matière {code} {matiere.libelle}" + (f": {children}" if children else ""))
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from bus.connector import AnsweringEndpoint
+
+    runtime = _runtime(args.config)
+    try:
+        delivery = runtime.ledger.find_delivery(id_acte=args.id_acte)
+        if delivery is None or delivery.state != "ACKNOWLEDGED" or not delivery.remote_id:
+            state = f"it is {delivery.state}" if delivery is not None else "no delivery has that IDActe"
+            print(f"{args.id_acte}: cannot be cancelled: {state} (only an acknowledged act can)", file=sys.stderr)
+            return EXIT_FAILED
+        connector = runtime.endpoints[delivery.endpoint]
+        if not isinstance(connector, AnsweringEndpoint):
+            print(f"{args.id_acte}: endpoint {delivery.endpoint!r} cannot cancel an act", file=sys.stderr)
+            return EXIT_FAILED
+        answering: AnsweringEndpoint = connector
+        runtime.endpoints[delivery.endpoint].connect()
+        try:
+            status = answering.cancel(delivery.remote_id, args.id_acte)
+        finally:
+            runtime.endpoints[delivery.endpoint].close()
+        runtime.ledger.record("delivery", delivery.id, actor="cli",
+                              reason=f"cancellation (6-1) sent: {status.state} {status.detail}".rstrip())
+    finally:
+        runtime.shutdown()
+    print(f"{args.id_acte}: cancellation sent ({status.state}); the ARAnnulation (6-2) will be recorded "
+          "and returned to the software when the platform sends it")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from simulators.demo import run_demo
 
@@ -208,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     journal_sub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
     verify = with_config(journal_sub.add_parser("verify", help="detect an edited, inserted or deleted row"))
     verify.set_defaults(func=cmd_journal_verify)
+    classification = with_config(sub.add_parser("classification", help="the classification of a SIREN"))
+    classification.add_argument("siren", metavar="SIREN")
+    classification.add_argument("--refresh", action="store_true", help="ask the platform for it first (7-1)")
+    classification.set_defaults(func=cmd_classification)
+    cancel = with_config(sub.add_parser("cancel", help="ask for the cancellation (6-1) of an acknowledged act"))
+    cancel.add_argument("id_acte", metavar="IDACTE")
+    cancel.set_defaults(func=cmd_cancel)
     demo = sub.add_parser("demo", help="generate realistic bundles, run the bus on them, report")
     demo.add_argument("--workspace", help="folder to work in (default: a new temporary folder)")
     demo.add_argument("--keep", action="store_true", help="keep the workspace afterwards")

@@ -11,7 +11,7 @@ that sent the act (``<bundle>.<n>.<code>.xml`` beside a summary).
 
 from __future__ import annotations
 
-__all__ = ["AnswerPoller", "BATCH"]
+__all__ = ["AnswerPoller", "BATCH", "FOLLOW_UP_DAYS"]
 
 import logging
 from datetime import UTC, datetime, timedelta
@@ -122,3 +122,42 @@ class AnswerPoller:
         runtime.delivery_answered(delivery, final=False, code=answer.code, payload=message.data, answer=answer.summary,
                                   attachments=message.attachments)
         return True
+
+    def refresh_classifications(self, endpoint: str) -> int:
+        """Ask ``endpoint`` for the classification (7-1) of every configured SIREN; keep each new
+        one (7-2) in the ledger; a 7-3 says the one kept is current.  The number of new ones."""
+        runtime = self.runtime
+        connector = runtime.endpoints[endpoint]
+        if not isinstance(connector, AnsweringEndpoint):
+            return 0
+        assert isinstance(connector, OutboundConnector)
+        fresh = 0
+        try:
+            connector.connect()
+            for entry in runtime.config.collectivites:
+                fresh += self._classification_of(connector, entry)
+        except HentError as exc:
+            metrics.POLL_FAILURES.labels(connector=endpoint).inc()
+            log.error("asking %s for classifications failed: %s", endpoint, redact(str(exc)))
+        finally:
+            connector.close()
+        return fresh
+
+    def _classification_of(self, connector: AnsweringEndpoint, entry: Any) -> int:
+        runtime = self.runtime
+        kept = runtime.ledger.classification(entry.siren)
+        current = kept["date"] if kept else (entry.classification_date.isoformat() if entry.classification_date
+                                             else None)
+        name, data = connector.classification(entry.siren, current)
+        answer = runtime.processor.read_answer(data, name)
+        if answer.code != "7-2":
+            return 0  # 7-3: what is kept is current
+        dated = (answer.summary.get("dates") or {}).get("DateClassification")
+        if not dated:
+            log.error("classification of %s from the platform has no DateClassification: ignored", entry.siren)
+            return 0
+        sha = runtime.spool.put_bytes(data)
+        if runtime.ledger.add_classification(entry.siren, date_text=str(dated), name=name, sha256=sha):
+            log.info("classification of %s dated %s received", entry.siren, dated)
+            return 1
+        return 0

@@ -224,6 +224,10 @@ class BusSettings(_Redacted):
     answers: Duration = Field(
         default=30.0, description="How often endpoints that answer later are asked about SENT deliveries."
     )
+    classification: Schedule = Field(
+        default="0 6 * * *",
+        description="When the classification (7-1) of each SIREN is asked of answering endpoints (cron or duration).",
+    )
     workers: int = Field(
         default=2, ge=1, le=64,
         description="Consumer threads of this process: documents and deliveries handled at once.",

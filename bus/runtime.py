@@ -466,6 +466,9 @@ class Runtime:
             if isinstance(endpoint, AnsweringEndpoint):
                 self.scheduler.add(f"answers:{name}", functools.partial(self.answers.poll, name),
                                    float(self.config.bus.answers))
+                self.scheduler.add(f"classification:{name}",
+                                   functools.partial(self.answers.refresh_classifications, name),
+                                   self.config.bus.classification)
         self.scheduler.start()
         if self._serve_http:
             self._http = HealthServer(self.config.bus.metrics.listen, self.readiness_checks()).start()

@@ -12,7 +12,9 @@ from __future__ import annotations
 __all__ = ["Pipeline", "act_to_json"]
 
 import dataclasses
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from transformers.text_policy import TextPolicy
 
 #: what each artifact kind is built by
 ARCHIVE = "actes-archive"
+#: seconds a fetched classification is used before the ledger is asked again
+CLASSIFICATION_TTL = 30.0
 
 
 def act_to_json(act: CanonicalAct) -> dict[str, Any]:
@@ -62,8 +66,11 @@ class Pipeline:
         serials: Callable[[str, date], int],
         endpoint: Callable[[str], tuple[str, Any]],
         today: Callable[[], date] = date.today,
+        stored_classification: Callable[[str], tuple[str, bytes] | None] = lambda siren: None,
     ) -> None:
         self.config = config
+        self.stored_classification = stored_classification  # SIREN → (date, 7-2 bytes) fetched from the platform
+        self._fetched: dict[str, tuple[float, str | None, Classification | None]] = {}
         self.spool = spool
         self.serials = serials
         self.endpoint = endpoint  # name → (kind it consumes, its config)
@@ -92,12 +99,40 @@ class Pipeline:
 
     @classmethod
     def for_runtime(cls, runtime: Any) -> Pipeline:
+        def stored(siren: str) -> tuple[str, bytes] | None:
+            row = runtime.ledger.classification(siren)
+            if row is None:
+                return None
+            with runtime.spool.open(row["sha256"]) as handle:
+                return row["date"], handle.read()
+
         return cls(
             runtime.config,
             spool=runtime.spool,
             serials=runtime.ledger.next_envelope_serial,
             endpoint=lambda name: (runtime.endpoint_consumes(name), runtime.endpoint_config(name)),
+            stored_classification=stored,
         )
+
+    def classification(self, siren: str) -> Classification | None:
+        """The classification acts of ``siren`` are checked against: the newest one fetched from
+        the platform (7-2, kept in the ledger) when there is one, else the configured file."""
+        return self.fetched_classification(siren) or self.classifications.get(siren)
+
+    def fetched_classification(self, siren: str) -> Classification | None:
+        """The newest classification of ``siren`` fetched from the platform, if any."""
+        now = time.monotonic()
+        cached = self._fetched.get(siren)
+        if cached is None or now - cached[0] > CLASSIFICATION_TTL:
+            found = self.stored_classification(siren)
+            if found is None:
+                cached = (now, None, None)
+            elif cached is not None and cached[1] == found[0]:
+                cached = (now, cached[1], cached[2])
+            else:
+                cached = (now, found[0], Classification.from_bytes(found[1], name=f"7-2 of {siren}"))
+            self._fetched[siren] = cached
+        return cached[2]
 
     def _routes_from(self, source: str) -> list[Any]:
         return [route for route in self.config.routes if source in route.from_]
@@ -152,6 +187,9 @@ class Pipeline:
         sidecar_path = self.spool.path(document.sidecar_sha256)
         files = {name: self.spool.path(sha) for name, sha in document.files.items()}
         taken = self.map(document.source, document.bundle, sidecar_path.read_bytes(), files)
+        fetched = self.fetched_classification(taken[0][1].siren)
+        if fetched is not None and fetched.date is not None:  # it dates the act (ClassificationDateVersion)
+            taken = [(route, replace(act, classification_date=fetched.date)) for route, act in taken]
         first_route, act = taken[0]
         deliveries: list[PlannedDelivery] = []
         seen: set[str] = set()
@@ -190,7 +228,7 @@ class Pipeline:
                 today=today,
                 text_policy=self.text_policy,
                 max_size=options.max_archive_size,
-                classification=self.classifications.get(act.siren),
+                classification=self.classification(act.siren),
                 validator=self.validator,
             )
         return PlannedDelivery(
