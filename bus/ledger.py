@@ -705,7 +705,7 @@ class Ledger:
                     raise DocumentError(
                         f"act {id_acte} was already received as document {other.id} (state {other.state}); "
                         "it is not sent twice: to send a corrected act, give it a new NumeroInterne",
-                        field="numero_interne", rule="act-unique",
+                        path=row.bundle, field="numero_interne", rule="act-unique",
                     )
             now = self.now()
             events: list[dict[str, Any]] = []

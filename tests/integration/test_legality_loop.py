@@ -1,0 +1,152 @@
+"""The whole loop over SOAP, on 127.0.0.1: a dropped act reaches the legality platform (the
+simulator) through the zeep endpoint, and the ministry's answer comes back to the software."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bus.config import load_config
+from bus.ledger import Ledger
+from bus.runtime import RetryPolicy, Runtime
+from routes.pipeline import Pipeline
+from simulators.backoffice import drop_deliberation
+from simulators.legality import LegalitySimulator
+from tests.harness import write_config
+
+FAST = RetryPolicy(max_attempts=6, first_delay=0.05, max_delay=0.3)
+TODAY = date.today()
+
+
+@pytest.fixture
+def simulator() -> Iterator[LegalitySimulator]:
+    with LegalitySimulator(ack_delay=0.2) as running:
+        yield running
+
+
+def soap_config(workspace: Path, simulator: LegalitySimulator) -> Path:
+    path = write_config(workspace, sweep="0.2s", lease="2s", extra_bus={"answers": "0.2s"})
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["connectors"]["prefecture"] = {
+        "type": "soap", "endpoint": simulator.url, "read_timeout": "2s", "connect_timeout": "1s",
+        "trigram": "HNT", "quadrigram": "TACT",
+    }
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def run(config_path: Path, timeout: float = 60) -> dict[str, Any]:
+    config = load_config(config_path)
+    runtime = Runtime(config, Pipeline.for_runtime, retry=FAST, serve_http=False)
+    assert runtime.run_until_idle(timeout=timeout), "the bus did not finish"
+    ledger = Ledger(config.bus.ledger)
+    try:
+        return {d.bundle: {"doc": d, "deliveries": ledger.deliveries_of(d.id)} for d in ledger.documents()}
+    finally:
+        ledger.close()
+
+
+def replies(workspace: Path) -> dict[str, bytes]:
+    folder = workspace / "drop" / "deliberations" / "replies"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_dropped_act_is_acknowledged_and_the_araacte_goes_back_to_the_software(
+    tmp_path: Path, simulator: LegalitySimulator
+) -> None:
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_300", decision=TODAY - timedelta(days=1))
+    outcome = run(soap_config(tmp_path, simulator))["DEL2026_300.json"]
+    [delivery] = outcome["deliveries"]
+    expected = f"044-214400152-{TODAY - timedelta(days=1):%Y%m%d}-DEL2026_300-DE"
+    assert delivery.state == "ACKNOWLEDGED" and delivery.id_acte == expected
+    files = replies(tmp_path)
+    assert sorted(files) == ["DEL2026_300.1.1-2.xml", "DEL2026_300.1.json"]
+    assert b"ARActe" in files["DEL2026_300.1.1-2.xml"] and expected.encode() in files["DEL2026_300.1.1-2.xml"]
+    summary = json.loads(files["DEL2026_300.1.json"])
+    assert summary["state"] == "ACKNOWLEDGED" and summary["id_acte"] == expected
+    assert summary["message"]["kind"] == "ARActe"
+    assert simulator.received()["by_act"] == {f"214400152:DEL2026_300:{TODAY - timedelta(days=1)}": 1}
+
+
+def test_an_anomaly_rejects_the_delivery_with_the_ministrys_words(
+    tmp_path: Path, simulator: LegalitySimulator
+) -> None:
+    # Given a classification published by the préfecture that the bus could not fetch yet
+    simulator.publish_classification(TODAY)
+    simulator.inject("soapfault", operation="RequestClassification", count=None)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_301", decision=TODAY)
+    outcome = run(soap_config(tmp_path, simulator))["DEL2026_301.json"]
+    [delivery] = outcome["deliveries"]
+    assert delivery.state == "REJECTED"
+    assert "ODT-VERIF-01" in delivery.reason and "nature 002" in delivery.reason
+    files = replies(tmp_path)
+    assert "DEL2026_301.1.1-3.xml" in files and b"AnomalieActe" in files["DEL2026_301.1.1-3.xml"]
+
+
+def test_server_errors_are_retried_and_the_act_is_received_once(tmp_path: Path, simulator: LegalitySimulator) -> None:
+    simulator.inject("http500", operation="SubmitArchive", count=2)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_302", decision=TODAY)
+    [delivery] = run(soap_config(tmp_path, simulator))["DEL2026_302.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"
+    assert list(simulator.received()["by_act"].values()) == [1]
+
+
+def test_a_reply_lost_after_the_platform_recorded_the_act_is_looked_up_not_resent(
+    tmp_path: Path, simulator: LegalitySimulator
+) -> None:
+    simulator.inject("lost_reply", operation="SubmitArchive", count=1)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_303", decision=TODAY)
+    [delivery] = run(soap_config(tmp_path, simulator))["DEL2026_303.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"
+    assert list(simulator.received()["by_act"].values()) == [1]
+
+
+def test_a_hung_platform_does_not_hang_the_bus(tmp_path: Path, simulator: LegalitySimulator) -> None:
+    simulator.inject("hang", operation="SubmitArchive", count=1, seconds=30)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_304", decision=TODAY)
+    [delivery] = run(soap_config(tmp_path, simulator), timeout=40)["DEL2026_304.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"
+
+
+def test_the_same_act_dropped_twice_is_transmitted_once(tmp_path: Path, simulator: LegalitySimulator) -> None:
+    config = soap_config(tmp_path, simulator)
+    folder = tmp_path / "drop" / "deliberations"
+    drop_deliberation(folder, "DEL2026_305", decision=TODAY)
+    run(config)
+    drop_deliberation(folder, "DEL2026_305", decision=TODAY, objet="Le même acte, exporté à nouveau")
+    run(config)
+    ledger = Ledger(load_config(config).bus.ledger)
+    try:
+        documents = sorted(ledger.documents(), key=lambda d: str(d.state))
+    finally:
+        ledger.close()
+    assert [str(d.state) for d in documents] == ["FAILED", "ROUTED"]
+    assert documents[0].reason.startswith("DEL2026_305.json: numero_interne: act ")
+    assert documents[0].reason.endswith("[act-unique]")
+    assert list(simulator.received()["by_act"].values()) == [1]
+
+
+def test_a_later_letter_of_the_prefecture_reaches_the_software_once(
+    tmp_path: Path, simulator: LegalitySimulator
+) -> None:
+    config_path = soap_config(tmp_path, simulator)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_306", decision=TODAY)
+    [delivery] = run(config_path)["DEL2026_306.json"]["deliveries"]
+    simulator.followup(delivery.id_acte, "2-1")
+    config = load_config(config_path)
+    runtime = Runtime(config, Pipeline.for_runtime, retry=FAST, serve_http=False)
+    try:
+        assert runtime.answers.poll("prefecture") == 1
+        assert runtime.answers.poll("prefecture") == 0  # recorded once
+    finally:
+        runtime.shutdown()
+    files = replies(tmp_path)
+    letters = [name for name in files if ".2.2-1." in name]
+    assert "DEL2026_306.2.2-1.xml" in letters and any(name.endswith(".pdf") for name in letters)
+    assert b"CourrierSimple" in files["DEL2026_306.2.2-1.xml"]
