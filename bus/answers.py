@@ -19,7 +19,7 @@ from typing import Any
 
 from bus import metrics
 from bus.connector import AnsweringEndpoint, OutboundConnector, RemoteMessage, RemoteStatus
-from bus.errors import HentError
+from bus.errors import DocumentError, HentError
 from bus.ledger import DeliveryState
 from bus.secrets import redact
 
@@ -105,7 +105,12 @@ class AnswerPoller:
             if not delivery.remote_id or (delivery.final_at and delivery.final_at < since):
                 continue
             known = {m["message_id"] for m in ledger.messages_of(delivery.id)}
-            for message in connector.messages(delivery.remote_id, known):
+            try:
+                messages = connector.messages(delivery.remote_id, known)
+            except DocumentError as exc:  # this submission is unknown to the platform: the others go on
+                log.error("follow-up messages of delivery %s: %s", delivery.id, redact(str(exc)))
+                continue
+            for message in messages:
                 if self._on_follow_up(delivery, message):
                     done += 1
         return done

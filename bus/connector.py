@@ -147,6 +147,10 @@ class OutboundConnector(ABC):
     def connect(self) -> None:  # noqa: B027 - optional hook
         """Open what the endpoint needs (a session, a client)."""
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Prepare what only shows when the connector gets ready (a WSDL, a key file), with no
+        side effect and no network: raise ConfigError if it is wrong (``run_bus.py check``)."""
+
     @abstractmethod
     def send(self, artifact: Artifact) -> SendResult:
         """Deliver one artifact; raise TransientError to be retried, DocumentError to fail it."""

@@ -127,6 +127,7 @@ class Runtime:
             cfg = self.config.connector_config(name, "outbound")
             cls = registry.connector_class(cfg.type, "outbound")
             self.endpoints[name] = cls(name, cfg)
+            self.endpoints[name].check()  # a broken WSDL or key file refuses the start
             self.circuits[name] = Circuit(name)
 
     def endpoint_consumes(self, name: str) -> str:
@@ -331,6 +332,8 @@ class Runtime:
         except TransientError as exc:
             circuit.failure()
             metrics.SEND_FAILURES.labels(connector=delivery.endpoint, kind="transient").inc()
+            if getattr(exc, "alert", False):  # credentials or a certificate refused: a person must act
+                log.error("ALERT connector %s: %s", delivery.endpoint, redact(str(exc)))
             self._retry_later(delivery, str(exc))
             return
         except DocumentError as exc:

@@ -120,6 +120,10 @@ class SoapOutbound(OutboundConnector):
         """Load the WSDL and build the client, the first time only."""
         self._client()
 
+    def check(self) -> None:
+        """Load the WSDL (local files only): a broken or remote-importing one is a ConfigError."""
+        self._client()
+
     def close(self) -> None:
         """Close the session's connections; the parsed WSDL is kept (a later call reconnects)."""
         soap = self._soap

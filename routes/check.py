@@ -25,6 +25,7 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
         return (exc.problems or [exc.problem()]), ""
     problems: list[Problem] = []
     seen_maps: set[str] = set()
+    built: set[str] = set()
     for index, route in enumerate(config.routes):
         if route.map is not None and str(route.map) not in seen_maps:
             seen_maps.add(str(route.map))
@@ -40,6 +41,12 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
             except HentError as exc:
                 problems.append(exc.problem())
                 continue
+            if endpoint not in built:  # what only shows when a connector gets ready: a WSDL, a key file
+                built.add(endpoint)
+                try:
+                    registry.connector_class(cfg.type, "outbound")(endpoint, cfg).check()
+                except ConfigError as exc:
+                    problems.extend(exc.problems or [exc.problem()])
             if kind is not None and consumes != kind:
                 problems.append(
                     Problem(
