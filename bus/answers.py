@@ -36,7 +36,15 @@ class AnswerPoller:
         self.runtime = runtime
 
     def poll(self, endpoint: str) -> int:
-        """One round for ``endpoint``; the number of answers acted upon."""
+        """Ask ``endpoint`` about its SENT deliveries; the number of answers acted upon."""
+        return self._round(endpoint, self._statuses)
+
+    def poll_follow_ups(self, endpoint: str) -> int:
+        """Ask ``endpoint`` for the later messages of its recently acknowledged deliveries (one
+        call each: less often than :meth:`poll`); the number of new messages."""
+        return self._round(endpoint, self._follow_ups)
+
+    def _round(self, endpoint: str, step: Any) -> int:
         connector = self.runtime.endpoints[endpoint]
         if not isinstance(connector, AnsweringEndpoint):
             return 0
@@ -44,8 +52,7 @@ class AnswerPoller:
         done = 0
         try:
             connector.connect()
-            done += self._statuses(endpoint, connector)
-            done += self._follow_ups(endpoint, connector)
+            done += step(endpoint, connector)
         except HentError as exc:
             metrics.POLL_FAILURES.labels(connector=endpoint).inc()
             log.error("asking %s for answers failed: %s", endpoint, redact(str(exc)))

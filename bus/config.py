@@ -224,6 +224,9 @@ class BusSettings(_Redacted):
     answers: Duration = Field(
         default=30.0, description="How often endpoints that answer later are asked about SENT deliveries."
     )
+    follow_ups: Duration = Field(
+        default=600.0, description="How often acknowledged acts are asked for the préfecture's later messages."
+    )
     classification: Schedule = Field(
         default="0 6 * * *",
         description="When the classification (7-1) of each SIREN is asked of answering endpoints (cron or duration).",

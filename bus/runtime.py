@@ -469,6 +469,8 @@ class Runtime:
             if isinstance(endpoint, AnsweringEndpoint):
                 self.scheduler.add(f"answers:{name}", functools.partial(self.answers.poll, name),
                                    float(self.config.bus.answers))
+                self.scheduler.add(f"follow-ups:{name}", functools.partial(self.answers.poll_follow_ups, name),
+                                   float(self.config.bus.follow_ups))
                 self.scheduler.add(f"classification:{name}",
                                    functools.partial(self.answers.refresh_classifications, name),
                                    self.config.bus.classification)

@@ -193,12 +193,18 @@ class Pipeline:
         first_route, act = taken[0]
         deliveries: list[PlannedDelivery] = []
         seen: set[str] = set()
+        built: dict[tuple[Any, ...], PlannedDelivery] = {}  # endpoints with the same options share one archive
         for route, route_act in taken:
             for endpoint in route.to:
                 if endpoint in seen:
                     continue
                 seen.add(endpoint)
-                deliveries.append(self._build(route.name, endpoint, route_act))
+                kind, options = self.endpoint(endpoint)
+                key = (route_act, kind, getattr(options, "trigram", None), getattr(options, "quadrigram", None),
+                       getattr(options, "max_archive_size", None))
+                if key not in built:
+                    built[key] = self._build(route.name, endpoint, route_act)
+                deliveries.append(replace(built[key], route=route.name, endpoint=endpoint))
         return PreparedDocument(
             route=first_route.name,
             siren=act.siren,

@@ -1,9 +1,12 @@
 """``run_bus.py demo``: realistic bundles in a workspace, the bus run on them, a report.
 
-With nothing but Python: the deliberation, HR and finance software drop their exports
-(a broken deliberation among them), the bus runs on the embedded default until every
-delivery is final, and each document's fate is printed — state, archive name, or the
-named error that the software got back in its ``replies/`` folder.
+With nothing but Python: the legality platform's simulator starts on a free loopback port;
+the deliberation, HR and finance software drop their exports (a broken deliberation among
+them); the bus runs on the embedded default until every delivery is final: the good acts
+are acknowledged by the ministry (an ARActe with their IDActe), the broken one fails
+locally with a named error.  Then one more deliberation is prepared just before the
+préfecture publishes a new classification: the ministry rejects it (ODT-VERIF-01).  Each
+document's fate is printed; the software finds every answer in its ``replies/`` folder.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,8 +54,8 @@ def _report(ledger: Any) -> list[dict[str, Any]]:
             "error": document.reason,
             "deliveries": [
                 {"endpoint": d.endpoint, "state": str(d.state), "archive": d.artifact_name,
-                 "envelope": d.envelope_name, "reason": d.reason}
-                for d in deliveries
+                 "envelope": d.envelope_name, "id_acte": d.id_acte, "reason": d.reason}
+                for d in sorted(deliveries, key=lambda d: d.endpoint)
             ],
         })
     return sorted(rows, key=lambda row: (row["source"], row["bundle"]))
@@ -63,16 +67,20 @@ def run_demo(*, workspace: Path | None = None, keep: bool = False, as_json: bool
     from bus.ledger import Ledger
     from bus.runtime import Runtime
     from routes.pipeline import Pipeline
+    from simulators.legality import LegalitySimulator
 
     created = workspace is None
     workspace = (workspace or Path(tempfile.mkdtemp(prefix="hent-demo-"))).resolve()
     workspace.mkdir(parents=True, exist_ok=True)
-    os.environ["HENT_DEMO_WORKSPACE"] = str(workspace)
     try:
-        drop_demo_bundles(workspace)
-        config = load_config(DEMO_CONFIG)
-        runtime = Runtime(config, Pipeline.for_runtime)
-        idle = runtime.run_until_idle(timeout=timeout)
+        with LegalitySimulator(ack_delay=0.5) as platform:
+            os.environ["HENT_DEMO_WORKSPACE"] = str(workspace)
+            os.environ["HENT_DEMO_LEGALITY_URL"] = platform.url
+            config = load_config(DEMO_CONFIG)
+            drop_demo_bundles(workspace)
+            idle = Runtime(config, Pipeline.for_runtime).run_until_idle(timeout=timeout)
+            if idle:
+                idle = _late_classification(config, workspace, platform, timeout)
         ledger = Ledger(config.bus.ledger)
         try:
             rows = _report(ledger)
@@ -88,6 +96,35 @@ def run_demo(*, workspace: Path | None = None, keep: bool = False, as_json: bool
             shutil.rmtree(workspace, ignore_errors=True)
 
 
+def _late_classification(config: Any, workspace: Path, platform: Any, timeout: float) -> bool:
+    """A deliberation is prepared, then the préfecture publishes a new classification before the
+    platform receives it: the ministry answers AnomalieActe ODT-VERIF-01."""
+    import threading
+
+    from bus.ledger import Ledger
+    from bus.runtime import RetryPolicy, Runtime
+    from routes.pipeline import Pipeline
+
+    platform.inject("http500", operation="SubmitArchive", count=1)  # its first send fails: retried
+    drop_deliberation(workspace / "drop" / "deliberations", "DEL2026_043", decision=date.today() - timedelta(days=1),
+                      objet="Garantie d'emprunt accordée à Loire-Atlantique Habitations", annexes=0)
+    runtime = Runtime(config, Pipeline.for_runtime, retry=RetryPolicy(first_delay=1.0), serve_http=False)
+    outcome: dict[str, bool] = {}
+    worker = threading.Thread(target=lambda: outcome.update(idle=runtime.run_until_idle(timeout=timeout)))
+    worker.start()
+    ledger = Ledger(config.bus.ledger)
+    try:
+        while worker.is_alive() and not any(
+            d.bundle == "DEL2026_043.json" and d.state == "ROUTED" for d in ledger.documents(state="ROUTED")
+        ):
+            time.sleep(0.1)
+    finally:
+        ledger.close()
+    platform.publish_classification(date.today())
+    worker.join()
+    return outcome.get("idle", False)
+
+
 def _print(rows: list[dict[str, Any]], workspace: Path, *, as_json: bool, kept: bool) -> None:
     if as_json:
         for row in rows:
@@ -100,9 +137,13 @@ def _print(rows: list[dict[str, Any]], workspace: Path, *, as_json: bool, kept: 
             print(f"  expected IDActe  {row['id_acte']}")
         for delivery in row["deliveries"]:
             print(f"  → {delivery['endpoint']}: {delivery['state']}  {delivery['archive']}")
+            if delivery["state"] == "REJECTED":
+                print(f"      {delivery['reason']}")
         if row["error"]:
             for line in row["error"].splitlines():
                 print(f"  ! {line}")
-    routed = sum(1 for row in rows if row["state"] == "ROUTED")
-    print(f"\n{len(rows)} document(s): {routed} delivered, {len(rows) - routed} failed with a named error.")
-    print(f"Archives: {workspace / 'out' / 'prefecture'}   replies: {workspace / 'drop' / '*' / 'replies'}")
+    states = [d["state"] for row in rows for d in row["deliveries"] if d["endpoint"] == "prefecture"]
+    failed = sum(1 for row in rows if row["state"] == "FAILED")
+    print(f"\n{len(rows)} document(s): {states.count('ACKNOWLEDGED')} acknowledged by the ministry, "
+          f"{states.count('REJECTED')} rejected by it, {failed} failed here with a named error.")
+    print(f"Archives sent (copies): {workspace / 'out' / 'archives'}   replies: {workspace / 'drop' / '*' / 'replies'}")

@@ -35,7 +35,7 @@ def test_check_accepts_the_demo_configuration_with_a_one_line_summary(tmp_path: 
     # Then it exits 0 with the summary line only, and creates nothing in the workspace
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
-        "config/demo.yaml: OK — 4 connector(s), 3 route(s), 1 collectivité(s); schemas compiled: actes\n"
+        "config/demo.yaml: OK — 5 connector(s), 3 route(s), 1 collectivité(s); schemas compiled: actes\n"
     )
     assert list(tmp_path.iterdir()) == []
 
@@ -49,11 +49,11 @@ def test_check_names_every_place_an_unset_environment_variable_is_used() -> None
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "config/demo.yaml:5: bus.state_dir: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
-        "config/demo.yaml:24: connectors.deliberations.path: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
-        "config/demo.yaml:31: connectors.rh.path: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
-        "config/demo.yaml:38: connectors.finances.path: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
-        "config/demo.yaml:45: connectors.prefecture.path: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
+        "config/demo.yaml:6: bus.state_dir: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
+        "config/demo.yaml:26: connectors.deliberations.path: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
+        "config/demo.yaml:33: connectors.rh.path: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
+        "config/demo.yaml:40: connectors.finances.path: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
+        "config/demo.yaml:55: connectors.archives.path: environment variable 'HENT_DEMO_WORKSPACE' is not set [secret-unresolved]",
         "config/demo.yaml: 5 error(s)",
     ]
 

@@ -67,12 +67,13 @@ class Demo:
         return {"HENT_DEMO_WORKSPACE": str(self.workspace)}
 
     def archives(self) -> list[Path]:
-        return sorted((self.workspace / "out" / "prefecture").glob("*.tar.gz"))
+        """The copies the demo keeps of the archives it sent (the archives endpoint's folder)."""
+        return sorted((self.workspace / "out" / "archives").glob("*.tar.gz"))
 
     def archive_of(self, bundle: str) -> Path:
         """The archive built for ``bundle`` (serials follow the processing order, not the bundles)."""
         (row,) = [row for row in self.rows if row["bundle"] == bundle]
-        return self.workspace / "out" / "prefecture" / row["deliveries"][0]["archive"]
+        return self.workspace / "out" / "archives" / row["deliveries"][0]["archive"]
 
 
 @pytest.fixture(scope="module")
@@ -96,18 +97,27 @@ def acte_message(archive: Path) -> tuple[str, bytes]:
 
 
 # -- demo ----------------------------------------------------------------------------------
-def test_demo_reports_three_routed_documents_and_one_named_failure(demo: Demo) -> None:
+def test_demo_reports_acknowledged_rejected_and_failed_documents(demo: Demo) -> None:
     # Given the demo run with --json (the fixture)
     rows = demo.rows
 
-    # Then it printed one JSON object per document: three routed, each with an archive...
-    assert len(rows) == 4
+    # Then it printed one JSON object per document: four routed, each sent to the platform and
+    # kept as a copy (the same archive)...
+    assert len(rows) == 5
     routed = [row for row in rows if row["state"] == "ROUTED"]
     failed = [row for row in rows if row["state"] == "FAILED"]
-    assert sorted(row["bundle"] for row in routed) == ["AR2026_0187.csv", "DEL2026_042.json", "MAR2026_0031.xml"]
+    assert sorted(row["bundle"] for row in routed) == [
+        "AR2026_0187.csv", "DEL2026_042.json", "DEL2026_043.json", "MAR2026_0031.xml",
+    ]
     for row in routed:
-        assert [d["state"] for d in row["deliveries"]] == ["DELIVERED"]
-        assert ARCHIVE_NAME.match(row["deliveries"][0]["archive"]), row
+        copy, sent = row["deliveries"]
+        assert (copy["endpoint"], copy["state"], sent["endpoint"]) == ("archives", "DELIVERED", "prefecture")
+        assert ARCHIVE_NAME.match(sent["archive"]) and copy["archive"] == sent["archive"], row
+        # the three acts are acknowledged by the ministry with their IDActe...
+        if row["bundle"] != "DEL2026_043.json":
+            assert sent["state"] == "ACKNOWLEDGED" and sent["id_acte"] == row["id_acte"]
+        else:  # ...and the one prepared before the new classification is rejected
+            assert sent["state"] == "REJECTED" and "ODT-VERIF-01" in sent["reason"]
     # ... and the broken deliberation failed with the sidecar, the field and the rule named
     assert [(row["bundle"], row["error"], row["deliveries"]) for row in failed] == [("_A_.json", BROKEN_ERROR, [])]
 
@@ -117,9 +127,12 @@ def test_demo_writes_the_archives_the_replies_and_the_error_note(demo: Demo) -> 
     deliberations = demo.workspace / "drop" / "deliberations"
     archive_names = {d["archive"] for row in demo.rows for d in row["deliveries"]}
 
-    # Then the deposit folder holds exactly the three archives reported
+    # Then the archives' folder holds exactly the four archives reported
     assert {p.name for p in demo.archives()} == archive_names
-    assert len(archive_names) == 3
+    assert len(archive_names) == 4
+    # and the software got the ministry's answers verbatim beside their summaries
+    replies = sorted(p.name for p in (deliberations / "replies").iterdir())
+    assert "DEL2026_042.2.1-2.xml" in replies and "DEL2026_043.2.1-3.xml" in replies
     # and the deliberation software got a negative reply for the broken bundle
     reply = json.loads((deliberations / "replies" / "_A_.1.json").read_text(encoding="utf-8"))
     assert (reply["bundle"], reply["state"], reply["reason"]) == ("_A_.json", "FAILED", BROKEN_ERROR)
@@ -262,20 +275,20 @@ def test_inspect_says_when_the_file_does_not_exist(tmp_path: Path) -> None:
 
 
 # -- status ----------------------------------------------------------------------------------
-def test_status_lists_the_four_documents_of_the_demo(demo: Demo) -> None:
+def test_status_lists_the_five_documents_of_the_demo(demo: Demo) -> None:
     # Given the demo's ledger, When status is asked
     result = run_bus("status", "-c", "config/demo.yaml", env=demo.env)
 
     # Then each document is listed with its deliveries, and the failure with its reason
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[-1] == "4 document(s)"
+    assert lines[-1] == "5 document(s)"
     documents = [line for line in lines if not line.startswith(" ")]
-    assert len(documents) == 5  # four documents and the count
-    assert sum("ROUTED" in line for line in documents) == 3
+    assert len(documents) == 6  # five documents and the count
+    assert sum("ROUTED" in line for line in documents) == 4
     assert f"    ! {BROKEN_ERROR}" in lines
     archives = [line.split()[-1] for line in lines if line.startswith("    → prefecture")]
-    assert len(archives) == 3 and all(ARCHIVE_NAME.match(name) for name in archives)
+    assert len(archives) == 4 and all(ARCHIVE_NAME.match(name) for name in archives)
 
 
 def test_status_filters_by_state(demo: Demo) -> None:

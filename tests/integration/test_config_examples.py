@@ -15,6 +15,7 @@ from bus.ledger import Ledger
 from bus.runtime import Runtime
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_contract, drop_deliberation, drop_hr_decision
+from simulators.legality import LegalitySimulator
 from tests.harness import ROOT, archive_members, run_cli
 
 EXPECTED = ROOT / "tests" / "fixtures" / "expected"
@@ -36,25 +37,31 @@ def _canonical(data: bytes) -> bytes:
 def demo_messages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Given the demo's configuration and one fixed export from each of its three vendors."""
     workspace = tmp_path_factory.mktemp("examples")
+    platform = LegalitySimulator().start()
     os.environ["HENT_DEMO_WORKSPACE"] = str(workspace)
+    os.environ["HENT_DEMO_LEGALITY_URL"] = platform.url
     try:
         config = load_config(ROOT / "config" / "demo.yaml")
     finally:
-        del os.environ["HENT_DEMO_WORKSPACE"]
+        del os.environ["HENT_DEMO_WORKSPACE"], os.environ["HENT_DEMO_LEGALITY_URL"]
     drop = workspace / "drop"
     drop_deliberation(drop / "deliberations", "DEL2026_042", decision=date(2026, 11, 20), annexes=2,
                       objet="Cession de la parcelle BK 112 — rue de la Solidarité, à l’euro symbolique")
     drop_hr_decision(drop / "rh", "AR2026_0187", decision=date(2026, 11, 3))
     drop_contract(drop / "finances", "MAR2026_0031", signed=date(2026, 10, 5))
     runtime = Runtime(config, Pipeline.for_runtime, serve_http=False)
-    assert runtime.run_until_idle(timeout=60)
+    try:
+        assert runtime.run_until_idle(timeout=60)
+    finally:
+        platform.stop()
     ledger = Ledger(config.bus.ledger)
     messages = {}
     try:
         for document in ledger.documents():
             assert document.state == "ROUTED", document.reason
-            [delivery] = ledger.deliveries_of(document.id)
-            members = archive_members(workspace / "out" / "prefecture" / delivery.artifact_name)
+            copy, sent = sorted(ledger.deliveries_of(document.id), key=lambda d: d.endpoint)
+            assert (copy.endpoint, copy.state, sent.state) == ("archives", "DELIVERED", "ACKNOWLEDGED")
+            members = archive_members(workspace / "out" / "archives" / copy.artifact_name)
             [(name, data)] = [(n, d) for n, d in members.items() if n.endswith("-1-1_0.xml")]
             messages[document.route] = data
             for name, data in members.items():

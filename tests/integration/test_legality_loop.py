@@ -142,8 +142,8 @@ def test_a_later_letter_of_the_prefecture_reaches_the_software_once(
     config = load_config(config_path)
     runtime = Runtime(config, Pipeline.for_runtime, retry=FAST, serve_http=False)
     try:
-        assert runtime.answers.poll("prefecture") == 1
-        assert runtime.answers.poll("prefecture") == 0  # recorded once
+        assert runtime.answers.poll_follow_ups("prefecture") == 1
+        assert runtime.answers.poll_follow_ups("prefecture") == 0  # recorded once
     finally:
         runtime.shutdown()
     files = replies(tmp_path)
