@@ -18,7 +18,7 @@ from bus.runtime import RetryPolicy, Runtime
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_deliberation
 from simulators.legality import LegalitySimulator
-from tests.harness import write_config
+from tests.harness import run_cli, write_config
 
 FAST = RetryPolicy(max_attempts=6, first_delay=0.05, max_delay=0.3)
 TODAY = date.today()
@@ -150,3 +150,51 @@ def test_a_later_letter_of_the_prefecture_reaches_the_software_once(
     letters = [name for name in files if ".2.2-1." in name]
     assert "DEL2026_306.2.2-1.xml" in letters and any(name.endswith(".pdf") for name in letters)
     assert b"CourrierSimple" in files["DEL2026_306.2.2-1.xml"]
+
+
+def test_soap_faults_of_the_platform_are_retried_until_the_act_goes_through(
+    tmp_path: Path, simulator: LegalitySimulator
+) -> None:
+    simulator.inject("soapfault", operation="SubmitArchive", count=2)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_307", decision=TODAY)
+    [delivery] = run(soap_config(tmp_path, simulator))["DEL2026_307.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED" and delivery.attempts == 3
+    assert list(simulator.received()["by_act"].values()) == [1]
+
+
+def test_the_classification_is_fetched_kept_and_shown(tmp_path: Path, simulator: LegalitySimulator) -> None:
+    config_path = soap_config(tmp_path, simulator)
+    simulator.publish_classification(TODAY)
+    # When the IT department asks for it
+    result = run_cli("classification", "214400152", "-c", str(config_path), "--refresh")
+    # Then the platform's 7-2 is kept and shown, and new acts are dated by it
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"214400152: classification of {TODAY}, received from the platform as ")
+    assert "  nature 1 DE Délibérations: 21_RP, 32_DP, 41_NC, 99_DE, 99_SE" in result.stdout.splitlines()
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_308", decision=TODAY)
+    [delivery] = run(config_path)["DEL2026_308.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"  # dated with the new classification: no ODT-VERIF-01
+
+
+def test_an_acknowledged_act_is_cancelled_and_the_6_2_comes_back(tmp_path: Path, simulator: LegalitySimulator) -> None:
+    config_path = soap_config(tmp_path, simulator)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_309", decision=TODAY)
+    [delivery] = run(config_path)["DEL2026_309.json"]["deliveries"]
+    # When the act is cancelled from the command line
+    result = run_cli("cancel", delivery.id_acte, "-c", str(config_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{delivery.id_acte}: cancellation sent (CANCELLED)")
+    # Then the ARAnnulation (6-2) is recorded once and returned to the software
+    config = load_config(config_path)
+    runtime = Runtime(config, Pipeline.for_runtime, retry=FAST, serve_http=False)
+    try:
+        assert runtime.answers.poll_follow_ups("prefecture") == 1
+        [message] = runtime.ledger.messages_of(delivery.id)
+    finally:
+        runtime.shutdown()
+    assert message["code"] == "6-2"
+    assert "DEL2026_309.2.6-2.xml" in replies(tmp_path)
+    # and cancelling what is not acknowledged is refused with the reason
+    again = run_cli("cancel", "044-214400152-20200101-NOPE-DE", "-c", str(config_path))
+    assert again.returncode == 1 and "no delivery has that IDActe" in again.stderr
