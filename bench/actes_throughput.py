@@ -48,9 +48,7 @@ import random  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tarfile  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 import zlib  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -66,6 +64,7 @@ import bus.journal  # noqa: E402
 import bus.spool  # noqa: E402
 import routes.pipeline  # noqa: E402
 import transformers.actes_out  # noqa: E402
+from bench._common import measure_in_workdir  # noqa: E402
 from bus.backbone import DOCUMENTS  # noqa: E402
 from bus.config import load_config  # noqa: E402
 from bus.connector import Claimed  # noqa: E402
@@ -881,22 +880,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parent = args.workdir.resolve() if args.workdir else None
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="hent-bench-", dir=parent)).resolve()
-    try:
-        result = measure(args, root)
-    except Exception as exc:  # noqa: BLE001 - a report: say what failed, exit 1
-        traceback.print_exc(file=sys.stderr)
-        if args.json:
-            print(json.dumps({"bench": "actes_throughput", "error": f"{type(exc).__name__}: {exc}"}))
-        else:
-            print(f"actes_throughput: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+    result = measure_in_workdir("actes_throughput", args, measure)
+    if result is None:
         return 1
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
     profiles = result.pop("profiles")
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -905,8 +891,6 @@ def main(argv: list[str] | None = None) -> int:
     for side, text in profiles.items():
         print(f"\ncProfile, {side} side, {args.acts} acts, top 25 by cumulative time:\n{text}",
               file=sys.stderr if args.json else sys.stdout)
-    if args.keep:
-        print(f"kept: {root}", file=sys.stderr)
     archives = result["archives"]
     return 0 if archives["valid"] and archives["same_content"] else 1
 

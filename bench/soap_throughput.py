@@ -38,15 +38,13 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 from datetime import UTC, date, datetime, timedelta  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bench._common import measure_in_workdir  # noqa: E402
 from bench.actes_throughput import _filesystem  # noqa: E402
 from bus.config import load_config  # noqa: E402
 from bus.ledger import MAX_ENVELOPE_SERIAL, DeliveryState, DocumentState, Ledger  # noqa: E402
@@ -374,28 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
-    parent = args.workdir.resolve() if args.workdir else None
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="hent-bench-soap-", dir=parent)).resolve()
-    try:
-        result = measure(args, root)
-    except Exception as exc:  # noqa: BLE001 - a report: say what failed, exit 1
-        traceback.print_exc(file=sys.stderr)
-        if args.json:
-            print(json.dumps({"bench": "soap_throughput", "error": f"{type(exc).__name__}: {exc}"}))
-        else:
-            print(f"soap_throughput: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+    result = measure_in_workdir("soap_throughput", args, measure)
+    if result is None:
         return 1
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
         print(render(result))
-    if args.keep:
-        print(f"kept: {root}", file=sys.stderr)
     return 0 if result["received"]["exactly_once"] else 1
 
 
