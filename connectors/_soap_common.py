@@ -99,7 +99,10 @@ class OfflineTransport(Transport):  # type: ignore[misc]
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
         # zeep's own post logs the whole envelope at DEBUG: the archive and the UsernameToken
         timeout = getattr(self._local, "timeout", None) or self.operation_timeout
-        response = self.session.post(address, data=message, headers=headers, timeout=timeout)
+        # verify and cert given per request: requests would let REQUESTS_CA_BUNDLE or
+        # CURL_CA_BUNDLE from the environment override the session's (a configured CA, or off)
+        response = self.session.post(address, data=message, headers=headers, timeout=timeout,
+                                     verify=self.session.verify, cert=self.session.cert)
         media_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
         if response.status_code != 200 and not media_type.endswith("xml"):  # an HTML error page, or nothing
             status = response.status_code

@@ -26,16 +26,24 @@ HTTP routes, on one port:
   ``recorded`` the transactions recorded for it, ``archives`` the sha256 of each archive
   received for it, in order, ``calls`` every SOAP request received, per operation
   (malformed ones under ``"?"``).
+
+Over TLS: give ``tls`` an :class:`ssl.SSLContext` (:func:`server_context` builds one from a
+certificate, its key and, for mutual TLS, the CA that client certificates must chain to);
+``url`` then starts with ``https://``.  From the command line: ``--certfile``, ``--keyfile``,
+``--client-ca``.  The handshake runs in the connection's own thread, so a client that never
+completes it holds neither the server nor ``stop()``.
 """
 
 from __future__ import annotations
 
-__all__ = ["FAULT_KINDS", "WSDL_PATH", "XSD_PATH", "DEFAULT_CLASSIFICATION", "Fault", "LegalitySimulator", "main"]
+__all__ = ["FAULT_KINDS", "WSDL_PATH", "XSD_PATH", "DEFAULT_CLASSIFICATION", "Fault", "LegalitySimulator", "main",
+           "server_context"]
 
 import argparse
 import hmac
 import logging
 import signal
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -90,8 +98,10 @@ class LegalitySimulator:
         password: str | None = None,
         faults: list[Fault] | tuple[Fault, ...] = (),
         latency: float = 0.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.tls = tls
         self.platform = Platform(classification or DEFAULT_CLASSIFICATION, ack_delay=ack_delay, departement=departement)
         self.username, self.password = username, password
         self._faults = list(faults) + ([Fault("latency", count=None, seconds=latency)] if latency else [])
@@ -107,6 +117,8 @@ class LegalitySimulator:
         self._stopping.clear()
         server = LegalityServer((self.host, self.port), LegalityHandler)
         server.simulator = self
+        if self.tls is not None:  # accepted sockets are TLS ones; each handshakes in its own thread
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         self._server, self.port = server, server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"legality-simulator-{self.port}", daemon=True)
@@ -133,8 +145,8 @@ class LegalitySimulator:
 
     @property
     def url(self) -> str:
-        """The SOAP endpoint, e.g. ``http://127.0.0.1:8088/soap``."""
-        return f"http://{self.host}:{self.port}/soap"
+        """The SOAP endpoint, e.g. ``http://127.0.0.1:8088/soap`` (``https://`` with ``tls``)."""
+        return f"{'https' if self.tls is not None else 'http'}://{self.host}:{self.port}/soap"
 
     def __enter__(self) -> LegalitySimulator:
         return self.start()
@@ -295,6 +307,18 @@ class LegalitySimulator:
         return 404, {"error": f"no route {method} {path}"}
 
 
+def server_context(certfile: Path | str, keyfile: Path | str | None = None,
+                   client_ca: Path | str | None = None) -> ssl.SSLContext:
+    """A server-side TLS context: ``certfile`` (PEM, with its key unless ``keyfile``); with
+    ``client_ca``, clients must present a certificate that chains to it (mutual TLS)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def _fault_option(text: str) -> Fault:
     """``KIND[:OPERATION[:COUNT[:SECONDS]]]``; COUNT ``*`` or empty: every call."""
     parts = text.split(":")
@@ -319,12 +343,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
     parser.add_argument("--fault", action="append", default=[], type=_fault_option,
                         metavar="KIND[:OPERATION[:COUNT[:SECONDS]]]", help=f"inject a fault; KIND in {FAULT_KINDS}")
+    parser.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--keyfile", type=Path, help="private key (PEM) of --certfile, if not in it")
+    parser.add_argument("--client-ca", type=Path, help="require client certificates issued by this CA (PEM)")
     args = parser.parse_args(argv)
+    if (args.keyfile or args.client_ca) and not args.certfile:
+        parser.error("--keyfile and --client-ca need --certfile")
+    tls = server_context(args.certfile, args.keyfile, args.client_ca) if args.certfile else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     simulator = LegalitySimulator(
         args.host, args.port, ack_delay=args.ack_delay, classification=args.classification,
         departement=args.departement, username=args.username, password=args.password,
-        faults=args.fault, latency=args.latency,
+        faults=args.fault, latency=args.latency, tls=tls,
     ).start()
     done = threading.Event()
 

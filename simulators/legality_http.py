@@ -1,6 +1,7 @@
 """The legality simulator's HTTP side: one handler for the SOAP service, its WSDL and the
 control API (see :mod:`simulators.legality` for the routes).  HTTP/1.0: one request per
-connection, so that a dropped or hung call never holds a kept-alive socket.
+connection, so that a dropped or hung call never holds a kept-alive socket.  Over TLS, the
+handshake is made in the connection's thread (a failed one is logged at DEBUG and closed).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ __all__ = ["LegalityHandler", "LegalityServer"]
 import json
 import logging
 import socket
+import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +21,21 @@ if TYPE_CHECKING:
     from simulators.legality import LegalitySimulator
 
 _MAX_BODY = 200 * 1024 * 1024
+#: seconds a client has to complete the TLS handshake
+_HANDSHAKE_TIMEOUT = 10.0
 log = logging.getLogger("simulators.legality")
 
 
 class LegalityServer(ThreadingHTTPServer):
     daemon_threads = True
     simulator: LegalitySimulator
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):  # accepted without a handshake: make it here, not in accept()
+            request.settimeout(_HANDSHAKE_TIMEOUT)
+            request.do_handshake()
+            request.settimeout(None)
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("request from %s failed", client_address, exc_info=True)
