@@ -15,6 +15,10 @@ savepoint, and rows to change are read ``FOR UPDATE``.
 
 Timestamps are timezone-aware UTC ``datetime`` objects in Python and naive UTC in the
 database (``TIMESTAMP WITHOUT TIME ZONE``), which compares the same way on both engines.
+
+This module holds :class:`Ledger` and the engine it opens; the states and errors are in
+:mod:`bus.ledger_states`, the tables and row types in :mod:`bus.ledger_schema`, leases,
+messages and counters in the mixin :mod:`bus.ledger_extras`.  Import them all from here.
 """
 
 from __future__ import annotations
@@ -42,37 +46,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    Connection,
-    DateTime,
-    Dialect,
-    Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Table,
-    Text,
-    TypeDecorator,
-    UniqueConstraint,
-    and_,
-    bindparam,
-    create_engine,
-    event,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -84,335 +62,47 @@ from sqlalchemy.exc import (
 )
 
 from bus import journal
-from bus.errors import ConfigError, DocumentError, HentError, TransientError
+from bus.errors import ConfigError, DocumentError, TransientError
 from bus.journal import READ_ONLY_OPTION, JournalEntry, metadata
+from bus.ledger_extras import MAX_ENVELOPE_SERIAL, LedgerExtras
+from bus.ledger_schema import (  # the names marked F401 are only re-exported: importable here as before
+    _DELIVERY_PLAN_FIELDS,
+    _DOCUMENT_FOR_UPDATE,
+    _NEW_DELIVERY,
+    _SAME_ACT,
+    _TAKE_DOCUMENT_LEASE,
+    DeliveryRow,
+    DocumentRow,
+    UTCDateTime,  # noqa: F401
+    _delivery,
+    _document,
+    _event,
+    classifications_table,  # noqa: F401
+    deliveries_table,
+    documents_table,
+    envelope_serials_table,  # noqa: F401
+    leases_table,  # noqa: F401
+    messages_table,  # noqa: F401
+    replies_table,  # noqa: F401
+)
+from bus.ledger_states import (
+    _DELIVERY_FIELDS,
+    _DOCUMENT_FIELDS,
+    DELIVERY_TRANSITIONS,
+    DOCUMENT_TRANSITIONS,
+    FINAL_DELIVERY_STATES,
+    FINAL_DOCUMENT_STATES,
+    DeliveryState,
+    DocumentState,
+    IllegalTransition,
+    LedgerError,
+    StaleState,
+    UnknownEntity,
+)
 
-MAX_ENVELOPE_SERIAL = 9999  #: the envelope serial has four digits; the 10000th of a day is refused
-BUSY_TIMEOUT_MS = 30_000
-
-
-# -- states -------------------------------------------------------------------------------
-
-
-class DocumentState(StrEnum):
-    RECEIVED = "RECEIVED"
-    PREPARED = "PREPARED"
-    ROUTED = "ROUTED"
-    FAILED = "FAILED"
-
-
-class DeliveryState(StrEnum):
-    PENDING = "PENDING"
-    SENT = "SENT"
-    ACKNOWLEDGED = "ACKNOWLEDGED"
-    REJECTED = "REJECTED"
-    DELIVERED = "DELIVERED"
-    FAILED = "FAILED"
-
+BUSY_TIMEOUT_MS = 30_000  #: read each time SQLite opens a connection (tests lower it here)
 
 _D, _V = DocumentState, DeliveryState
-DOCUMENT_TRANSITIONS: dict[DocumentState, frozenset[DocumentState]] = {
-    _D.RECEIVED: frozenset({_D.PREPARED, _D.FAILED}),
-    _D.PREPARED: frozenset({_D.ROUTED, _D.FAILED}),
-    _D.ROUTED: frozenset(),
-    _D.FAILED: frozenset({_D.RECEIVED}),  # replay
-}
-DELIVERY_TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
-    _V.PENDING: frozenset({_V.SENT, _V.DELIVERED, _V.FAILED}),
-    _V.SENT: frozenset({_V.ACKNOWLEDGED, _V.REJECTED, _V.DELIVERED, _V.FAILED}),
-    _V.ACKNOWLEDGED: frozenset(),
-    _V.REJECTED: frozenset(),
-    _V.DELIVERED: frozenset(),
-    _V.FAILED: frozenset({_V.PENDING}),  # replay
-}
-FINAL_DOCUMENT_STATES = frozenset({_D.ROUTED, _D.FAILED})
-FINAL_DELIVERY_STATES = frozenset({_V.ACKNOWLEDGED, _V.REJECTED, _V.DELIVERED, _V.FAILED})
-
-#: columns a transition (or :meth:`Ledger.record`) may set besides state and reason
-_DOCUMENT_FIELDS = frozenset({"route", "siren", "id_acte", "canonical"})
-_DELIVERY_FIELDS = frozenset({"id_acte", "remote_id", "attempts", "client_key", "envelope_name"})
-
-
-# -- errors -------------------------------------------------------------------------------
-
-
-class LedgerError(HentError):
-    """A ledger operation refused; ``entity`` and ``entity_id`` say on what."""
-
-    def __init__(self, message: str, *, entity: str, entity_id: str) -> None:
-        super().__init__(message)
-        self.entity = entity
-        self.entity_id = entity_id
-
-
-class UnknownEntity(LedgerError, KeyError):
-    """No document or delivery with this id (also a ``KeyError``)."""
-
-
-class IllegalTransition(LedgerError):
-    """The state machine does not allow this change: a bug in the caller, not in the document."""
-
-    def __init__(self, entity: str, entity_id: str, from_state: str, to_state: str) -> None:
-        allowed = _allowed(entity, from_state)
-        super().__init__(
-            f"{entity} {entity_id}: illegal transition {from_state} → {to_state} "
-            f"(from {from_state} only {allowed} is allowed)",
-            entity=entity,
-            entity_id=entity_id,
-        )
-        self.from_state = from_state
-        self.to_state = to_state
-
-
-class StaleState(LedgerError):
-    """Compare-and-set lost: the row is no longer in the state the caller expected.
-
-    Someone else (another worker, the sweeper, a replay) moved it; drop the work, do not retry.
-    """
-
-    def __init__(self, entity: str, entity_id: str, expected: str, actual: str) -> None:
-        super().__init__(
-            f"{entity} {entity_id}: expected state {expected} but it is {actual} "
-            "(another worker moved it; this work is stale)",
-            entity=entity,
-            entity_id=entity_id,
-        )
-        self.expected = expected
-        self.actual = actual
-
-
-def _allowed(entity: str, state: str) -> str:
-    table: dict[Any, frozenset[Any]] = DOCUMENT_TRANSITIONS if entity == "document" else DELIVERY_TRANSITIONS
-    targets = sorted(str(s) for s in table.get(state, frozenset()))
-    return " or ".join(targets) if targets else "nothing (final state)"
-
-
-# -- schema -------------------------------------------------------------------------------
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in Python, naive UTC in the database (portable comparisons)."""
-
-    impl = DateTime(timezone=False)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"the ledger stores timezone-aware datetimes only, got naive {value}")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
-
-
-def _lease_columns() -> list[Column[Any]]:
-    return [
-        Column("lease_owner", String(200), nullable=True),
-        Column("lease_until", UTCDateTime, nullable=True),
-    ]
-
-
-documents_table = Table(
-    "documents",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("source", String(200), nullable=False),
-    Column("bundle", String(1024), nullable=False),
-    Column("idempotency_key", String(1024), nullable=False, unique=True),
-    Column("state", String(32), nullable=False),
-    Column("route", String(200), nullable=True),
-    Column("siren", String(9), nullable=True),
-    Column("id_acte", String(64), nullable=True),
-    Column("sidecar_sha256", String(64), nullable=False),
-    Column("files", JSON(none_as_null=True), nullable=False),
-    Column("canonical", JSON(none_as_null=True), nullable=True),
-    Column("reason", Text, nullable=True),
-    *_lease_columns(),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("received_at", UTCDateTime, nullable=False),
-    Index("ix_documents_state", "state", "updated_at"),
-    Index("ix_documents_id_acte", "id_acte"),
-)
-
-deliveries_table = Table(
-    "deliveries",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("document_id", String(32), ForeignKey("documents.id"), nullable=False),
-    Column("route", String(200), nullable=False),
-    Column("endpoint", String(200), nullable=False),
-    Column("state", String(32), nullable=False),
-    Column("artifact_name", String(1024), nullable=True),
-    Column("artifact_sha256", String(64), nullable=True),
-    Column("artifact_kind", String(64), nullable=True),
-    Column("client_key", String(200), nullable=True),
-    Column("id_acte", String(64), nullable=True),
-    Column("envelope_name", String(200), nullable=True),
-    Column("remote_id", String(200), nullable=True),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("reason", Text, nullable=True),
-    *_lease_columns(),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("final_at", UTCDateTime, nullable=True),
-    UniqueConstraint("document_id", "endpoint", name="uq_deliveries_document_endpoint"),
-    Index("ix_deliveries_state", "state", "updated_at"),
-    Index("ix_deliveries_id_acte", "id_acte"),
-    Index("ix_deliveries_client_key", "client_key"),
-    Index("ix_deliveries_envelope_name", "envelope_name"),
-)
-
-envelope_serials_table = Table(
-    "envelope_serials",
-    metadata,
-    Column("siren", String(9), primary_key=True),
-    Column("day", String(10), primary_key=True),  # ISO date, YYYY-MM-DD
-    Column("last", Integer, nullable=False),
-)
-
-replies_table = Table(
-    "replies",
-    metadata,
-    Column("source", String(200), primary_key=True),
-    Column("bundle", String(512), primary_key=True),
-    Column("last", Integer, nullable=False),
-)
-
-messages_table = Table(  # what an endpoint sent back about a delivery, once each (follow-ups)
-    "messages",
-    metadata,
-    Column("delivery_id", String(32), ForeignKey("deliveries.id"), primary_key=True),
-    Column("message_id", String(200), primary_key=True),  # the endpoint's id for it
-    Column("code", String(16), nullable=True),
-    Column("name", String(512), nullable=False),
-    Column("sha256", String(64), nullable=False),  # its bytes, in the spool
-    Column("received_at", UTCDateTime, nullable=False),
-)
-
-classifications_table = Table(  # the préfecture's classification (7-2) of each SIREN, every version
-    "classifications",
-    metadata,
-    Column("siren", String(9), primary_key=True),
-    Column("date", String(10), primary_key=True),  # DateClassification, YYYY-MM-DD
-    Column("name", String(512), nullable=False),
-    Column("sha256", String(64), nullable=False),  # the 7-2 message, in the spool
-    Column("received_at", UTCDateTime, nullable=False),
-)
-
-leases_table = Table(  # leases on things that have no row of their own: a source being polled
-    "leases",
-    metadata,
-    Column("entity", String(32), primary_key=True),
-    Column("key", String(200), primary_key=True),
-    *_lease_columns(),
-)
-
-
-# -- rows ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DocumentRow:
-    id: str
-    source: str
-    bundle: str
-    idempotency_key: str
-    state: DocumentState
-    route: str | None
-    siren: str | None
-    id_acte: str | None  #: the expected IDActe, once known
-    sidecar_sha256: str
-    files: dict[str, str]  #: file name → sha256 in the spool
-    canonical: Any
-    reason: str | None  #: why the row is in its current state (a FAILED document: what to fix)
-    lease_owner: str | None
-    lease_until: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    received_at: datetime
-
-
-@dataclass(frozen=True)
-class DeliveryRow:
-    id: str
-    document_id: str
-    route: str
-    endpoint: str
-    state: DeliveryState
-    artifact_name: str | None
-    artifact_sha256: str | None
-    artifact_kind: str | None
-    client_key: str | None
-    id_acte: str | None  #: expected IDActe, replaced by the official one from the ARActe
-    envelope_name: str | None
-    remote_id: str | None
-    attempts: int
-    reason: str | None
-    lease_owner: str | None
-    lease_until: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    final_at: datetime | None
-
-
-def _document(row: Any) -> DocumentRow:
-    values = dict(row if isinstance(row, dict) else row._mapping)
-    values["state"] = DocumentState(values["state"])
-    return DocumentRow(**values)
-
-
-def _delivery(row: Any) -> DeliveryRow:
-    values = dict(row._mapping)
-    values["state"] = DeliveryState(values["state"])
-    return DeliveryRow(**values)
-
-
-def _event(actor: str, entity: str, entity_id: str, from_state: Any, to_state: Any, at: datetime,
-           reason: str = "", payload_sha256: str | None = None) -> dict[str, Any]:
-    return {"actor": actor, "entity": entity, "entity_id": entity_id, "from_state": from_state,
-            "to_state": to_state, "reason": reason, "payload_sha256": payload_sha256, "at": at}
-
-
-# statements of the hot path, built once (SQLAlchemy then only binds their parameters)
-_DOCUMENT_BY_ID = select(documents_table).where(documents_table.c.id == bindparam("document_id"))
-_DOCUMENT_FOR_UPDATE = _DOCUMENT_BY_ID.with_for_update()
-_SAME_ACT = (
-    select(documents_table.c.id, documents_table.c.state)
-    .where(documents_table.c.id_acte == bindparam("id_acte"), documents_table.c.id != bindparam("document_id"),
-           documents_table.c.state != "FAILED")
-    .limit(1)
-)
-_TAKE_DOCUMENT_LEASE = (
-    update(documents_table)
-    .where(documents_table.c.id == bindparam("document_id"),
-           or_(documents_table.c.lease_owner.is_(None), documents_table.c.lease_until.is_(None),
-               documents_table.c.lease_until < bindparam("now"), documents_table.c.lease_owner == bindparam("owner")))
-    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-    .returning(*documents_table.c)
-)
-_NEW_DELIVERY: dict[str, Any] = {
-    "remote_id": None, "reason": None, "lease_owner": None, "lease_until": None, "final_at": None,
-}
-_DELIVERY_PLAN_FIELDS = frozenset({
-    "route", "endpoint", "artifact_name", "artifact_sha256", "artifact_kind", "client_key", "id_acte", "envelope_name",
-})
-
-
-_COUNTERS: dict[str, tuple[Any, Any]] = {}
-
-
-def _counter_statements(table: Table) -> tuple[Any, Any]:
-    """The bump (UPDATE ... RETURNING, SQLite 3.35+ and PostgreSQL) and read of a counter table,
-    built once; parameters ``k_<key column>`` and ``maximum``."""
-    if table.name not in _COUNTERS:
-        where = [column == bindparam(f"k_{column.name}") for column in table.primary_key.columns]
-        bump = (update(table).where(*where, table.c.last < bindparam("maximum"))
-                .values(last=table.c.last + 1).returning(table.c.last))
-        _COUNTERS[table.name] = (bump, select(table.c.last).where(*where))
-    return _COUNTERS[table.name]
 
 
 # -- engine -------------------------------------------------------------------------------
@@ -459,7 +149,7 @@ def _configure_sqlite(engine: Engine) -> None:
 # -- the ledger ---------------------------------------------------------------------------
 
 
-class Ledger:
+class Ledger(LedgerExtras):
     """Documents, deliveries, counters, leases and the journal, in one database."""
 
     def __init__(
@@ -882,160 +572,6 @@ class Ledger:
                                from_state=current, to_state=to_state, reason=reason,
                                payload_sha256=payload_sha256, at=now)
         return conn.execute(select(table).where(table.c.id == entity_id)).one(), entry
-
-    # -- leases ----------------------------------------------------------------------------
-
-    def _lease_target(self, entity: str, key: str) -> tuple[Table, list[Any]]:
-        if entity == "document":
-            return documents_table, [documents_table.c.id == key]
-        if entity == "delivery":
-            return deliveries_table, [deliveries_table.c.id == key]
-        return leases_table, [leases_table.c.entity == entity, leases_table.c.key == key]
-
-    def acquire_lease(self, entity: str, key: str, owner: str, seconds: float) -> bool:
-        """Take or extend the lease on a document, a delivery, or anything named (a source):
-        True if it is free, expired or already ``owner``'s; False if someone else holds it."""
-        table, where = self._lease_target(entity, key)
-        now = self.now()
-        free = or_(table.c.lease_owner.is_(None), table.c.lease_until.is_(None),
-                   table.c.lease_until < now, table.c.lease_owner == owner)
-        statement = update(table).where(*where, free).values(
-            lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
-        with self._write() as conn:
-            if conn.execute(statement).rowcount == 1:
-                return True
-            if table is not leases_table or conn.execute(select(table).where(*where)).first() is not None:
-                return False
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(table).values(entity=entity, key=key, lease_owner=owner,
-                                                      lease_until=now + timedelta(seconds=seconds)))
-                return True
-            except IntegrityError:
-                return False  # another worker took it first
-
-    def release_lease(self, entity: str, key: str, owner: str) -> bool:
-        """Give the lease back if ``owner`` holds it; True if released."""
-        table, where = self._lease_target(entity, key)
-        with self._write() as conn:
-            result = conn.execute(update(table).where(*where, table.c.lease_owner == owner)
-                                  .values(lease_owner=None, lease_until=None))
-            return result.rowcount == 1
-
-    def expired_work(
-        self, now: datetime | None = None, *, grace: float = 60.0, limit: int | None = None
-    ) -> tuple[list[str], list[str]]:
-        """For the sweeper: documents in RECEIVED/PREPARED and deliveries in PENDING whose lease
-        expired (a worker died, or a back-off ended), or that nobody ever took and that have not
-        moved for ``grace`` seconds (their message was lost)."""
-        now = now or self.now()
-        if now.tzinfo is None:
-            raise ValueError(f"expired_work needs a timezone-aware datetime, got naive {now}")
-        cutoff = now - timedelta(seconds=grace)
-        found: list[list[str]] = []
-        with self._read() as conn:
-            for table, states in ((documents_table, [_D.RECEIVED.value, _D.PREPARED.value]),
-                                  (deliveries_table, [_V.PENDING.value])):
-                query = (select(table.c.id)
-                         .where(table.c.state.in_(states),
-                                or_(table.c.lease_until < now,
-                                    and_(table.c.lease_until.is_(None), table.c.updated_at < cutoff)))
-                         .order_by(table.c.updated_at, table.c.id).limit(limit))
-                found.append([row.id for row in conn.execute(query)])
-        return found[0], found[1]
-
-    # -- what endpoints send back ------------------------------------------------------------
-
-    def add_message(
-        self, delivery_id: str, *, message_id: str, code: str | None, name: str, sha256: str,
-        actor: str | None = None,
-    ) -> bool:
-        """Record a follow-up message of a delivery, journaled; False if it was recorded already."""
-        now = self.now()
-        with self._write() as conn:
-            known = select(messages_table.c.message_id).where(
-                messages_table.c.delivery_id == delivery_id, messages_table.c.message_id == message_id)
-            if conn.execute(known).first() is not None:
-                return False
-            state = conn.execute(select(deliveries_table.c.state).where(deliveries_table.c.id == delivery_id)).scalar()
-            if state is None:
-                raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery",
-                                    entity_id=delivery_id)
-            conn.execute(insert(messages_table).values(delivery_id=delivery_id, message_id=message_id, code=code,
-                                                       name=name, sha256=sha256, received_at=now))
-            journal.append(conn, actor=actor or self.actor, entity="delivery", entity_id=delivery_id,
-                           from_state=state, to_state=state, reason=f"message {code or '?'} received: {name}",
-                           payload_sha256=sha256, at=now)
-        return True
-
-    def messages_of(self, delivery_id: str) -> list[dict[str, Any]]:
-        """The follow-up messages recorded for a delivery, oldest first."""
-        query = (select(messages_table).where(messages_table.c.delivery_id == delivery_id)
-                 .order_by(messages_table.c.received_at))
-        with self._read() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
-
-    def add_classification(self, siren: str, *, date_text: str, name: str, sha256: str) -> bool:
-        """Keep a classification (7-2) of a SIREN; False if that version was kept already."""
-        with self._write() as conn:
-            known = select(classifications_table.c.siren).where(
-                classifications_table.c.siren == siren, classifications_table.c.date == date_text)
-            if conn.execute(known).first() is not None:
-                return False
-            conn.execute(insert(classifications_table).values(siren=siren, date=date_text, name=name, sha256=sha256,
-                                                              received_at=self.now()))
-        return True
-
-    def classification(self, siren: str) -> dict[str, Any] | None:
-        """The newest classification kept for a SIREN (siren, date, name, sha256, received_at)."""
-        query = (select(classifications_table).where(classifications_table.c.siren == siren)
-                 .order_by(classifications_table.c.date.desc()).limit(1))
-        with self._read() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else dict(row._mapping)
-
-    # -- counters --------------------------------------------------------------------------
-
-    def next_envelope_serial(self, siren: str, day: date | str) -> int:
-        """The next envelope serial (1, 2, 3...) for this SIREN on this day; at most 9999."""
-        day_text = day.isoformat() if isinstance(day, date) else str(day)
-        table = envelope_serials_table
-        value = self._next(table, {"siren": siren, "day": day_text}, maximum=MAX_ENVELOPE_SERIAL)
-        if value is None:
-            raise DocumentError(
-                f"SIREN {siren}: the {MAX_ENVELOPE_SERIAL} envelope serials of {day_text} are used up; "
-                "ACTES allows no more envelopes for this collectivité today, send again tomorrow",
-                field="envelope serial",
-            )
-        return value
-
-    def next_reply_seq(self, source: str, bundle: str) -> int:
-        """The next sequence number (1, 2, 3...) of the reply files for ``bundle`` at ``source``."""
-        table = replies_table
-        value = self._next(table, {"source": source, "bundle": bundle}, maximum=None)
-        assert value is not None
-        return value
-
-    def _next(self, table: Table, key: dict[str, str], *, maximum: int | None) -> int | None:
-        """Atomic counter: UPDATE last = last + 1 RETURNING last, or INSERT 1, retrying if an
-        insert races; None when ``maximum`` is reached."""
-        bump, read = _counter_statements(table)
-        params: dict[str, Any] = {f"k_{name}": value for name, value in key.items()}
-        params["maximum"] = maximum if maximum is not None else 2**31 - 1  # the column is an INTEGER
-        with self._write() as conn:
-            for _ in range(3):
-                bumped = conn.execute(bump, params).first()
-                if bumped is not None:
-                    return int(bumped[0])
-                if conn.execute(read, params).first() is not None:
-                    return None  # at the maximum
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(table).values(**key, last=1))
-                    return 1
-                except IntegrityError:
-                    continue  # another worker created the row: bump it instead
-        raise TransientError(f"ledger: counter {table.name} {key} kept racing; retry later")
 
     # -- reporting -------------------------------------------------------------------------
 
