@@ -98,15 +98,16 @@ def assert_exactly_once(workspace: Path, config: Path, expected: set[str], log: 
     assert not list(folder.glob("*.json")) and not list((folder / "error").iterdir())
 
 
-def test_sigterm_midway_then_restart_processes_every_document_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_midway_then_restart_processes_every_document_once(tmp_path: Path, sig: signal.Signals) -> None:
     config = write_config(tmp_path, poll="0.2s", lease="2s", sweep="0.5s")
     expected = drop_acts(tmp_path)
     log = tmp_path / "bus.log"
     # Given the bus running on 40 dropped acts
     bus = start(config, log)
     wait_until(lambda: len(archives(tmp_path)) >= 3, 60, "the first archives")
-    # When it receives SIGTERM midway, Then it finishes in-flight work and exits 0 within 10 s
-    elapsed = stop(bus, signal.SIGTERM)
+    # When it receives SIGTERM (or SIGINT) midway, Then it finishes in-flight work and exits 0 within 10 s
+    elapsed = stop(bus, sig)
     assert bus.returncode == 0, log.read_text()[-3000:]
     assert elapsed < 10
     assert len(archives(tmp_path)) < ACTS, "the test stopped the bus too late to mean anything"
