@@ -435,11 +435,7 @@ class Runtime:
     def sweep(self) -> None:
         """Re-publish work whose lease expired; refresh the gauges."""
         try:
-            documents, deliveries = self.ledger.expired_work(grace=self.lease_seconds)
-            for doc_id in documents:
-                self._publish(DOCUMENTS, doc_id)
-            for delivery_id in deliveries:
-                self._publish(DELIVERIES, delivery_id)
+            self._republish(grace=self.lease_seconds)
             counts = self.ledger.counts_by_state()
             for state, count in counts.get("document", {}).items():
                 metrics.LEDGER_DOCUMENTS.labels(state=state).set(count)
@@ -461,7 +457,7 @@ class Runtime:
             with self._source_locks[name]:
                 for claimed in connector.recover():
                     self._ingest(name, claimed, recovered=True)
-        self.sweep_now(all_unfinished=True)
+        self._republish(grace=0.0)  # what a previous run left unfinished, at once
         for name, connector in self.sources.items():
             self.scheduler.add(f"poll:{name}", functools.partial(self.poll, name), connector.config.poll)
         self.scheduler.add("sweep", self.sweep, float(self.config.bus.sweep), now=False)
@@ -478,15 +474,13 @@ class Runtime:
         if self._serve_http:
             self._http = HealthServer(self.config.bus.metrics.listen, self.readiness_checks()).start()
 
-    def sweep_now(self, *, all_unfinished: bool = False) -> None:
-        if all_unfinished:  # at start-up nobody else holds our leases: take everything unfinished
-            documents, deliveries = self.ledger.expired_work(grace=0.0)
-            for doc_id in documents:
-                self._publish(DOCUMENTS, doc_id)
-            for delivery_id in deliveries:
-                self._publish(DELIVERIES, delivery_id)
-        else:
-            self.sweep()
+    def _republish(self, *, grace: float) -> None:
+        """Publish again the unfinished work nobody holds (see ``Ledger.expired_work``)."""
+        documents, deliveries = self.ledger.expired_work(grace=grace)
+        for doc_id in documents:
+            self._publish(DOCUMENTS, doc_id)
+        for delivery_id in deliveries:
+            self._publish(DELIVERIES, delivery_id)
 
     def readiness_checks(self) -> dict[str, Callable[[], tuple[bool, str]]]:
         checks: dict[str, Callable[[], tuple[bool, str]]] = {
