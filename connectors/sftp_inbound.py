@@ -1,0 +1,389 @@
+"""SFTP, inbound: a vendor's outbox on an SFTP server, with the life of a drop folder.
+
+A sidecar matching ``pattern`` is ready when a done-file sits beside it, or else when it and
+the files it names are older than ``ready.min_age`` (remote mtime) AND their sizes and
+mtimes did not change between two polls.  ``claim`` writes a local manifest first, renames
+the bundle on the server into ``<path>/.hent-work/<claim id>/`` (out of other pollers'
+reach), then downloads it, streamed, into ``local_work_dir`` (default
+``~/.cache/hent/sftp/<connector>``), where the runtime reads it into the spool.  ``commit``
+records what was consumed, then moves the bundle to ``done/`` (or deletes it);
+``rollback`` moves it to ``error/`` beside ``<sidecar>.error.txt``.  Replies are written to
+``replies/`` on the server, named as the folder connector names them, never overwritten.
+``recover`` resumes from the local manifests.
+
+What was consumed — (remote path, size, mtime, sha256) — is appended to
+``<local_work_dir>/consumed.jsonl`` before the remote move: a file seen again with the same
+path, size and mtime (a remote move that failed, a bundle put back) is not claimed again.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Connector", "SftpInbound", "SftpInboundConfig"]
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import time
+import uuid
+from dataclasses import replace
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Literal
+
+import paramiko
+from pydantic import Field
+
+from bus.config import ConfigPath, ConnectorConfig, Schedule
+from bus.connector import Candidate, Claimed, InboundConnector
+from bus.errors import ConfigError, TransientError
+from connectors._folder_common import atomic_write, exclusive_write, folder_errors, move, owner_suffix
+from connectors._sftp_common import SessionHolder, SftpOptions, load_key, makedirs, remote_join
+from connectors.folder_inbound import MANIFEST, ReadyConfig, _glob_escape, _plain_name
+
+log = logging.getLogger(__name__)
+
+CONSUMED = "consumed.jsonl"
+MAX_SIDECAR = 16 << 20  #: a sidecar larger than this is not read for its members
+
+
+class SftpInboundConfig(ConnectorConfig, SftpOptions):
+    """``type: sftp`` used in a route's ``from``."""
+
+    type: Literal["sftp"] = Field("sftp", description="The protocol: SFTP (SSH).")
+    pattern: str = Field("*.json", description="Glob of the sidecar files that announce a bundle.")
+    poll: Schedule = Field("30s", description="How often to look: a duration ('30s') or a cron line.")
+    ready: ReadyConfig = Field(default_factory=ReadyConfig, description="Readiness rules.")
+    local_work_dir: ConfigPath | None = Field(
+        None, description="Local folder for downloaded bundles and manifests (default ~/.cache/hent/sftp/<connector>)."
+    )
+    done_dir: str | None = Field(None, description="Remote folder for processed bundles (default <path>/done).")
+    error_dir: str | None = Field(None, description="Remote folder for failed bundles (default <path>/error).")
+    replies: str | None = Field(None, description="Remote folder for replies (default <path>/replies).")
+    on_success: Literal["move", "delete"] = Field("move", description="Move processed bundles or delete them.")
+    max_per_poll: int = Field(500, gt=0, description="At most this many bundles are claimed per poll.")
+
+
+class SftpInbound(InboundConnector):
+    Config = SftpInboundConfig
+    config: SftpInboundConfig
+
+    def __init__(self, name: str, config: SftpInboundConfig, context: Any = None) -> None:
+        super().__init__(name, config, context)
+        root = config.path
+        self.remote_work = remote_join(root, ".hent-work")
+        self.done_dir = config.done_dir or remote_join(root, "done")
+        self.error_dir = config.error_dir or remote_join(root, "error")
+        self.replies_dir = config.replies or remote_join(root, "replies")
+        self.local_dir = config.local_work_dir or Path.home() / ".cache" / "hent" / "sftp" / name
+        self.claims_dir = self.local_dir / "claims"
+        self.session = SessionHolder(name, config)
+        self._last_seen: dict[str, tuple[int, int]] = {}
+        self._dirs_ready = False
+
+    def check(self) -> None:
+        load_key(self.name, self.config, ConfigError)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _ensure_dirs(self, sftp: paramiko.SFTPClient) -> None:
+        if not self._dirs_ready:
+            for folder in (self.remote_work, self.done_dir, self.error_dir):
+                makedirs(sftp, folder)
+            self._dirs_ready = True
+
+    # -- readiness -------------------------------------------------------------------
+    def list_ready(self) -> list[Candidate]:
+        root, ready = self.config.path, self.config.ready
+        found: list[Candidate] = []
+        seen: dict[str, tuple[int, int]] = {}
+        now = time.time()
+        consumed = self._consumed()
+        with self.session.using(root) as sftp:
+            self._ensure_dirs(sftp)
+            entries = {e.filename: e for e in sftp.listdir_attr(root) if stat.S_ISREG(e.st_mode or 0)}
+            for name in sorted(entries):
+                attr = entries[name]
+                if name.startswith(".") or not fnmatchcase(name, self.config.pattern):
+                    continue
+                if (remote_join(root, name), attr.st_size, attr.st_mtime) in consumed:
+                    log.warning("%s: %s was already consumed (same size and mtime): left alone", self.name, name)
+                    continue
+                try:
+                    members = self._members(sftp, name, attr)
+                except FileNotFoundError:  # taken by another poller meanwhile
+                    continue
+                if ready.done_file:
+                    if f"{name}{ready.done_file}" not in entries:
+                        continue
+                else:
+                    present = [entries[n] for n in (name, *members) if n in entries]
+                    if not all([self._stable(a, now, seen) for a in present]):
+                        continue
+                found.append(Candidate(name, tuple(members)))
+                if len(found) >= self.config.max_per_poll:
+                    break
+        self._last_seen = seen
+        return found
+
+    def _stable(self, attr: paramiko.SFTPAttributes, now: float, seen: dict[str, tuple[int, int]]) -> bool:
+        signature = (attr.st_size or 0, attr.st_mtime or 0)
+        previous = self._last_seen.get(attr.filename)
+        seen[attr.filename] = signature
+        if now - signature[1] < self.config.ready.min_age:
+            return False
+        return not self.config.ready.stable or previous == signature
+
+    def _members(self, sftp: paramiko.SFTPClient, name: str, attr: paramiko.SFTPAttributes) -> list[str]:
+        if (attr.st_size or 0) > MAX_SIDECAR:
+            return []
+        with sftp.open(remote_join(self.config.path, name), "rb") as handle:
+            data = handle.read()
+        try:
+            names = self.context.bundle_members(name, data)
+        except Exception as exc:  # noqa: BLE001 - the mapping reports it when the document is mapped
+            log.debug("bundle members of %s unknown: %s", name, exc)
+            return []
+        return [n for n in dict.fromkeys(names) if _plain_name(n) and n != name]
+
+    def _consumed(self) -> set[tuple[str, int, int]]:
+        path = self.local_dir / CONSUMED
+        with folder_errors(self.name, path):
+            if not path.is_file():
+                return set()
+            lines = path.read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+        return {(r["path"], r["size"], r["mtime"]) for r in records}
+
+    # -- claim / commit / rollback ---------------------------------------------------
+    def claim(self, candidate: Candidate) -> Claimed | None:
+        claim_id = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        claim_dir = self.claims_dir / claim_id
+        remote_dir = remote_join(self.remote_work, claim_id)
+        manifest: dict[str, Any] = {"key": candidate.key, "members": list(candidate.members),
+                                    "origin": self.config.path, "remote_dir": remote_dir, "files": {}}
+        with folder_errors(self.name, self.claims_dir):  # the local manifest first: recover() starts there
+            preparing = self.claims_dir / f".{claim_id}.{owner_suffix()}"
+            preparing.mkdir(parents=True)
+            exclusive_write(preparing / MANIFEST, json.dumps(manifest).encode())
+            move(preparing, claim_dir)
+        with self.session.using(remote_dir) as sftp:
+            self._ensure_dirs(sftp)
+            sftp.mkdir(remote_dir)
+            try:
+                sftp.rename(remote_join(self.config.path, candidate.key), remote_join(remote_dir, candidate.key))
+            except FileNotFoundError:  # another poller took it
+                sftp.rmdir(remote_dir)
+                shutil.rmtree(claim_dir)
+                return None
+            return self._finish_claim(sftp, claim_dir, manifest)
+
+    def _finish_claim(self, sftp: paramiko.SFTPClient, claim_dir: Path, manifest: dict[str, Any]) -> Claimed:
+        key, remote_dir, origin = manifest["key"], manifest["remote_dir"], manifest["origin"]
+        marker = f"{key}{self.config.ready.done_file}" if self.config.ready.done_file else None
+        for name in [key, *manifest["members"], *([marker] if marker else [])]:
+            target = remote_join(remote_dir, name)
+            try:
+                attr = sftp.stat(target)
+            except FileNotFoundError:
+                try:
+                    sftp.rename(remote_join(origin, name), target)
+                except FileNotFoundError:
+                    continue  # a member that is missing: the mapping says so
+                attr = sftp.stat(target)
+            if name != marker and (name not in manifest["files"] or not (claim_dir / name).is_file()):
+                digest = self._download(sftp, target, claim_dir / name)
+                manifest["files"][name] = {"size": attr.st_size, "mtime": attr.st_mtime, "sha256": digest}
+        with folder_errors(self.name, claim_dir):
+            atomic_write(claim_dir / MANIFEST, json.dumps(manifest).encode())
+        files = {name: claim_dir / name for name in [key, *manifest["members"]] if name in manifest["files"]}
+        return Claimed(key, files, origin=f"{self.config.where()}{origin}", ref=manifest.get("ref"))
+
+    def _download(self, sftp: paramiko.SFTPClient, remote: str, local: Path) -> str:
+        """Stream ``remote`` into ``local`` (complete, or absent); its sha256."""
+        digest = hashlib.sha256()
+        partial = local.with_name(f".{local.name}.part")
+
+        class Hashing:
+            def __init__(self, out: Any) -> None:
+                self.out = out
+
+            def write(self, data: bytes) -> int:
+                digest.update(data)
+                return int(self.out.write(data))
+
+        with folder_errors(self.name, local), open(partial, "wb") as out:
+            sftp.getfo(remote, Hashing(out), max_concurrent_prefetch_requests=64)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, local)
+        return digest.hexdigest()
+
+    def tag(self, claimed: Claimed, ref: str) -> Claimed:
+        claim_dir = claimed.sidecar.parent
+        with folder_errors(self.name, claim_dir):
+            manifest = json.loads((claim_dir / MANIFEST).read_text())
+            manifest["ref"] = ref
+            atomic_write(claim_dir / MANIFEST, json.dumps(manifest).encode())
+        return replace(claimed, ref=ref)
+
+    def recover(self) -> list[Claimed]:
+        """Claims a crash interrupted, from the local manifests: where the remote sidecar is tells."""
+        claims: list[Claimed] = []
+        with folder_errors(self.name, self.claims_dir):
+            if not self.claims_dir.is_dir():
+                return claims
+            manifests = []
+            for claim_dir in sorted(self.claims_dir.iterdir()):
+                if claim_dir.name.startswith(".") or not (claim_dir / MANIFEST).is_file():
+                    shutil.rmtree(claim_dir, ignore_errors=True)  # a claim killed before it began
+                    continue
+                manifests.append((claim_dir, json.loads((claim_dir / MANIFEST).read_text())))
+        if not manifests:
+            return claims
+        with self.session.using(self.remote_work) as sftp:
+            for claim_dir, manifest in manifests:
+                remote_dir = manifest["remote_dir"]
+                try:
+                    sftp.stat(remote_join(remote_dir, manifest["key"]))
+                except FileNotFoundError:
+                    # still at the source (claim interrupted) or already in done/ or error/
+                    _remote_rmdir(sftp, remote_dir)
+                    shutil.rmtree(claim_dir)
+                    continue
+                claims.append(self._finish_claim(sftp, claim_dir, manifest))
+        return claims
+
+    def commit(self, claimed: Claimed) -> None:
+        manifest = self._manifest(claimed)
+        self._remember(manifest)
+        with self.session.using(self.done_dir) as sftp:
+            taken = set(sftp.listdir(self.done_dir))
+            for name in self._remote_files(sftp, manifest):
+                source = remote_join(manifest["remote_dir"], name)
+                if self.config.on_success == "delete":
+                    sftp.remove(source)
+                else:
+                    sftp.rename(source, remote_join(self.done_dir, _free_name(name, taken)))
+            _remote_rmdir(sftp, manifest["remote_dir"])
+        self._release(claimed)
+
+    def rollback(self, claimed: Claimed, reason: str) -> None:
+        manifest = self._manifest(claimed)
+        with self.session.using(self.error_dir) as sftp:
+            taken = set(sftp.listdir(self.error_dir))
+            sidecar_target = _free_name(claimed.key, taken)
+            note = _free_name(f"{sidecar_target}.error.txt", taken)
+            _put_new(sftp, self.error_dir, note, reason.rstrip("\n").encode("utf-8") + b"\n")
+            for name in self._remote_files(sftp, manifest):
+                target = sidecar_target if name == claimed.key else _free_name(name, taken)
+                sftp.rename(remote_join(manifest["remote_dir"], name), remote_join(self.error_dir, target))
+            _remote_rmdir(sftp, manifest["remote_dir"])
+        self._release(claimed)
+
+    def _manifest(self, claimed: Claimed) -> dict[str, Any]:
+        with folder_errors(self.name, claimed.sidecar.parent):
+            manifest: dict[str, Any] = json.loads((claimed.sidecar.parent / MANIFEST).read_text())
+        return manifest
+
+    def _remember(self, manifest: dict[str, Any]) -> None:
+        """Append what the claim consumed to consumed.jsonl, durably, before anything moves."""
+        lines = "".join(
+            json.dumps({"path": remote_join(manifest["origin"], name), **record}) + "\n"
+            for name, record in manifest["files"].items()
+        )
+        with folder_errors(self.name, self.local_dir), open(self.local_dir / CONSUMED, "a") as out:
+            out.write(lines)
+            out.flush()
+            os.fsync(out.fileno())
+
+    @staticmethod
+    def _remote_files(sftp: paramiko.SFTPClient, manifest: dict[str, Any]) -> list[str]:
+        """The claim's files on the server, the sidecar last (see :meth:`recover`)."""
+        names = sorted(n for n in sftp.listdir(manifest["remote_dir"]) if n != manifest["key"])
+        return [*names, manifest["key"]] if manifest["key"] in sftp.listdir(manifest["remote_dir"]) else names
+
+    def _release(self, claimed: Claimed) -> None:
+        with folder_errors(self.name, self.claims_dir):
+            shutil.rmtree(claimed.sidecar.parent, ignore_errors=True)
+
+    # -- replies ---------------------------------------------------------------------
+    def reply(
+        self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any],
+        attachments: dict[str, bytes] | None = None,
+    ) -> list[str]:
+        stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
+        body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+        folder = self.replies_dir
+        with self.session.using(folder) as sftp:
+            makedirs(sftp, folder)
+            seq = 1
+            while True:
+                xml_name, json_name = f"{stem}.{seq}.{code or 'message'}.xml", f"{stem}.{seq}.json"
+                taken = set(sftp.listdir(folder))
+                if any(fnmatchcase(n, f"{_glob_escape(stem)}.{seq}.*") for n in taken):
+                    seq += 1
+                    continue
+                # the message first, the summary last: a reader that sees the summary finds both
+                first = (xml_name, payload) if payload is not None else (json_name, body)
+                if _put_new(sftp, folder, first[0], first[1]):
+                    break
+                seq += 1
+            written = [first[0]]
+            for name, data in (attachments or {}).items():
+                attachment = f"{stem}.{seq}.{code or 'message'}.{name if _plain_name(name) else 'attachment'}"
+                target = _free_name(attachment, set(sftp.listdir(folder)))
+                _put_new(sftp, folder, target, data)
+                written.append(target)
+            if payload is not None:
+                _put_new(sftp, folder, json_name, body)
+                written.append(json_name)
+        return written
+
+    def reachable(self) -> tuple[bool, str]:
+        where = f"{self.config.where()}/{self.config.path.lstrip('/')}"
+        try:
+            with self.session.using(self.config.path) as sftp:
+                if not stat.S_ISDIR(sftp.stat(self.config.path).st_mode or 0):
+                    return False, f"{where} is not a folder"
+        except TransientError as exc:
+            return False, exc.message
+        return True, where
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """``name`` if free, else ``name.1``, ``name.2``...; the name returned is marked taken."""
+    candidate, n = name, 0
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}.{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _put_new(sftp: paramiko.SFTPClient, folder: str, name: str, data: bytes) -> bool:
+    """Write ``folder/name`` whole (temporary name, then rename) unless it exists: False then."""
+    temporary = remote_join(folder, f".{name}.{owner_suffix()}.tmp")
+    with sftp.open(temporary, "wb") as out:
+        out.write(data)
+    try:
+        sftp.rename(temporary, remote_join(folder, name))  # OpenSSH's rename never replaces a file
+    except OSError:
+        sftp.remove(temporary)
+        if name in sftp.listdir(folder):
+            return False
+        raise
+    return True
+
+
+def _remote_rmdir(sftp: paramiko.SFTPClient, folder: str) -> None:
+    try:
+        sftp.rmdir(folder)
+    except OSError:
+        pass  # not empty (files another step will move) or already gone
+
+
+Connector = SftpInbound

@@ -1,0 +1,134 @@
+"""SFTP, outbound: upload each artifact under a temporary name, check its size, rename it.
+
+The bytes go to ``<path>/<name>.part`` (streamed from the spool, memory flat), the remote
+size is checked, then the file is renamed to its final name (``posix-rename@openssh.com``
+where the server offers it), so no reader ever sees a partial file under the final name;
+an optional done-file follows.  Before anything is sent the remote folder is listed: a file
+already there under the final name with the same size counts as delivered (the outcome of
+an earlier try was unknown); one with another size is never overwritten.  A leftover
+``.part`` of an interrupted try is overwritten.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Connector", "SftpOutbound", "SftpOutboundConfig"]
+
+import stat
+from typing import Literal
+
+import paramiko
+from pydantic import Field
+
+from bus.config import ConnectorConfig
+from bus.connector import Artifact, OutboundConnector, SendResult
+from bus.errors import ConfigError, DocumentError, TransientError
+from connectors._archive_options import ArchiveOptions
+from connectors._sftp_common import SessionHolder, SftpOptions, load_key, makedirs, read_local, remote_join
+
+
+class SftpOutboundConfig(ConnectorConfig, SftpOptions, ArchiveOptions):
+    """``type: sftp`` used in a route's ``to``."""
+
+    type: Literal["sftp"] = Field("sftp", description="The protocol: SFTP (SSH).")
+    create_dirs: bool = Field(False, description="Create the remote folder when it is missing.")
+    done_file: str | None = Field(
+        None, min_length=1, description="Suffix of an empty marker written after each file (e.g. '.done')."
+    )
+
+
+class SftpOutbound(OutboundConnector):
+    Config = SftpOutboundConfig
+    consumes = "actes-archive"
+    config: SftpOutboundConfig
+
+    def __init__(self, name: str, config: SftpOutboundConfig) -> None:
+        super().__init__(name, config)
+        self.session = SessionHolder(name, config)
+
+    def check(self) -> None:
+        load_key(self.name, self.config, ConfigError)
+
+    def connect(self) -> None:
+        with self.session.using(self.config.path):
+            pass
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(self, artifact: Artifact) -> SendResult:
+        folder = self.config.path
+        final = remote_join(folder, artifact.name)
+        size = self._size(artifact)
+        with self.session.using(final) as sftp:
+            if self.config.create_dirs:
+                makedirs(sftp, folder)
+            present = {entry.filename: entry for entry in sftp.listdir_attr(folder)}
+            if artifact.name in present:
+                if present[artifact.name].st_size == size:
+                    self._done_file(sftp, final)
+                    return SendResult("DELIVERED", remote_id=final, detail="already present")
+                raise DocumentError(
+                    f"connector {self.name!r}: {final} already exists on the server with another size; it is never "
+                    "overwritten: move it away, then replay the delivery",
+                    connector=self.name, path=final, rule="never-overwrite",
+                )
+            part = f"{final}.part"
+            with sftp.open(part, "wb") as remote:
+                remote.set_pipelined(True)
+                for chunk in read_local(artifact.path):
+                    remote.write(chunk)
+            written = sftp.stat(part).st_size
+            if written != size:
+                raise TransientError(
+                    f"connector {self.name!r}: {part} holds {written} bytes instead of {size}; sent again later",
+                    connector=self.name, path=part, rule="sftp-size",
+                )
+            _rename(sftp, part, final)
+            self._done_file(sftp, final)
+        return SendResult("DELIVERED", remote_id=final)
+
+    def _size(self, artifact: Artifact) -> int:
+        try:
+            size = artifact.path.stat().st_size
+        except OSError as exc:
+            raise TransientError(
+                f"connector {self.name!r}: cannot read {artifact.name} from the spool ({exc.strerror or exc}); "
+                "retried later", connector=self.name, path=str(artifact.path), rule="spool-read",
+            ) from exc
+        if size > self.config.max_archive_size:
+            raise DocumentError(
+                f"connector {self.name!r}: {artifact.name} is {size} bytes, more than max_archive_size "
+                f"({self.config.max_archive_size}): split the annexes or raise the limit the endpoint allows",
+                connector=self.name, path=artifact.name, field="size", rule="archive-max-size",
+            )
+        return size
+
+    def _done_file(self, sftp: paramiko.SFTPClient, final: str) -> None:
+        if self.config.done_file:
+            with sftp.open(f"{final}{self.config.done_file}", "wb"):
+                pass
+
+    def reachable(self) -> tuple[bool, str]:
+        where = f"{self.config.where()}/{self.config.path.lstrip('/')}"
+        try:
+            with self.session.using(self.config.path) as sftp:
+                if not stat.S_ISDIR(sftp.stat(self.config.path).st_mode or 0):
+                    return False, f"{where} is not a folder"
+        except TransientError as exc:
+            if exc.rule == "sftp-not-found" and self.config.create_dirs:
+                return True, f"{where} (created on the first send)"
+            return False, exc.message
+        return True, where
+
+
+def _rename(sftp: paramiko.SFTPClient, source: str, target: str) -> None:
+    """posix-rename (atomic, replaces) where the server has it, else a plain rename."""
+    try:
+        sftp.posix_rename(source, target)
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        sftp.rename(source, target)  # the server does not know the extension (SFTP_OP_UNSUPPORTED)
+
+
+Connector = SftpOutbound

@@ -1,0 +1,204 @@
+"""Pickup from a vendor's SFTP outbox on OpenSSH's sshd: readiness, claim, commit, rollback, replies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bus.connector import InboundContext
+from connectors.sftp_inbound import CONSUMED, MANIFEST, SftpInbound, SftpInboundConfig
+from tests.sshd import SshServer, sshd_server  # noqa: F401 - the sshd fixture
+
+pytestmark = pytest.mark.integration
+
+
+def _members(name: str, data: bytes) -> list[str]:
+    return list(json.loads(data).get("files", []))
+
+
+def source(sshd: SshServer, tmp_path: Path, folder: str, **extra: object) -> SftpInbound:
+    outbox = sshd.root / folder
+    outbox.mkdir(parents=True, exist_ok=True)
+    config = SftpInboundConfig.model_validate({
+        "type": "sftp", "host": sshd.host, "port": sshd.port, "username": sshd.user, "key_file": str(sshd.key_file),
+        "known_hosts": str(sshd.known_hosts), "path": str(outbox), "local_work_dir": str(tmp_path / "local"),
+        "timeout": "5s", **extra,
+    })
+    return SftpInbound("finances", config, InboundContext(bundle_members=_members))
+
+
+def drop_bundle(folder: Path, name: str, files: dict[str, bytes], age: float = 60.0) -> None:
+    for file_name, data in files.items():
+        (folder / file_name).write_bytes(data)
+    (folder / name).write_text(json.dumps({"files": list(files)}))
+    past = time.time() - age
+    for file_name in [name, *files]:
+        os.utime(folder / file_name, (past, past))
+
+
+def test_a_bundle_is_claimed_downloaded_and_committed_to_done(sshd: SshServer, tmp_path: Path) -> None:
+    # Given a bundle in the outbox
+    vendor = source(sshd, tmp_path, "commit", ready={"min_age": 0, "stable": False})
+    outbox = sshd.root / "commit"
+    drop_bundle(outbox, "a.json", {"a.pdf": b"%PDF-1.4 a" * 1000})
+    try:
+        # When listed and claimed
+        [candidate] = vendor.list_ready()
+        assert candidate.key == "a.json" and candidate.members == ("a.pdf",)
+        claimed = vendor.claim(candidate)
+        assert claimed is not None and list(claimed.files) == ["a.json", "a.pdf"]
+        # Then it left the outbox for the remote work folder and sits locally, whole
+        assert sorted(p.name for p in outbox.iterdir() if p.is_file()) == []
+        assert claimed.files["a.pdf"].read_bytes() == b"%PDF-1.4 a" * 1000
+        assert vendor.tag(claimed, "document-1").ref == "document-1"
+        # When committed, Then it is in done/, remembered, and nothing is left behind
+        vendor.commit(claimed)
+        assert sorted(p.name for p in (outbox / "done").iterdir()) == ["a.json", "a.pdf"]
+        assert list((outbox / ".hent-work").iterdir()) == [] and list(vendor.claims_dir.iterdir()) == []
+        consumed = [json.loads(line) for line in (vendor.local_dir / CONSUMED).read_text().splitlines()]
+        assert {r["path"] for r in consumed} == {str(outbox / "a.json"), str(outbox / "a.pdf")}
+        # and the same file put back unchanged is not claimed again
+        os.replace(outbox / "done" / "a.json", outbox / "a.json")
+        assert vendor.list_ready() == []
+    finally:
+        vendor.close()
+
+
+def test_rollback_moves_to_error_with_a_note(sshd: SshServer, tmp_path: Path) -> None:
+    vendor = source(sshd, tmp_path, "rollback", ready={"min_age": 0, "stable": False})
+    outbox = sshd.root / "rollback"
+    try:
+        for reason in ("first", "second"):
+            drop_bundle(outbox, "a.json", {"a.pdf": b"%PDF"})
+            claimed = vendor.claim(vendor.list_ready()[0])
+            assert claimed is not None
+            vendor.rollback(claimed, f"a.json: {reason} [numero-interne]")
+        error = outbox / "error"
+        assert sorted(p.name for p in error.iterdir()) == [
+            "a.json", "a.json.1", "a.json.1.error.txt", "a.json.error.txt", "a.pdf", "a.pdf.1"]
+        assert (error / "a.json.error.txt").read_text() == "a.json: first [numero-interne]\n"
+        assert (error / "a.json.1.error.txt").read_text() == "a.json: second [numero-interne]\n"
+    finally:
+        vendor.close()
+
+
+def test_replies_are_written_remotely_numbered_and_never_overwritten(sshd: SshServer, tmp_path: Path) -> None:
+    vendor = source(sshd, tmp_path, "replies")
+    try:
+        assert vendor.reply("deliberation-42.json", None, None, {"state": "FAILED"}) == ["deliberation-42.1.json"]
+        written = vendor.reply("deliberation-42.json", "1-2", b"<ARActe/>", {"state": "ACKNOWLEDGED"})
+        assert written == ["deliberation-42.2.1-2.xml", "deliberation-42.2.json"]
+        replies = sshd.root / "replies" / "replies"
+        assert sorted(p.name for p in replies.iterdir()) == [
+            "deliberation-42.1.json", "deliberation-42.2.1-2.xml", "deliberation-42.2.json"]
+        assert json.loads((replies / "deliberation-42.1.json").read_text()) == {"state": "FAILED"}
+        assert (replies / "deliberation-42.2.1-2.xml").read_bytes() == b"<ARActe/>"
+    finally:
+        vendor.close()
+
+
+def test_a_file_written_slowly_is_not_ready_until_its_size_holds(sshd: SshServer, tmp_path: Path) -> None:
+    # Given a sidecar whose PDF another writer is still appending to, in chunks
+    vendor = source(sshd, tmp_path, "slow", ready={"min_age": 0, "stable": True})
+    outbox = sshd.root / "slow"
+    (outbox / "a.json").write_text(json.dumps({"files": ["a.pdf"]}))
+    (outbox / "a.pdf").write_bytes(b"%PDF")
+    finished = threading.Event()
+
+    def write_slowly() -> None:
+        with open(outbox / "a.pdf", "ab") as pdf:
+            for _ in range(8):
+                time.sleep(0.1)
+                pdf.write(b"x" * 65536)
+                pdf.flush()
+        finished.set()
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    try:
+        # When polled while it grows, Then nothing is ready
+        polls = 0
+        while not finished.is_set():
+            assert vendor.list_ready() == []
+            polls += 1
+            time.sleep(0.3)
+        assert polls >= 2
+        writer.join()
+        # Then once it holds still between two polls, it is, whole
+        [candidate] = vendor.list_ready() or vendor.list_ready()  # the first poll may see the final size
+        claimed = vendor.claim(candidate)
+        assert claimed is not None and claimed.files["a.pdf"].stat().st_size == 4 + 8 * 65536
+    finally:
+        writer.join()
+        vendor.close()
+
+
+def test_a_file_uploaded_with_openssh_s_sftp_client_is_picked_up(sshd: SshServer, tmp_path: Path) -> None:
+    # Given a bundle put by OpenSSH's sftp command-line client, as back-office software does
+    vendor = source(sshd, tmp_path, "cli", ready={"min_age": 0, "stable": True})
+    local = tmp_path / "export"
+    local.mkdir()
+    (local / "b.pdf").write_bytes(b"%PDF-1.4 b")
+    (local / "b.json").write_text(json.dumps({"files": ["b.pdf"]}))
+    batch = tmp_path / "batch"
+    batch.write_text(f"cd {sshd.root / 'cli'}\nput {local / 'b.pdf'}\nput {local / 'b.json'}\n")
+    subprocess.run(
+        ["sftp", "-b", str(batch), "-i", str(sshd.key_file), "-o", f"UserKnownHostsFile={sshd.known_hosts}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-P", str(sshd.port), f"{sshd.user}@127.0.0.1"],
+        check=True, capture_output=True, timeout=20,
+    )
+    try:
+        # When polled twice (sizes held), Then it is claimed with its PDF
+        assert vendor.list_ready() == []
+        [candidate] = vendor.list_ready()
+        claimed = vendor.claim(candidate)
+        assert claimed is not None and claimed.files["b.pdf"].read_bytes() == b"%PDF-1.4 b"
+        vendor.commit(claimed)
+    finally:
+        vendor.close()
+
+
+def test_recover_finds_a_claim_the_bus_was_killed_after_downloading(sshd: SshServer, tmp_path: Path) -> None:
+    # Given a claim downloaded and tagged, then the bus killed before its commit
+    vendor = source(sshd, tmp_path, "recover", ready={"min_age": 0, "stable": False})
+    outbox = sshd.root / "recover"
+    drop_bundle(outbox, "a.json", {"a.pdf": b"%PDF"})
+    try:
+        claimed = vendor.claim(vendor.list_ready()[0])
+        assert claimed is not None
+        vendor.tag(claimed, "document-7")
+    finally:
+        vendor.close()
+    restarted = source(sshd, tmp_path, "recover", ready={"min_age": 0, "stable": False})
+    try:
+        # When restarted, Then the claim comes back with its document, and nothing is ready twice
+        assert restarted.list_ready() == []
+        [again] = restarted.recover()
+        assert again.ref == "document-7" and set(again.files) == {"a.json", "a.pdf"}
+        assert (again.sidecar.parent / MANIFEST).is_file()
+        restarted.commit(again)
+        assert sorted(p.name for p in (outbox / "done").iterdir()) == ["a.json", "a.pdf"]
+        assert restarted.recover() == []
+    finally:
+        restarted.close()
+
+
+def test_two_pollers_never_both_claim_a_bundle(sshd: SshServer, tmp_path: Path) -> None:
+    first = source(sshd, tmp_path / "1", "race", ready={"min_age": 0, "stable": False})
+    second = source(sshd, tmp_path / "2", "race", ready={"min_age": 0, "stable": False})
+    drop_bundle(sshd.root / "race", "a.json", {})
+    try:
+        candidate = first.list_ready()[0]
+        assert first.claim(candidate) is not None
+        assert second.claim(candidate) is None
+        assert len(list((sshd.root / "race" / ".hent-work").iterdir())) == 1
+        assert list(second.claims_dir.iterdir()) == []
+    finally:
+        first.close()
+        second.close()
