@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "fsync_dir", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
-    "remove_abandoned_temps",
+    "remove_abandoned_temps", "plain_name", "glob_escape",
 ]
 
 import errno
@@ -127,3 +127,13 @@ def folder_errors(connector: str, path: Path) -> Iterator[None]:
             connector=connector,
             path=str(exc.filename or path),
         ) from exc
+
+
+def plain_name(name: str) -> bool:
+    """A file name with no folder in it: what a sidecar may name."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters taken literally."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)

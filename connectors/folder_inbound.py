@@ -36,8 +36,10 @@ from connectors._folder_common import (
     exclusive_write,
     folder_errors,
     fsync_dir,
+    glob_escape,
     move,
     owner_suffix,
+    plain_name,
 )
 
 log = logging.getLogger(__name__)
@@ -72,10 +74,6 @@ class FolderInboundConfig(ConnectorConfig):
     replies: ConfigPath | None = Field(None, description="Where replies to the software go (default <path>/replies).")
     on_success: Literal["move", "delete"] = Field("move", description="Move processed bundles or delete them.")
     max_per_poll: int = Field(500, gt=0, description="At most this many bundles are claimed per poll.")
-
-
-def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 class FolderInbound(InboundConnector):
@@ -141,7 +139,7 @@ class FolderInbound(InboundConnector):
         except Exception as exc:  # noqa: BLE001 - the mapping reports it when the document is mapped
             log.debug("bundle members of %s unknown: %s", sidecar, exc)
             return []
-        return [n for n in dict.fromkeys(names) if _plain_name(n) and n != sidecar.name]
+        return [n for n in dict.fromkeys(names) if plain_name(n) and n != sidecar.name]
 
     # -- claim / commit / rollback ---------------------------------------------------
     def claim(self, candidate: Candidate) -> Claimed | None:
@@ -270,7 +268,7 @@ class FolderInbound(InboundConnector):
             while True:
                 xml_name = f"{stem}.{seq}.{code or 'message'}.xml"
                 json_name = f"{stem}.{seq}.json"
-                if any(self.replies_dir.glob(f"{_glob_escape(stem)}.{seq}.*")):
+                if any(self.replies_dir.glob(f"{glob_escape(stem)}.{seq}.*")):
                     seq += 1
                     continue
                 # the message first, the summary last: a reader that sees the summary finds both
@@ -280,7 +278,7 @@ class FolderInbound(InboundConnector):
                 seq += 1
             written = [first[0]]
             for name, data in (attachments or {}).items():  # letters that came with the message
-                attachment = f"{stem}.{seq}.{code or 'message'}.{name if _plain_name(name) else 'attachment'}"
+                attachment = f"{stem}.{seq}.{code or 'message'}.{name if plain_name(name) else 'attachment'}"
                 target = _free_name(self.replies_dir / attachment)
                 exclusive_write(target, data)
                 written.append(target.name)
@@ -292,10 +290,6 @@ class FolderInbound(InboundConnector):
     def reachable(self) -> tuple[bool, str]:
         root = self.config.path
         return root.is_dir() and os.access(root, os.R_OK | os.W_OK), str(root)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
 
 
 def _free_name(target: Path) -> Path:

@@ -39,9 +39,17 @@ from pydantic import Field
 from bus.config import ConfigPath, ConnectorConfig, Schedule
 from bus.connector import Candidate, Claimed, InboundConnector
 from bus.errors import ConfigError, TransientError
-from connectors._folder_common import atomic_write, exclusive_write, folder_errors, move, owner_suffix
+from connectors._folder_common import (
+    atomic_write,
+    exclusive_write,
+    folder_errors,
+    glob_escape,
+    move,
+    owner_suffix,
+    plain_name,
+)
 from connectors._sftp_common import SessionHolder, SftpOptions, load_key, makedirs, remote_join
-from connectors.folder_inbound import MANIFEST, ReadyConfig, _glob_escape, _plain_name
+from connectors.folder_inbound import MANIFEST, ReadyConfig
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +155,7 @@ class SftpInbound(InboundConnector):
         except Exception as exc:  # noqa: BLE001 - the mapping reports it when the document is mapped
             log.debug("bundle members of %s unknown: %s", name, exc)
             return []
-        return [n for n in dict.fromkeys(names) if _plain_name(n) and n != name]
+        return [n for n in dict.fromkeys(names) if plain_name(n) and n != name]
 
     def _consumed(self) -> set[tuple[str, int, int]]:
         path = self.local_dir / CONSUMED
@@ -324,7 +332,7 @@ class SftpInbound(InboundConnector):
             while True:
                 xml_name, json_name = f"{stem}.{seq}.{code or 'message'}.xml", f"{stem}.{seq}.json"
                 taken = set(sftp.listdir(folder))
-                if any(fnmatchcase(n, f"{_glob_escape(stem)}.{seq}.*") for n in taken):
+                if any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
                     seq += 1
                     continue
                 # the message first, the summary last: a reader that sees the summary finds both
@@ -334,7 +342,7 @@ class SftpInbound(InboundConnector):
                 seq += 1
             written = [first[0]]
             for name, data in (attachments or {}).items():
-                attachment = f"{stem}.{seq}.{code or 'message'}.{name if _plain_name(name) else 'attachment'}"
+                attachment = f"{stem}.{seq}.{code or 'message'}.{name if plain_name(name) else 'attachment'}"
                 target = _free_name(attachment, set(sftp.listdir(folder)))
                 _put_new(sftp, folder, target, data)
                 written.append(target)
