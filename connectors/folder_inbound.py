@@ -26,9 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from bus.config import ConfigPath, ConnectorConfig, Duration, Schedule
+from bus.config import ConfigPath, ConnectorConfig
 from bus.connector import Candidate, Claimed, InboundConnector
 from connectors._folder_common import (
     abandoned,
@@ -41,6 +41,7 @@ from connectors._folder_common import (
     owner_suffix,
     plain_name,
 )
+from connectors._pickup_options import PickupOptions, ReadyConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +49,15 @@ MANIFEST = ".claim.json"
 STALE_CLAIM_DIR = 300.0  # seconds after which an empty claim folder is a crash's leftover
 
 
-class ReadyConfig(BaseModel):
-    """When a dropped bundle may be taken."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_age: Duration = Field(5.0, description="Files must be at least this old (seconds or '5s').")
-    stable: bool = Field(True, description="Sizes must not change between two polls.")
-    done_file: str | None = Field(
-        None, description="Suffix of a marker file (e.g. '.done'): when set, only bundles with one are taken."
-    )
-
-
-class FolderInboundConfig(ConnectorConfig):
+class FolderInboundConfig(ConnectorConfig, PickupOptions):
     """``type: folder`` used in a route's ``from``."""
 
     type: Literal["folder"] = "folder"
     path: ConfigPath = Field(..., description="The drop folder the software writes into.")
-    pattern: str = Field("*.json", description="Glob of the sidecar files that announce a bundle.")
-    poll: Schedule = Field("30s", description="How often to look: a duration ('30s') or a cron line.")
-    ready: ReadyConfig = Field(default_factory=ReadyConfig, description="Readiness rules.")
     work_dir: ConfigPath | None = Field(None, description="Where claimed bundles wait (default <path>/.hent-work).")
     done_dir: ConfigPath | None = Field(None, description="Where processed bundles go (default <path>/done).")
     error_dir: ConfigPath | None = Field(None, description="Where failed bundles go (default <path>/error).")
     replies: ConfigPath | None = Field(None, description="Where replies to the software go (default <path>/replies).")
-    on_success: Literal["move", "delete"] = Field("move", description="Move processed bundles or delete them.")
-    max_per_poll: int = Field(500, gt=0, description="At most this many bundles are claimed per poll.")
 
 
 class FolderInbound(InboundConnector):

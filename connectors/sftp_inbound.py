@@ -36,7 +36,7 @@ from typing import Any, Literal
 import paramiko
 from pydantic import Field
 
-from bus.config import ConfigPath, ConnectorConfig, Schedule
+from bus.config import ConfigPath, ConnectorConfig
 from bus.connector import Candidate, Claimed, InboundConnector
 from bus.errors import ConfigError, TransientError
 from connectors._folder_common import (
@@ -48,8 +48,9 @@ from connectors._folder_common import (
     owner_suffix,
     plain_name,
 )
+from connectors._pickup_options import PickupOptions
 from connectors._sftp_common import SessionHolder, SftpOptions, load_key, makedirs, remote_join
-from connectors.folder_inbound import MANIFEST, ReadyConfig
+from connectors.folder_inbound import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +58,16 @@ CONSUMED = "consumed.jsonl"
 MAX_SIDECAR = 16 << 20  #: a sidecar larger than this is not read for its members
 
 
-class SftpInboundConfig(ConnectorConfig, SftpOptions):
+class SftpInboundConfig(ConnectorConfig, SftpOptions, PickupOptions):
     """``type: sftp`` used in a route's ``from``."""
 
     type: Literal["sftp"] = Field("sftp", description="The protocol: SFTP (SSH).")
-    pattern: str = Field("*.json", description="Glob of the sidecar files that announce a bundle.")
-    poll: Schedule = Field("30s", description="How often to look: a duration ('30s') or a cron line.")
-    ready: ReadyConfig = Field(default_factory=ReadyConfig, description="Readiness rules.")
     local_work_dir: ConfigPath | None = Field(
         None, description="Local folder for downloaded bundles and manifests (default ~/.cache/hent/sftp/<connector>)."
     )
     done_dir: str | None = Field(None, description="Remote folder for processed bundles (default <path>/done).")
     error_dir: str | None = Field(None, description="Remote folder for failed bundles (default <path>/error).")
     replies: str | None = Field(None, description="Remote folder for replies (default <path>/replies).")
-    on_success: Literal["move", "delete"] = Field("move", description="Move processed bundles or delete them.")
-    max_per_poll: int = Field(500, gt=0, description="At most this many bundles are claimed per poll.")
 
 
 class SftpInbound(InboundConnector):
