@@ -4,15 +4,18 @@ from __future__ import annotations
 
 __all__ = [
     "fsync_dir", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
-    "remove_abandoned_temps", "plain_name", "glob_escape",
+    "remove_abandoned_temps", "plain_name", "glob_escape", "free_name", "write_reply",
 ]
 
 import errno
+import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 from bus.errors import ConfigError, TransientError
 
@@ -137,3 +140,56 @@ def plain_name(name: str) -> bool:
 def glob_escape(text: str) -> str:
     """``text`` with glob's special characters taken literally."""
     return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
+def free_name(name: str, taken: set[str]) -> str:
+    """``name`` if not in ``taken``, else ``name.1``, ``name.2``...; the result is added to ``taken``."""
+    candidate, n = name, 0
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}.{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def write_reply(
+    bundle: str,
+    code: str | None,
+    payload: bytes | None,
+    summary: dict[str, Any],
+    attachments: dict[str, bytes] | None,
+    *,
+    names: Callable[[], set[str]],
+    put_new: Callable[[str, bytes], bool],
+) -> list[str]:
+    """Write one reply for ``bundle`` into a replies folder, never overwriting anything.
+
+    ``<stem>.<n>.<code>.xml`` (the message, verbatim), its attachments as
+    ``<stem>.<n>.<code>.<name>``, and ``<stem>.<n>.json`` (the summary) last, so that a reader
+    who sees the summary finds the rest; ``n`` is the first number no file uses.  ``names``
+    lists the folder; ``put_new`` creates a file only if its name is free (False otherwise).
+    """
+    stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
+    label = code or "message"
+    body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+    taken = names()
+    seq = 1
+    while True:
+        if any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
+            seq += 1
+            continue
+        first = (f"{stem}.{seq}.{label}.xml", payload) if payload is not None else (f"{stem}.{seq}.json", body)
+        if put_new(*first):  # type: ignore[arg-type]
+            break
+        taken = names()  # someone else took that number meanwhile
+        seq += 1
+    taken.add(first[0])
+    written = [first[0]]
+    for name, data in (attachments or {}).items():  # letters that came with the message
+        target = free_name(f"{stem}.{seq}.{label}.{name if plain_name(name) else 'attachment'}", taken)
+        put_new(target, data)
+        written.append(target)
+    if payload is not None:
+        put_new(f"{stem}.{seq}.json", body)
+        written.append(f"{stem}.{seq}.json")
+    return written

@@ -36,10 +36,10 @@ from connectors._folder_common import (
     exclusive_write,
     folder_errors,
     fsync_dir,
-    glob_escape,
     move,
     owner_suffix,
     plain_name,
+    write_reply,
 )
 from connectors._pickup_options import PickupOptions, ReadyConfig
 
@@ -244,32 +244,14 @@ class FolderInbound(InboundConnector):
         self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any],
         attachments: dict[str, bytes] | None = None,
     ) -> list[str]:
-        stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
-        body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
-        with folder_errors(self.name, self.replies_dir):
-            self.replies_dir.mkdir(parents=True, exist_ok=True)
-            seq = 1
-            while True:
-                xml_name = f"{stem}.{seq}.{code or 'message'}.xml"
-                json_name = f"{stem}.{seq}.json"
-                if any(self.replies_dir.glob(f"{glob_escape(stem)}.{seq}.*")):
-                    seq += 1
-                    continue
-                # the message first, the summary last: a reader that sees the summary finds both
-                first = (xml_name, payload) if payload is not None else (json_name, body)
-                if exclusive_write(self.replies_dir / first[0], first[1]):
-                    break
-                seq += 1
-            written = [first[0]]
-            for name, data in (attachments or {}).items():  # letters that came with the message
-                attachment = f"{stem}.{seq}.{code or 'message'}.{name if plain_name(name) else 'attachment'}"
-                target = _free_name(self.replies_dir / attachment)
-                exclusive_write(target, data)
-                written.append(target.name)
-            if payload is not None:
-                exclusive_write(self.replies_dir / json_name, body)
-                written.append(json_name)
-        return written
+        folder = self.replies_dir
+        with folder_errors(self.name, folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            return write_reply(
+                bundle, code, payload, summary, attachments,
+                names=lambda: {p.name for p in folder.iterdir()},
+                put_new=lambda name, data: exclusive_write(folder / name, data),
+            )
 
     def reachable(self) -> tuple[bool, str]:
         root = self.config.path

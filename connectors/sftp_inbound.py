@@ -43,10 +43,11 @@ from connectors._folder_common import (
     atomic_write,
     exclusive_write,
     folder_errors,
-    glob_escape,
+    free_name,
     move,
     owner_suffix,
     plain_name,
+    write_reply,
 )
 from connectors._pickup_options import PickupOptions
 from connectors._sftp_common import SessionHolder, SftpOptions, load_key, makedirs, remote_join
@@ -271,7 +272,7 @@ class SftpInbound(InboundConnector):
                 if self.config.on_success == "delete":
                     sftp.remove(source)
                 else:
-                    sftp.rename(source, remote_join(self.done_dir, _free_name(name, taken)))
+                    sftp.rename(source, remote_join(self.done_dir, free_name(name, taken)))
             _remote_rmdir(sftp, manifest["remote_dir"])
         self._release(claimed)
 
@@ -279,11 +280,11 @@ class SftpInbound(InboundConnector):
         manifest = self._manifest(claimed)
         with self.session.using(self.error_dir) as sftp:
             taken = set(sftp.listdir(self.error_dir))
-            sidecar_target = _free_name(claimed.key, taken)
-            note = _free_name(f"{sidecar_target}.error.txt", taken)
+            sidecar_target = free_name(claimed.key, taken)
+            note = free_name(f"{sidecar_target}.error.txt", taken)
             _put_new(sftp, self.error_dir, note, reason.rstrip("\n").encode("utf-8") + b"\n")
             for name in self._remote_files(sftp, manifest):
-                target = sidecar_target if name == claimed.key else _free_name(name, taken)
+                target = sidecar_target if name == claimed.key else free_name(name, taken)
                 sftp.rename(remote_join(manifest["remote_dir"], name), remote_join(self.error_dir, target))
             _remote_rmdir(sftp, manifest["remote_dir"])
         self._release(claimed)
@@ -319,33 +320,14 @@ class SftpInbound(InboundConnector):
         self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any],
         attachments: dict[str, bytes] | None = None,
     ) -> list[str]:
-        stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
-        body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
         folder = self.replies_dir
         with self.session.using(folder) as sftp:
             makedirs(sftp, folder)
-            seq = 1
-            while True:
-                xml_name, json_name = f"{stem}.{seq}.{code or 'message'}.xml", f"{stem}.{seq}.json"
-                taken = set(sftp.listdir(folder))
-                if any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
-                    seq += 1
-                    continue
-                # the message first, the summary last: a reader that sees the summary finds both
-                first = (xml_name, payload) if payload is not None else (json_name, body)
-                if _put_new(sftp, folder, first[0], first[1]):
-                    break
-                seq += 1
-            written = [first[0]]
-            for name, data in (attachments or {}).items():
-                attachment = f"{stem}.{seq}.{code or 'message'}.{name if plain_name(name) else 'attachment'}"
-                target = _free_name(attachment, set(sftp.listdir(folder)))
-                _put_new(sftp, folder, target, data)
-                written.append(target)
-            if payload is not None:
-                _put_new(sftp, folder, json_name, body)
-                written.append(json_name)
-        return written
+            return write_reply(
+                bundle, code, payload, summary, attachments,
+                names=lambda: set(sftp.listdir(folder)),
+                put_new=lambda name, data: _put_new(sftp, folder, name, data),
+            )
 
     def reachable(self) -> tuple[bool, str]:
         where = f"{self.config.where()}/{self.config.path.lstrip('/')}"
@@ -356,16 +338,6 @@ class SftpInbound(InboundConnector):
         except TransientError as exc:
             return False, exc.message
         return True, where
-
-
-def _free_name(name: str, taken: set[str]) -> str:
-    """``name`` if free, else ``name.1``, ``name.2``...; the name returned is marked taken."""
-    candidate, n = name, 0
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}.{n}"
-    taken.add(candidate)
-    return candidate
 
 
 def _put_new(sftp: paramiko.SFTPClient, folder: str, name: str, data: bytes) -> bool:
