@@ -198,3 +198,26 @@ def test_an_acknowledged_act_is_cancelled_and_the_6_2_comes_back(tmp_path: Path,
     # and cancelling what is not acknowledged is refused with the reason
     again = run_cli("cancel", "044-214400152-20200101-NOPE-DE", "-c", str(config_path))
     assert again.returncode == 1 and "no delivery has that IDActe" in again.stderr
+
+
+def test_an_absent_platform_leaves_sent_deliveries_waiting_and_the_poller_alive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an act submitted to a platform that then disappears
+    with LegalitySimulator(ack_delay=30) as gone:
+        config_path = soap_config(tmp_path, gone)
+        drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_310", decision=TODAY)
+        config = load_config(config_path)
+        runtime = Runtime(config, Pipeline.for_runtime, retry=FAST, serve_http=False)
+        runtime.run_until_idle(timeout=3)  # never idle: the answer is 30 s away
+    runtime = Runtime(config, Pipeline.for_runtime, retry=FAST, serve_http=False)
+    try:
+        [delivery] = runtime.ledger.deliveries()
+        assert delivery.state == "SENT"
+        # When the poller asks the absent platform, Then it says so and goes on
+        assert runtime.answers.poll("prefecture") == 0
+        assert runtime.answers.poll_follow_ups("prefecture") == 0
+        assert runtime.ledger.get_delivery(delivery.id).state == "SENT"
+        assert "asking prefecture for answers failed: connector 'prefecture'" in caplog.text
+    finally:
+        runtime.shutdown()
