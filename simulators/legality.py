@@ -32,6 +32,10 @@ certificate, its key and, for mutual TLS, the CA that client certificates must c
 ``url`` then starts with ``https://``.  From the command line: ``--certfile``, ``--keyfile``,
 ``--client-ca``.  The handshake runs in the connection's own thread, so a client that never
 completes it holds neither the server nor ``stop()``.
+
+With ``--desk DIR`` (and ``--desk-format archive|xml``) the command runs the same platform as
+a file desk on DIR instead (:mod:`simulators.legality_sftp`): archives dropped into
+``DIR/inbox``, answers written to ``DIR/outbox``, for an SFTP server pointed at DIR.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from typing import Any
 
 from simulators.legality_http import LegalityHandler, LegalityServer
 from simulators.legality_platform import Platform
+from simulators.legality_sftp import ANSWER_FORMATS, LegalityDesk
 from simulators.legality_soap import LegalityFault, MalformedRequest, SoapRequest, Value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -346,16 +351,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--keyfile", type=Path, help="private key (PEM) of --certfile, if not in it")
     parser.add_argument("--client-ca", type=Path, help="require client certificates issued by this CA (PEM)")
+    parser.add_argument("--desk", type=Path, metavar="DIR",
+                        help="no SOAP server: answer the archives dropped in DIR/inbox into DIR/outbox")
+    parser.add_argument("--desk-format", choices=ANSWER_FORMATS, default="archive",
+                        help="--desk answers: the ministry's tar.gz (default) or bare XML files")
     args = parser.parse_args(argv)
     if (args.keyfile or args.client_ca) and not args.certfile:
         parser.error("--keyfile and --client-ca need --certfile")
-    tls = server_context(args.certfile, args.keyfile, args.client_ca) if args.certfile else None
+    if args.desk is not None:
+        soap_only = [name for name in ("certfile", "username", "fault", "latency") if getattr(args, name)]
+        if soap_only:
+            parser.error(f"--desk takes no SOAP server options ({', '.join(f'--{name}' for name in soap_only)})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    simulator = LegalitySimulator(
-        args.host, args.port, ack_delay=args.ack_delay, classification=args.classification,
-        departement=args.departement, username=args.username, password=args.password,
-        faults=args.fault, latency=args.latency, tls=tls,
-    ).start()
+    running: LegalitySimulator | LegalityDesk
+    if args.desk is not None:
+        running = LegalityDesk.for_root(
+            args.desk, classification=args.classification, departement=args.departement,
+            answer_format=args.desk_format,
+        ).start()
+        banner = f"legality desk on {args.desk} (archives into {running.inbox_dir}, answers in {running.outbox_dir})"
+    else:
+        tls = server_context(args.certfile, args.keyfile, args.client_ca) if args.certfile else None
+        running = LegalitySimulator(
+            args.host, args.port, ack_delay=args.ack_delay, classification=args.classification,
+            departement=args.departement, username=args.username, password=args.password,
+            faults=args.fault, latency=args.latency, tls=tls,
+        ).start()
+        banner = f"legality simulator on {running.url} (WSDL at {running.url}?wsdl)"
     done = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -363,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    print(f"legality simulator on {simulator.url} (WSDL at {simulator.url}?wsdl)", flush=True)
+    print(banner, flush=True)
     done.wait()
-    simulator.stop()
+    running.stop()
     return 0
 
 

@@ -1,6 +1,7 @@
 """The ministry's messages, as the legality simulator writes them (standards.md §1.5, §1.9).
 
-Each function returns one message, ISO-8859-1 with its declaration, built with lxml in the
+Each function returns one message (or, :func:`enveloppe_misillcl`, the envelope the ministry
+packs its messages with), ISO-8859-1 with its declaration, built with lxml in the
 ACTES namespace like the ministry's own files.  Messages that echo what the collectivité sent
 (``ActeRecu``, ``EnveloppeRecue``) copy the received element's attributes and children
 verbatim, so an echo is as valid as what was received.  Each must validate against the
@@ -15,12 +16,14 @@ __all__ = [
     "anomalie_acte",
     "anomalie_enveloppe",
     "ar_acte",
+    "enveloppe_misillcl",
     "followup_message",
     "reponse_sans_changement",
     "retour_classification",
 ]
 
 import copy
+from collections.abc import Sequence
 from datetime import date
 
 from lxml import etree
@@ -111,6 +114,33 @@ def anomalie_enveloppe(envelope: etree._Element, nature: str, detail: str, day: 
     _sub(root, "Nature", nature)
     _sub(root, "Detail", detail)
     _echo(root, "EnveloppeRecue", envelope)
+    return _serialize(root)
+
+
+def enveloppe_misillcl(
+    departement: str, siren: str, forms: Sequence[str], *, arrondissement: int = 1,
+    referent: str | None = "Préfecture (simulateur Hent)",
+) -> bytes:
+    """EnveloppeMISILLCL: the ministry's envelope around its messages to the collectivité ``siren``.
+
+    The sender is the sous-préfecture ``departement`` (three characters) / ``arrondissement``
+    (one digit); ``forms`` are the XML messages it carries, one ``Formulaire`` each, as the
+    schema's ``FormulairesEnvoyes`` ("liste des fichiers XML envoyés") wants — a letter (PDF)
+    travels beside and is named by its message, like the documents of an act.
+    """
+    if not forms:
+        raise ValueError("an EnveloppeMISILLCL lists at least one message")
+    root = _root("EnveloppeMISILLCL")
+    emetteur = _sub(root, "Emetteur")
+    sous_pref = _sub(emetteur, "IDSousPref")
+    sous_pref.set(_q("Departement"), departement)
+    sous_pref.set(_q("Arrondissement"), str(arrondissement))
+    if referent:
+        _sub(_sub(emetteur, "Referent"), "Nom", referent)
+    listed = _sub(root, "FormulairesEnvoyes")
+    for name in forms:
+        _sub(_sub(listed, "Formulaire"), "NomFichier", name)
+    _sub(root, "Destinataire").set(f"{{{INSEE_NS}}}SIREN", siren)
     return _serialize(root)
 
 
