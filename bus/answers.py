@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bus import metrics
-from bus.connector import AnsweringEndpoint, OutboundConnector, RemoteMessage, RemoteStatus
+from bus.connector import AnsweringEndpoint, InboxEndpoint, InboxItem, OutboundConnector, RemoteMessage, RemoteStatus
+from bus.document import Answer
 from bus.errors import DocumentError, HentError
 from bus.ledger import DeliveryState
 from bus.secrets import redact
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 50  #: submissions asked about in one status call
 FOLLOW_UP_DAYS = 75  #: the préfet has two months to act on an act; a margin for the post
+#: the messages that end a delivery, and the state they end it in
+_FINAL = {"ARActe": "ACKNOWLEDGED", "AnomalieActe": "REJECTED", "AnomalieEnveloppe": "REJECTED"}
+_WAIT = object()  #: a message to read again at the next poll
 
 
 class AnswerPoller:
@@ -76,11 +80,16 @@ class AnswerPoller:
     def _on_status(self, delivery: Any, status: RemoteStatus) -> bool:
         if status.state not in ("ACKNOWLEDGED", "REJECTED"):
             return False
-        runtime = self.runtime
         data = status.message or b""
-        answer = runtime.processor.read_answer(data, status.message_name) if data else None
+        answer = self.runtime.processor.read_answer(data, status.message_name) if data else None
+        self._conclude(delivery, status.state, data, answer, status.detail)
+        return True
+
+    def _conclude(self, delivery: Any, state: str, data: bytes, answer: Answer | None, detail: str = "") -> None:
+        """SENT → ``state`` (ACKNOWLEDGED or REJECTED) with the message that says so, returned to the source."""
+        runtime = self.runtime
         sha = runtime.spool.put_bytes(data) if data else None
-        if status.state == "ACKNOWLEDGED":
+        if state == "ACKNOWLEDGED":
             id_acte = (answer.id_acte if answer else None) or delivery.id_acte
             reason = f"{answer.kind if answer else 'acknowledgment'} {id_acte}"
             if answer and answer.received_on:
@@ -89,20 +98,19 @@ class AnswerPoller:
         else:
             kind = answer.kind if answer else "anomaly"
             nature = f" (nature {answer.anomaly})" if answer and answer.anomaly else ""
-            detail = (answer.detail if answer else None) or status.detail or "no detail given"
+            detail = (answer.detail if answer else None) or detail or "no detail given"
             reason = f"{kind}{nature}: {detail}"
             fields = {}
         updated = runtime.ledger.transition_delivery(
-            delivery.id, status.state, actor=delivery.endpoint, expect=DeliveryState.SENT, reason=reason,
+            delivery.id, state, actor=delivery.endpoint, expect=DeliveryState.SENT, reason=reason,
             payload_sha256=sha, **fields,
         )
         sent_at = delivery.updated_at
-        metrics.ACKNOWLEDGMENT_SECONDS.labels(route=delivery.route, outcome=status.state.lower()).observe(
+        metrics.ACKNOWLEDGMENT_SECONDS.labels(route=delivery.route, outcome=state.lower()).observe(
             max((datetime.now(UTC) - sent_at).total_seconds(), 0.0)
         )
         runtime.delivery_answered(updated, final=True, code=answer.code if answer else None, payload=data or None,
                                   answer=answer.summary if answer else None)
-        return True
 
     def _follow_ups(self, endpoint: str, connector: AnsweringEndpoint) -> int:
         ledger = self.runtime.ledger
@@ -122,9 +130,10 @@ class AnswerPoller:
                     done += 1
         return done
 
-    def _on_follow_up(self, delivery: Any, message: RemoteMessage) -> bool:
+    def _on_follow_up(self, delivery: Any, message: RemoteMessage, answer: Answer | None = None) -> bool:
+        """Keep a later message of an act once (by its id) and return it to the source."""
         runtime = self.runtime
-        answer = runtime.processor.read_answer(message.data, message.name)
+        answer = answer or runtime.processor.read_answer(message.data, message.name)
         sha = runtime.spool.put_bytes(message.data)
         for data in message.attachments.values():
             runtime.spool.put_bytes(data)
@@ -161,15 +170,114 @@ class AnswerPoller:
         current = kept["date"] if kept else (entry.classification_date.isoformat() if entry.classification_date
                                              else None)
         name, data = connector.classification(entry.siren, current)
-        answer = runtime.processor.read_answer(data, name)
+        return self._keep_classification(entry.siren, name, data, runtime.processor.read_answer(data, name))
+
+    def _keep_classification(self, siren: str, name: str, data: bytes, answer: Answer) -> int:
+        """Keep a 7-2 (1 when it is new); a 7-3 says the one kept is current (0)."""
         if answer.code != "7-2":
-            return 0  # 7-3: what is kept is current
+            return 0
         dated = (answer.summary.get("dates") or {}).get("DateClassification")
         if not dated:
-            log.error("classification of %s from the platform has no DateClassification: ignored", entry.siren)
+            log.error("classification of %s from the platform has no DateClassification: ignored", siren)
             return 0
-        sha = runtime.spool.put_bytes(data)
-        if runtime.ledger.add_classification(entry.siren, date_text=str(dated), name=name, sha256=sha):
-            log.info("classification of %s dated %s received", entry.siren, dated)
+        sha = self.runtime.spool.put_bytes(data)
+        if self.runtime.ledger.add_classification(siren, date_text=str(dated), name=name, sha256=sha):
+            log.info("classification of %s dated %s received", siren, dated)
             return 1
         return 0
+
+    # -- answer folders ---------------------------------------------------------------
+    def poll_inbox(self, endpoint: str) -> int:
+        """Read the files ``endpoint`` left in its answer folder; the number of messages acted upon.
+
+        Each file is read, matched, recorded in the ledger and returned to the source before it
+        is settled (deleted or moved to done/); one that matches nothing goes to error/ with a
+        note and an alert in the log; one whose delivery is not yet recorded as SENT waits.
+        """
+        connector = self.runtime.endpoints[endpoint]
+        if not (isinstance(connector, InboxEndpoint) and connector.has_inbox):
+            return 0
+        assert isinstance(connector, OutboundConnector)
+        done = 0
+        try:
+            connector.connect()
+            for item in connector.inbox():
+                if self.runtime.stop_event.is_set():
+                    break
+                done += self._inbox_item(endpoint, connector, item)
+        except HentError as exc:
+            metrics.POLL_FAILURES.labels(connector=endpoint).inc()
+            log.error("reading the answers of %s failed: %s", endpoint, redact(str(exc)))
+        finally:
+            connector.close()
+        return done
+
+    def _inbox_item(self, endpoint: str, connector: InboxEndpoint, item: InboxItem) -> int:
+        try:
+            data, attachments = connector.fetch(item)
+            messages = self.runtime.processor.read_inbox(item.name, data, attachments)
+        except DocumentError as exc:
+            self._set_aside(endpoint, connector, item, str(exc))
+            return 0
+        done, problems, waiting = 0, [], False
+        for name, content, files in messages:
+            outcome = self._inbox_message(endpoint, name, content, files)
+            if outcome is _WAIT:
+                waiting = True
+            elif isinstance(outcome, str):
+                problems.append(outcome)
+            else:
+                done += outcome
+        if waiting:  # read again at the next poll: what was recorded is not recorded twice
+            return done
+        if problems:
+            self._set_aside(endpoint, connector, item, "\n".join(problems))
+        else:
+            connector.settle(item, None)
+        return done
+
+    def _set_aside(self, endpoint: str, connector: InboxEndpoint, item: InboxItem, problem: str) -> None:
+        metrics.UNMATCHED_ANSWERS.labels(connector=endpoint).inc()
+        log.error("ALERT answer %s from %s set aside: %s", item.name, endpoint, redact(problem))
+        connector.settle(item, problem)
+
+    def _inbox_message(self, endpoint: str, name: str, data: bytes, attachments: dict[str, bytes]) -> Any:
+        """1 or 0 (acted upon or already known), _WAIT, or a problem (a str)."""
+        answer = self.runtime.processor.read_answer(data, name)
+        if answer.code == "ENV":  # the ministry's envelope: its message is beside it
+            return 0
+        if answer.code in ("7-2", "7-3"):
+            siren = answer.act[0] if answer.act else (answer.summary.get("act_key") or {}).get("siren")
+            if not siren:
+                return f"{name}: a classification that names no SIREN"
+            return self._keep_classification(siren, name, data, answer)
+        delivery = self._match(endpoint, answer)
+        if delivery is None:
+            what = answer.id_acte or (answer.act and "-".join(answer.act)) or answer.envelope_name or "no act"
+            errors = "; ".join(answer.summary.get("errors") or [])
+            return (f"{name}: {answer.kind} about {what} matches no delivery to {endpoint}"
+                    + (f" ({errors})" if errors else ""))
+        if answer.kind in _FINAL:
+            state = _FINAL[answer.kind]
+            if delivery.state == DeliveryState.SENT:
+                self._conclude(delivery, state, data, answer)
+                return 1
+            if delivery.state == DeliveryState.PENDING:  # sent, but not recorded as such yet
+                return _WAIT
+            if delivery.state == state:  # read again after a crash before the file was settled
+                return 0
+            return f"{name}: {answer.kind} for delivery {delivery.id}, which is {delivery.state}"
+        if delivery.state in (DeliveryState.PENDING, DeliveryState.SENT):
+            return _WAIT  # its acknowledgment first
+        message = RemoteMessage(delivery.remote_id or "", f"file:{name}", name, data, attachments)
+        return 1 if self._on_follow_up(delivery, message, answer) else 0
+
+    def _match(self, endpoint: str, answer: Answer) -> Any:
+        """The delivery a message answers, by ``transformers.actes_in.MATCHING_RULE``."""
+        ledger = self.runtime.ledger
+        for keys in ({"id_acte": answer.id_acte}, {"act": answer.act}, {"envelope_name": answer.envelope_name}):
+            if all(value is not None for value in keys.values()):
+                found = ledger.find_delivery(endpoint=endpoint, **keys)
+                if found is not None:
+                    return found
+        return None

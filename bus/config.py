@@ -219,8 +219,10 @@ class RouteConfig(BaseModel):
     map: ExistingFile | None = Field(
         default=None, description="The vendor mapping (YAML or XSLT) to the canonical model."
     )
-    transform: str = Field(
-        default="actes", pattern=r"^[a-z][a-z0-9_]*$", description="What to build: actes, decp."
+    transform: Literal["actes", "passthrough"] = Field(
+        default="actes",
+        description="What to build: actes (an ACTES archive from the mapped act, `map` required) or "
+        "passthrough (the source's file relayed unchanged: no map, `when` on source only).",
     )
     to: Annotated[list[str], _Listed] = Field(
         ..., min_length=1, description="Endpoint connector(s), one delivery each."

@@ -258,6 +258,7 @@ def _references(document: Any) -> list[Problem]:
                 )
             first_route.setdefault(name, ("routes", index, "name"))
         when = route.get("when")
+        problems.extend(_transform_problems(document, index, route))
         named = [
             *_names(route.get("from"), ("routes", index, "from")),
             *_names(route.get("to"), ("routes", index, "to")),
@@ -274,6 +275,7 @@ def _references(document: Any) -> list[Problem]:
                 problems.append(
                     _problem(document, loc, f"unknown connector '{connector}'{hint}", "unknown-reference")
                 )
+    problems.extend(_passthrough_sources(document, routes if isinstance(routes, list) else []))
     collectivites = document.get("collectivites")
     first_siren: dict[str, tuple[Any, ...]] = {}
     for index, entry in enumerate(collectivites if isinstance(collectivites, list) else []):
@@ -289,6 +291,43 @@ def _references(document: Any) -> list[Problem]:
                     )
                 )
             first_siren.setdefault(str(siren), ("collectivites", index, "siren"))
+    return problems
+
+
+def _transform_problems(document: Any, index: int, route: dict[str, Any]) -> list[Problem]:
+    """A passthrough route relays files unchanged: no map, no condition on the act."""
+    loc: tuple[Any, ...] = ("routes", index)
+    if route.get("transform") != "passthrough":
+        return []
+    problems = []
+    if "map" in route:
+        problems.append(_problem(document, (*loc, "map"), "a passthrough route relays files unchanged: "
+                                 "remove `map`", "passthrough"))
+    when = route.get("when")
+    for key in (when if isinstance(when, dict) else {}):
+        if key != "source":
+            problems.append(_problem(document, (*loc, "when", key), f"a passthrough route reads no act: `when` "
+                                     f"may name the source only, not {key!r}", "passthrough"))
+    return problems
+
+
+def _passthrough_sources(document: Any, routes: list[Any]) -> list[Problem]:
+    """A source feeds passthrough routes only, or mapped routes only: a file is either relayed
+    unchanged or read as a bundle, never both."""
+    kinds: dict[str, tuple[str, int]] = {}
+    problems = []
+    for index, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        kind = "passthrough" if route.get("transform") == "passthrough" else "mapped"
+        for name, loc in _names(route.get("from"), ("routes", index, "from")):
+            first = kinds.setdefault(name, (kind, index))
+            if first[0] != kind:
+                problems.append(_problem(
+                    document, loc, f"connector '{name}' feeds a {kind} route here and a {first[0]} route in "
+                    f"routes[{first[1]}]: a source's files are either relayed unchanged or mapped, not both; "
+                    "use two sources", "passthrough",
+                ))
     return problems
 
 

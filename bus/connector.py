@@ -22,6 +22,10 @@ __all__ = [
     "RemoteStatus",
     "RemoteMessage",
     "AnsweringEndpoint",
+    "InboxItem",
+    "InboxEndpoint",
+    "ARCHIVE",
+    "FILE",
 ]
 
 from abc import ABC, abstractmethod
@@ -29,6 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+#: the artifact kinds: an ACTES archive built by the bus, a vendor's file relayed unchanged
+ARCHIVE = "actes-archive"
+FILE = "file"
 
 
 @dataclass(frozen=True)
@@ -137,8 +145,8 @@ class OutboundConnector(ABC):
 
     Config: ClassVar[type]
     direction: ClassVar[str] = "outbound"
-    #: the artifact kind this endpoint takes ("actes-archive", "decp-xml", "canonical-act")
-    consumes: ClassVar[str] = "actes-archive"
+    #: the artifact kinds this endpoint takes ("actes-archive", "file", "decp-xml", "canonical-act")
+    consumes: ClassVar[tuple[str, ...]] = (ARCHIVE,)
 
     def __init__(self, name: str, config: Any) -> None:
         self.name = name
@@ -207,4 +215,41 @@ class AnsweringEndpoint(Protocol):
 
     def classification(self, siren: str, current: str | None) -> tuple[str, bytes]:
         """Request the classification of a SIREN (7-1): (file name, the 7-2 or 7-3 message)."""
+        ...
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A file an endpoint left in its answer folder (an ARActe, an anomaly, a letter, a receipt)."""
+
+    name: str  #: its file name
+    size: int
+    ref: str  #: where it is (a remote path), for :meth:`InboxEndpoint.fetch` and ``settle``
+    attachments: tuple[str, ...] = ()  #: files that go with it (a letter's PDF beside its message)
+
+
+@runtime_checkable
+class InboxEndpoint(Protocol):
+    """An endpoint that answers by leaving files in a folder it shares (an SFTP answer directory).
+
+    The runtime lists the ready files, fetches each, has the route layer read and match it,
+    records the outcome in the ledger, returns it to the source, and only then settles the
+    file (deleted or moved to done/; moved to error/ with a note when it matches nothing).
+    """
+
+    @property
+    def has_inbox(self) -> bool:
+        """Whether this endpoint is configured with an answer folder."""
+        ...
+
+    def inbox(self) -> list[InboxItem]:
+        """The answer files ready now (readiness rules applied), oldest first."""
+        ...
+
+    def fetch(self, item: InboxItem) -> tuple[bytes, dict[str, bytes]]:
+        """The file's bytes and its attachments' (DocumentError when larger than allowed)."""
+        ...
+
+    def settle(self, item: InboxItem, problem: str | None) -> None:
+        """Done with the file: deleted or moved to done/ (``problem`` None), else moved to error/."""
         ...

@@ -71,6 +71,8 @@ class Answer:
     kind: str  #: ARActe, AnomalieActe, AnomalieEnveloppe, CourrierSimple... or Unknown
     code: str | None  #: "1-2", "1-3", "ANO", "2-1"... (names the reply file)
     id_acte: str | None = None  #: the act's official identifier, when the message gives it
+    act: tuple[str, str, str] | None = None  #: (SIREN, decision date YYYYMMDD, NumeroInterne) when all known
+    envelope_name: str | None = None  #: the envelope an AnomalieEnveloppe refuses (with .xml)
     received_on: str | None = None  #: DateReception (ISO), for an acknowledgment
     anomaly: str | None = None  #: the anomaly's nature code, as received
     detail: str | None = None  #: the anomaly's or the letter's text
@@ -90,4 +92,11 @@ class Processor(Protocol):
 
     def read_answer(self, data: bytes, name: str | None) -> Answer:
         """Read a message an endpoint sent back, leniently: never raises."""
+        ...
+
+    def read_inbox(
+        self, name: str, data: bytes, attachments: dict[str, bytes]
+    ) -> list[tuple[str, bytes, dict[str, bytes]]]:
+        """The messages (name, bytes, attachments) in a file an endpoint left in its answer folder;
+        DocumentError when the package cannot be opened safely."""
         ...

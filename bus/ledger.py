@@ -471,15 +471,25 @@ class Ledger(LedgerExtras):
         return _delivery(row)
 
     def find_delivery(
-        self, *, id_acte: str | None = None, client_key: str | None = None, envelope_name: str | None = None
+        self, *, id_acte: str | None = None, client_key: str | None = None, envelope_name: str | None = None,
+        act: tuple[str, str, str] | None = None, endpoint: str | None = None,
     ) -> DeliveryRow | None:
-        """The delivery matching every given key (the most recent if several), or None."""
+        """The delivery matching every given key (the most recent if several), or None.
+
+        ``act`` is (SIREN, decision date YYYYMMDD, NumeroInterne): the IDActe's middle part,
+        whatever its département and nature; ``endpoint`` narrows to one endpoint's deliveries.
+        """
         table = deliveries_table
         criteria = [table.c[name] == value for name, value in
                     (("id_acte", id_acte), ("client_key", client_key), ("envelope_name", envelope_name))
                     if value is not None]
+        if act is not None:
+            middle = "-".join(act).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            criteria.append(table.c.id_acte.like(f"%-{middle}-%", escape="\\"))
         if not criteria:
-            raise ValueError("find_delivery needs id_acte, client_key or envelope_name")
+            raise ValueError("find_delivery needs id_acte, client_key, envelope_name or act")
+        if endpoint is not None:
+            criteria.append(table.c.endpoint == endpoint)
         query = select(table).where(*criteria).order_by(table.c.created_at.desc(), table.c.id).limit(1)
         with self._read() as conn:
             row = conn.execute(query).first()

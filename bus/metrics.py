@@ -16,6 +16,7 @@ __all__ = [
     "DEAD_LETTERS",
     "POLL_FAILURES",
     "SEND_FAILURES",
+    "UNMATCHED_ANSWERS",
     "CIRCUIT_STATE",
     "QUEUE_DEPTH",
     "BUILD_INFO",
@@ -74,6 +75,12 @@ DEAD_LETTERS = Counter(
 )
 POLL_FAILURES = Counter(
     "hent_poll_failures", "Failed polls of a source connector.", ["connector"], registry=REGISTRY
+)
+UNMATCHED_ANSWERS = Counter(
+    "hent_unmatched_answers",
+    "Answer files an endpoint left that matched no delivery or could not be read (set aside in error/).",
+    ["connector"],
+    registry=REGISTRY,
 )
 SEND_FAILURES = Counter(
     "hent_send_failures",

@@ -38,6 +38,7 @@ from bus.connector import (
     Claimed,
     InboundConnector,
     InboundContext,
+    InboxEndpoint,
     OutboundConnector,
 )
 from bus.document import PreparedDocument, Processor
@@ -130,7 +131,7 @@ class Runtime:
             self.endpoints[name].check()  # a broken WSDL or key file refuses the start
             self.circuits[name] = Circuit(name)
 
-    def endpoint_consumes(self, name: str) -> str:
+    def endpoint_consumes(self, name: str) -> tuple[str, ...]:
         return self.endpoints[name].consumes
 
     def endpoint_config(self, name: str) -> Any:
@@ -470,6 +471,9 @@ class Runtime:
                 self.scheduler.add(f"classification:{name}",
                                    functools.partial(self.answers.refresh_classifications, name),
                                    self.config.bus.classification)
+            if isinstance(endpoint, InboxEndpoint) and endpoint.has_inbox:
+                self.scheduler.add(f"inbox:{name}", functools.partial(self.answers.poll_inbox, name),
+                                   float(self.config.bus.answers))
         self.scheduler.start()
         if self._serve_http:
             self._http = HealthServer(self.config.bus.metrics.listen, self.readiness_checks()).start()

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from bus.config import ConnectorConfig
-from bus.connector import Artifact, OutboundConnector, SendResult
+from bus.connector import ARCHIVE, FILE, Artifact, OutboundConnector, SendResult
 from bus.errors import DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
 
@@ -35,7 +35,7 @@ class MemoryOutboundConfig(ConnectorConfig, ArchiveOptions):
 
 class MemoryOutbound(OutboundConnector):
     Config = MemoryOutboundConfig
-    consumes = "actes-archive"
+    consumes = (ARCHIVE, FILE)
     config: MemoryOutboundConfig
 
     #: every artifact each memory endpoint was sent, by connector name (for the tests)

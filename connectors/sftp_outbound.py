@@ -7,6 +7,11 @@ an optional done-file follows.  Before anything is sent the remote folder is lis
 already there under the final name with the same size counts as delivered (the outcome of
 an earlier try was unknown); one with another size is never overwritten.  A leftover
 ``.part`` of an interrupted try is overwritten.
+
+A platform that answers on SFTP (an ARActe, an anomaly, later letters) is given ``answers:``,
+the remote folder it writes into (``connectors/_sftp_answers.py``): an ACTES archive sent
+there ends SENT, and the runtime's answer poller reads that folder; a file relayed unchanged
+still ends DELIVERED.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import paramiko
 from pydantic import Field
 
 from bus.config import ConnectorConfig
-from bus.connector import Artifact, OutboundConnector, SendResult
+from bus.connector import ARCHIVE, FILE, Artifact, InboxItem, OutboundConnector, SendResult
 from bus.errors import ConfigError, DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
+from connectors._sftp_answers import AnswerFolderOptions, SftpAnswerFolder
 from connectors._sftp_common import SessionHolder, SftpOptions, load_key, makedirs, read_local, remote_join
 
 
@@ -34,16 +40,36 @@ class SftpOutboundConfig(ConnectorConfig, SftpOptions, ArchiveOptions):
     done_file: str | None = Field(
         None, min_length=1, description="Suffix of an empty marker written after each file (e.g. '.done')."
     )
+    answers: AnswerFolderOptions | None = Field(
+        None, description="The remote folder the platform answers in (ARActe, anomalies, letters): archives sent "
+        "here then wait for their answer (SENT)."
+    )
 
 
 class SftpOutbound(OutboundConnector):
     Config = SftpOutboundConfig
-    consumes = "actes-archive"
+    consumes = (ARCHIVE, FILE)
     config: SftpOutboundConfig
 
     def __init__(self, name: str, config: SftpOutboundConfig) -> None:
         super().__init__(name, config)
         self.session = SessionHolder(name, config)
+        self.answers = SftpAnswerFolder(name, config.answers, self.session) if config.answers else None
+
+    @property
+    def has_inbox(self) -> bool:
+        return self.answers is not None
+
+    def inbox(self) -> list[InboxItem]:
+        return self.answers.inbox() if self.answers else []
+
+    def fetch(self, item: InboxItem) -> tuple[bytes, dict[str, bytes]]:
+        assert self.answers is not None
+        return self.answers.fetch(item)
+
+    def settle(self, item: InboxItem, problem: str | None) -> None:
+        assert self.answers is not None
+        self.answers.settle(item, problem)
 
     def check(self) -> None:
         load_key(self.name, self.config, ConfigError)
@@ -66,7 +92,7 @@ class SftpOutbound(OutboundConnector):
             if artifact.name in present:
                 if present[artifact.name].st_size == size:
                     self._done_file(sftp, final)
-                    return SendResult("DELIVERED", remote_id=final, detail="already present")
+                    return SendResult(self._sent_state(artifact), remote_id=final, detail="already present")
                 raise DocumentError(
                     f"connector {self.name!r}: {final} already exists on the server with another size; it is never "
                     "overwritten: move it away, then replay the delivery",
@@ -85,7 +111,11 @@ class SftpOutbound(OutboundConnector):
                 )
             _rename(sftp, part, final)
             self._done_file(sftp, final)
-        return SendResult("DELIVERED", remote_id=final)
+        return SendResult(self._sent_state(artifact), remote_id=final)
+
+    def _sent_state(self, artifact: Artifact) -> str:
+        """SENT when the platform will answer (an archive, an answer folder), else DELIVERED."""
+        return "SENT" if self.answers is not None and artifact.kind == ARCHIVE else "DELIVERED"
 
     def _size(self, artifact: Artifact) -> int:
         try:
@@ -95,7 +125,7 @@ class SftpOutbound(OutboundConnector):
                 f"connector {self.name!r}: cannot read {artifact.name} from the spool ({exc.strerror or exc}); "
                 "retried later", connector=self.name, path=str(artifact.path), rule="spool-read",
             ) from exc
-        if size > self.config.max_archive_size:
+        if artifact.kind == ARCHIVE and size > self.config.max_archive_size:
             raise DocumentError(
                 f"connector {self.name!r}: {artifact.name} is {size} bytes, more than max_archive_size "
                 f"({self.config.max_archive_size}): split the annexes or raise the limit the endpoint allows",

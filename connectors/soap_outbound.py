@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bus.config import ConnectorConfig, Duration, ExistingFile
-from bus.connector import Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
+from bus.connector import ARCHIVE, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from bus.yamlconf import describe
@@ -106,7 +106,7 @@ def _state(status: Any) -> str:
 
 class SoapOutbound(OutboundConnector):
     Config = SoapOutboundConfig
-    consumes = "actes-archive"
+    consumes = (ARCHIVE,)
     config: SoapOutboundConfig
 
     def __init__(self, name: str, config: SoapOutboundConfig) -> None:

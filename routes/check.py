@@ -8,13 +8,14 @@ from pathlib import Path
 
 from bus import registry
 from bus.config import load_config
+from bus.connector import ARCHIVE, FILE
 from bus.errors import ConfigError, HentError, Problem
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
 from transformers.mapping import Mapping
 
 #: what each route transform builds, and the schemas it compiles
-TRANSFORM_KINDS = {"actes": "actes-archive"}
+TRANSFORM_KINDS = {"actes": ARCHIVE, "passthrough": FILE}
 
 
 def check_configuration(path: Path) -> tuple[list[Problem], str]:
@@ -34,6 +35,12 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
             except ConfigError as exc:
                 problems.extend(exc.problems or [exc.problem()])
         kind = TRANSFORM_KINDS.get(route.transform)
+        if route.transform == "actes" and route.map is None:
+            problems.append(Problem(
+                f"route {route.name!r} builds ACTES archives: it needs `map` (the vendor mapping), or "
+                "`transform: passthrough` to relay the files unchanged",
+                file=str(path), field=f"routes[{index}].map", rule="route-map",
+            ))
         for endpoint in route.to:
             try:
                 cfg = config.connector_config(endpoint, "outbound")
@@ -47,10 +54,10 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
                     registry.connector_class(cfg.type, "outbound")(endpoint, cfg).check()
                 except ConfigError as exc:
                     problems.extend(exc.problems or [exc.problem()])
-            if kind is not None and consumes != kind:
+            if kind is not None and kind not in consumes:
                 problems.append(
                     Problem(
-                        f"endpoint {endpoint!r} takes {consumes}, but transform {route.transform!r} "
+                        f"endpoint {endpoint!r} takes {' or '.join(consumes)}, but transform {route.transform!r} "
                         f"builds {kind}",
                         file=str(path),
                         field=f"routes[{index}].to",

@@ -19,19 +19,19 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bus.connector import ARCHIVE, FILE
 from bus.document import Answer, PlannedDelivery, PreparedDocument
 from bus.errors import DocumentError
 from routes.router import condition_failures
 from transformers.actes_in import parse_message
 from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.actes_out import build_archive
+from transformers.actes_return import unpack_answer
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
 from transformers.mapping import Mapping
 from transformers.text_policy import TextPolicy
 
-#: what each artifact kind is built by
-ARCHIVE = "actes-archive"
 #: seconds a fetched classification is used before the ledger is asked again
 CLASSIFICATION_TTL = 30.0
 
@@ -64,7 +64,7 @@ class Pipeline:
         *,
         spool: Any,
         serials: Callable[[str, date], int],
-        endpoint: Callable[[str], tuple[str, Any]],
+        endpoint: Callable[[str], tuple[tuple[str, ...], Any]],
         today: Callable[[], date] = date.today,
         stored_classification: Callable[[str], tuple[str, bytes] | None] = lambda siren: None,
     ) -> None:
@@ -73,7 +73,7 @@ class Pipeline:
         self._fetched: dict[str, tuple[float, str | None, Classification | None]] = {}
         self.spool = spool
         self.serials = serials
-        self.endpoint = endpoint  # name → (kind it consumes, its config)
+        self.endpoint = endpoint  # name → (the kinds it consumes, its config)
         self.today = today
         self.text_policy = TextPolicy(config.bus.text_policy)
         self.validator = ActesValidator()
@@ -137,7 +137,13 @@ class Pipeline:
     def _routes_from(self, source: str) -> list[Any]:
         return [route for route in self.config.routes if source in route.from_]
 
+    def relays(self, source: str) -> bool:
+        """Whether ``source`` feeds passthrough routes (its files go on unchanged, each alone)."""
+        return any(route.transform == "passthrough" for route in self._routes_from(source))
+
     def bundle_members(self, source: str) -> Callable[[str, bytes], list[str]]:
+        if self.relays(source):
+            return lambda name, data: []
         mappings = [self.mappings[str(r.map)] for r in self._routes_from(source) if r.map is not None]
 
         def members(name: str, data: bytes) -> list[str]:
@@ -159,6 +165,9 @@ class Pipeline:
         refusals: list[str] = []
         for route in routes:
             key = str(route.map)
+            if route.map is None:
+                errors[key] = DocumentError(f"route {route.name!r} has no map to read {sidecar} with",
+                                            path=sidecar, field="map", rule="route-map")
             if key in errors:
                 continue
             if key not in mapped:
@@ -184,6 +193,8 @@ class Pipeline:
         )
 
     def prepare(self, document: Any) -> PreparedDocument:
+        if self.relays(document.source):
+            return self._relay(document)
         sidecar_path = self.spool.path(document.sidecar_sha256)
         files = {name: self.spool.path(sha) for name, sha in document.files.items()}
         taken = self.map(document.source, document.bundle, sidecar_path.read_bytes(), files)
@@ -199,8 +210,8 @@ class Pipeline:
                 if endpoint in seen:
                     continue
                 seen.add(endpoint)
-                kind, options = self.endpoint(endpoint)
-                key = (route_act, kind, getattr(options, "trigram", None), getattr(options, "quadrigram", None),
+                _, options = self.endpoint(endpoint)
+                key = (route_act, getattr(options, "trigram", None), getattr(options, "quadrigram", None),
                        getattr(options, "max_archive_size", None))
                 if key not in built:
                     built[key] = self._build(route.name, endpoint, route_act)
@@ -214,11 +225,37 @@ class Pipeline:
             deliveries=tuple(deliveries),
         )
 
+    def _relay(self, document: Any) -> PreparedDocument:
+        """A passthrough document: its one file, unchanged, to every endpoint of its routes."""
+        deliveries: list[PlannedDelivery] = []
+        taken = [route for route in self._routes_from(document.source)
+                 if not condition_failures(route.when, None, document.source)]
+        if not taken:
+            raise DocumentError(f"{document.bundle} from {document.source} matches no route (when: source)",
+                                path=document.bundle, field="when", rule="route-match")
+        for route in taken:
+            for endpoint in route.to:
+                kinds, _ = self.endpoint(endpoint)
+                if FILE not in kinds:
+                    raise DocumentError(f"endpoint {endpoint!r} takes {' or '.join(kinds)}, not a file relayed "
+                                        f"unchanged by route {route.name!r}", rule="endpoint-kind")
+                if all(d.endpoint != endpoint for d in deliveries):
+                    deliveries.append(PlannedDelivery(
+                        route=route.name, endpoint=endpoint, artifact_name=document.bundle,
+                        artifact_sha256=document.sidecar_sha256, artifact_kind=FILE,
+                    ))
+        return PreparedDocument(
+            route=taken[0].name, siren=None, id_acte=None, natural_key=None,
+            canonical={"file": {"name": document.bundle, "sha256": document.sidecar_sha256,
+                                "size": self.spool.path(document.sidecar_sha256).stat().st_size}},
+            deliveries=tuple(deliveries),
+        )
+
     def _build(self, route: str, endpoint: str, act: CanonicalAct) -> PlannedDelivery:
-        kind, options = self.endpoint(endpoint)
-        if kind != ARCHIVE:
+        kinds, options = self.endpoint(endpoint)
+        if ARCHIVE not in kinds:
             raise DocumentError(
-                f"endpoint {endpoint!r} takes {kind!r}, which route {route!r} cannot build yet",
+                f"endpoint {endpoint!r} takes {' or '.join(kinds)}, not the ACTES archive route {route!r} builds",
                 rule="endpoint-kind",
             )
         today = self.today()
@@ -251,12 +288,25 @@ class Pipeline:
     def read_answer(self, data: bytes, name: str | None) -> Answer:
         message = parse_message(data, name)
         received = message.dates.get("DateReception")
+        key = message.act_key
+        act = None
+        if key is not None and key.is_complete:
+            assert key.siren and key.numero_interne and key.decision_date
+            act = (key.siren, f"{key.decision_date:%Y%m%d}", key.numero_interne)
         return Answer(
             kind=message.kind,
             code=message.code,
             id_acte=message.id_acte,
+            act=act,
+            envelope_name=f"{message.envelope_name}.xml" if message.envelope_name else None,
             received_on=received.isoformat() if received else None,
             anomaly=message.anomaly_nature,
             detail=message.detail,
             summary=message.to_dict(),
         )
+
+    def read_inbox(
+        self, name: str, data: bytes, attachments: dict[str, bytes]
+    ) -> list[tuple[str, bytes, dict[str, bytes]]]:
+        """The messages an answer file holds (a ministry package opened, or the message itself)."""
+        return [(m.name, m.data, m.attachments) for m in unpack_answer(name, data, attachments)]

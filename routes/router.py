@@ -39,18 +39,21 @@ def _conditions(when: Any) -> dict[str, Any]:
     return dict(when)
 
 
-def condition_failures(when: Any, act: CanonicalAct, source: str) -> list[str]:
-    """The conditions of ``when`` that the act does not meet, in words (empty: it matches)."""
+def condition_failures(when: Any, act: CanonicalAct | None, source: str) -> list[str]:
+    """The conditions of ``when`` that the act (None: a file relayed unchanged) does not meet,
+    in words (empty: it matches)."""
     failures: list[str] = []
     for key, expected in _conditions(when).items():
         wanted = _values(expected)
-        if key == "nature":
+        if key == "source":
+            ok, actual = source in wanted, source
+        elif act is None:
+            ok, actual = False, "unknown (a file relayed unchanged is not read)"
+        elif key == "nature":
             ok = str(act.nature) in wanted or act.nature_code in wanted
             actual = f"{act.nature} ({act.nature_code})"
         elif key == "siren":
             ok, actual = act.siren in wanted, act.siren
-        elif key == "source":
-            ok, actual = source in wanted, source
         elif key == "matiere":
             ok = any(_matiere_matches(w, act.matieres) for w in wanted)
             actual = ".".join(str(m) for m in act.matieres)

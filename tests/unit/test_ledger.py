@@ -317,8 +317,14 @@ def test_find_delivery_by_any_key(ledger: Ledger) -> None:
     assert ledger.find_delivery(envelope_name="EACT--214400152--20240502-2.xml") == two
     assert ledger.find_delivery(id_acte="044-214400152-20240502-A2-AI", client_key="client-2") == two
     assert ledger.find_delivery(id_acte="044-214400152-20240502-A2-AI", client_key="client-1") is None
-    with pytest.raises(ValueError, match="needs id_acte, client_key or envelope_name"):
+    with pytest.raises(ValueError, match="needs id_acte, client_key, envelope_name or act"):
         ledger.find_delivery()
+    # by the act's key (SIREN, decision date, NumeroInterne), on one endpoint; _ and % are literal
+    assert ledger.find_delivery(act=("214400152", "20240502", "A2")) == two
+    assert ledger.find_delivery(act=("214400152", "20240502", "A2"), endpoint="prefecture") is None
+    assert ledger.find_delivery(act=("214400152", "20240502", "A1"), endpoint="prefecture") == one
+    assert ledger.find_delivery(act=("214400152", "20240502", "A_")) is None
+    assert ledger.find_delivery(act=("214400152", "2024050%", "A1")) is None
 
 
 def test_replay_of_a_failed_delivery_clears_final_at(ledger: Ledger) -> None:

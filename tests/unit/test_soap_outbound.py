@@ -140,7 +140,7 @@ def test_the_defaults_are_safe_and_the_connector_is_registered() -> None:
     assert (config.wsdl, config.endpoint, config.connect_timeout, config.read_timeout, config.verify_tls) == (
         DEFAULT_WSDL, None, 10.0, 60.0, True)
     assert registry.connector_class("soap", "outbound") is SoapOutbound
-    assert SoapOutbound.consumes == "actes-archive"
+    assert SoapOutbound.consumes == ("actes-archive",)
     assert isinstance(connector(), AnsweringEndpoint)
     assert all(field.description for field in SoapOutboundConfig.model_fields.values())
 
