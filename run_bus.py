@@ -238,7 +238,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from simulators.demo import run_demo
 
     return run_demo(
-        workspace=Path(args.workspace) if args.workspace else None, keep=args.keep, as_json=args.json
+        workspace=Path(args.workspace) if args.workspace else None, keep=args.keep, as_json=args.json,
+        transport=args.transport,
     )
 
 
@@ -287,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workspace", help="folder to work in (default: a new temporary folder)")
     demo.add_argument("--keep", action="store_true", help="keep the workspace afterwards")
     demo.add_argument("--json", action="store_true", help="one JSON object per document")
+    demo.add_argument("--transport", choices=("soap", "sftp"), default="soap",
+                      help="reach the legality platform's simulator over SOAP (default) or SFTP, through an "
+                      "embedded SFTP server that also serves the finance software's outbox")
     demo.set_defaults(func=cmd_demo)
     return parser
 

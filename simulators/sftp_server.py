@@ -50,6 +50,9 @@ from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISS
 from connectors._sftp_common import fingerprint as _fingerprint
 
 log = logging.getLogger(__name__)
+#: paramiko's server-side transports log a client's plain disconnection as an ERROR: kept for DEBUG
+_TRANSPORT_LOG = f"{__name__}.transport"
+logging.getLogger(_TRANSPORT_LOG).setLevel(logging.CRITICAL)
 
 _T = TypeVar("_T")
 _STOP_WITHIN = 4.0  #: seconds stop() waits for the server's threads in all
@@ -387,6 +390,7 @@ class SftpServer:
     def _serve(self, sock: socket.socket, address: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock)
+        transport.set_log_channel(_TRANSPORT_LOG)
         transport.add_server_key(self.host_key)
         transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _ChrootSftp, str(self.root))
         with self._lock:

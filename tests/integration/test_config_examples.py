@@ -28,6 +28,19 @@ def test_every_example_configuration_checks_clean(config: str, tmp_path: Path) -
     assert result.stdout.startswith(f"{config}: OK")
 
 
+def test_the_sftp_demo_configuration_checks_clean(tmp_path: Path) -> None:
+    from simulators.demo import new_client_key
+
+    key = new_client_key(tmp_path / "keys")
+    known_hosts = tmp_path / "keys" / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:2222 {key.get_name()} {key.get_base64()}\n")
+    env = {"HENT_DEMO_WORKSPACE": str(tmp_path), "HENT_DEMO_SFTP_PORT": "2222",
+           "HENT_DEMO_SFTP_KEY": str(tmp_path / "keys" / "id_ed25519"), "HENT_DEMO_SFTP_KNOWN_HOSTS": str(known_hosts)}
+    result = run_cli("check", "-c", "config/demo-sftp.yaml", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("config/demo-sftp.yaml: OK")
+
+
 def _canonical(data: bytes) -> bytes:
     parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
     return etree.tostring(etree.fromstring(data, parser), method="c14n")
