@@ -217,3 +217,42 @@ def test_a_file_relayed_unchanged_arrives_whole_and_is_delivered_once(loop: tupl
         assert len(ledger.deliveries()) == 1
     finally:
         ledger.close()
+
+
+def test_bare_xml_answers_with_their_letters_beside_them_are_read_together(sshd: SshServer, tmp_path: Path) -> None:
+    # Given a platform that leaves bare messages, and letters as separate PDFs beside them
+    base = sshd.root / tmp_path.name
+    config = write_loop_config(sshd, base, tmp_path)
+    with LegalityDesk.for_root(base / "platform", interval=0.1, answer_format="xml") as desk:
+        drop_deliberation(base / "vendor", "DEL2026_105", decision=TODAY - timedelta(days=2), annexes=0)
+        run(config)
+        id_acte = f"044-{SIREN}-{TODAY - timedelta(days=2):%Y%m%d}-DEL2026_105-DE"
+        written = desk.followup(id_acte, "3-1")
+        assert any(name.endswith(".pdf") for name in written)
+        run(config)
+    # Then the request for documents reached the vendor with its letter, and both files left the outbox together
+    names = replies(base / "vendor")
+    assert len([n for n in names if n.endswith(".3-1.xml")]) == 1 and len([n for n in names if n.endswith(".pdf")]) == 1
+    done = sorted(p.name for p in (base / "platform" / "outbox" / "done").iterdir())
+    assert set(written) <= set(done) and len(done) == 3  # the ARActe, the 3-1 and its letter
+
+
+def test_an_answer_recorded_but_not_settled_before_a_failure_is_not_returned_twice(
+    loop: tuple[Path, Path, LegalityDesk],
+) -> None:
+    config, base, desk = loop
+    outbox = base / "platform" / "outbox"
+    # Given a done/ folder that cannot take the answer (a file stands in its place)
+    (outbox / "done").write_text("not a folder")
+    drop_deliberation(base / "vendor", "DEL2026_106", decision=TODAY - timedelta(days=2), annexes=0)
+    run(config)
+    # Then the act is acknowledged and the vendor has its ARActe, but the answer is still in the outbox
+    assert len([n for n in replies(base / "vendor") if n.endswith(".1-2.xml")]) == 1
+    assert len([p for p in outbox.iterdir() if p.name.endswith(".tar.gz")]) == 1
+    # When the folder is repaired and the bus runs again
+    (outbox / "done").unlink()
+    (outbox / "done").mkdir()
+    run(config)
+    # Then the answer is settled, and the vendor did not get it a second time
+    assert [p for p in outbox.iterdir() if p.is_file()] == [] and len(list((outbox / "done").iterdir())) == 1
+    assert len([n for n in replies(base / "vendor") if n.endswith(".1-2.xml")]) == 1
