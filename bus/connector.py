@@ -26,6 +26,7 @@ __all__ = [
     "InboxEndpoint",
     "ARCHIVE",
     "FILE",
+    "CANONICAL",
 ]
 
 from abc import ABC, abstractmethod
@@ -34,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-#: the artifact kinds: an ACTES archive built by the bus, a vendor's file relayed unchanged
+#: the artifact kinds: an ACTES archive built by the bus, a vendor's file relayed unchanged, the
+#: checked act as JSON naming its files by sha256 (transformers/actes_canonical.py)
 ARCHIVE = "actes-archive"
 FILE = "file"
+CANONICAL = "canonical-act"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Artifact:
     kind: str  #: "actes-archive", "decp-xml", ...
     client_key: str | None = None  #: envelope name or expected IDActe, to ask the endpoint about it
     meta: dict[str, Any] = field(default_factory=dict)
+    #: where the spool keeps a blob by its sha256 (the files a canonical act names)
+    blob: Callable[[str], Path] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -145,8 +150,9 @@ class OutboundConnector(ABC):
 
     Config: ClassVar[type]
     direction: ClassVar[str] = "outbound"
-    #: the artifact kinds this endpoint takes ("actes-archive", "file", "decp-xml", "canonical-act")
-    consumes: ClassVar[tuple[str, ...]] = (ARCHIVE,)
+    #: the artifact kinds this endpoint takes ("actes-archive", "file", "canonical-act"); an
+    #: instance may narrow it from its configuration
+    consumes: tuple[str, ...] = (ARCHIVE,)
 
     def __init__(self, name: str, config: Any) -> None:
         self.name = name

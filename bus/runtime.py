@@ -322,6 +322,7 @@ class Runtime:
             kind=kind,
             client_key=delivery.client_key,
             meta={"id_acte": delivery.id_acte, "envelope_name": delivery.envelope_name},
+            blob=self.spool.path,
         )
         try:
             with metrics.stage_timer("send"):

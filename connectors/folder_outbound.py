@@ -41,7 +41,7 @@ def _sha256(path: Path) -> str:
 
 class FolderOutbound(OutboundConnector):
     Config = FolderOutboundConfig
-    consumes = (ARCHIVE, FILE)
+    consumes: tuple[str, ...] = (ARCHIVE, FILE)
     config: FolderOutboundConfig
     _swept = False
 

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from bus.config import ConnectorConfig
-from bus.connector import ARCHIVE, FILE, Artifact, OutboundConnector, SendResult
+from bus.connector import ARCHIVE, CANONICAL, FILE, Artifact, OutboundConnector, SendResult
 from bus.errors import DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
 
@@ -31,17 +31,25 @@ class MemoryOutboundConfig(ConnectorConfig, ArchiveOptions):
         default_factory=list, description="Outcomes of the first sends, in order; then success."
     )
     answer: Literal["DELIVERED", "SENT"] = Field("DELIVERED", description="State of a successful send.")
+    takes: Literal["archive", "canonical-act"] = Field(
+        "archive", description="What it is sent: ACTES archives (and files), or the canonical act as S2LOW takes it."
+    )
 
 
 class MemoryOutbound(OutboundConnector):
     Config = MemoryOutboundConfig
-    consumes = (ARCHIVE, FILE)
+    consumes: tuple[str, ...] = (ARCHIVE, FILE)
     config: MemoryOutboundConfig
 
     #: every artifact each memory endpoint was sent, by connector name (for the tests)
     sent: ClassVar[dict[str, list[Artifact]]] = {}
     attempts: ClassVar[dict[str, int]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, name: str, config: MemoryOutboundConfig) -> None:
+        super().__init__(name, config)
+        if config.takes == "canonical-act":
+            self.consumes = (CANONICAL,)
 
     def send(self, artifact: Artifact) -> SendResult:
         with self._lock:

@@ -48,7 +48,7 @@ class SftpOutboundConfig(ConnectorConfig, SftpOptions, ArchiveOptions):
 
 class SftpOutbound(OutboundConnector):
     Config = SftpOutboundConfig
-    consumes = (ARCHIVE, FILE)
+    consumes: tuple[str, ...] = (ARCHIVE, FILE)
     config: SftpOutboundConfig
 
     def __init__(self, name: str, config: SftpOutboundConfig) -> None:

@@ -44,14 +44,15 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
         for endpoint in route.to:
             try:
                 cfg = config.connector_config(endpoint, "outbound")
-                consumes = registry.connector_class(cfg.type, "outbound").consumes
+                connector = registry.connector_class(cfg.type, "outbound")(endpoint, cfg)
             except HentError as exc:
                 problems.append(exc.problem())
                 continue
+            consumes = connector.consumes
             if endpoint not in built:  # what only shows when a connector gets ready: a WSDL, a key file
                 built.add(endpoint)
                 try:
-                    registry.connector_class(cfg.type, "outbound")(endpoint, cfg).check()
+                    connector.check()
                 except ConfigError as exc:
                     problems.extend(exc.problems or [exc.problem()])
             if kind is not None and kind not in consumes:

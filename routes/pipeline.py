@@ -19,10 +19,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bus.connector import ARCHIVE, FILE
+from bus.connector import ARCHIVE, CANONICAL, FILE
 from bus.document import Answer, PlannedDelivery, PreparedDocument
 from bus.errors import DocumentError
 from routes.router import condition_failures
+from transformers.actes_canonical import build_canonical
 from transformers.actes_in import parse_message
 from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.actes_out import build_archive
@@ -210,11 +211,11 @@ class Pipeline:
                 if endpoint in seen:
                     continue
                 seen.add(endpoint)
-                _, options = self.endpoint(endpoint)
-                key = (route_act, getattr(options, "trigram", None), getattr(options, "quadrigram", None),
-                       getattr(options, "max_archive_size", None))
+                kinds, options = self.endpoint(endpoint)
+                key = (route_act, ARCHIVE in kinds, getattr(options, "trigram", None),
+                       getattr(options, "quadrigram", None), getattr(options, "max_archive_size", None))
                 if key not in built:
-                    built[key] = self._build(route.name, endpoint, route_act)
+                    built[key] = self._build(route.name, endpoint, route_act, document.files)
                 deliveries.append(replace(built[key], route=route.name, endpoint=endpoint))
         return PreparedDocument(
             route=first_route.name,
@@ -251,9 +252,11 @@ class Pipeline:
             deliveries=tuple(deliveries),
         )
 
-    def _build(self, route: str, endpoint: str, act: CanonicalAct) -> PlannedDelivery:
+    def _build(self, route: str, endpoint: str, act: CanonicalAct, shas: dict[str, str]) -> PlannedDelivery:
         kinds, options = self.endpoint(endpoint)
         if ARCHIVE not in kinds:
+            if CANONICAL in kinds:
+                return self._build_canonical(route, endpoint, act, shas)
             raise DocumentError(
                 f"endpoint {endpoint!r} takes {' or '.join(kinds)}, not the ACTES archive route {route!r} builds",
                 rule="endpoint-kind",
@@ -283,6 +286,16 @@ class Pipeline:
             client_key=transmission.envelope_name,
             id_acte=transmission.id_acte,
             envelope_name=transmission.envelope_name,
+        )
+
+    def _build_canonical(self, route: str, endpoint: str, act: CanonicalAct, shas: dict[str, str]) -> PlannedDelivery:
+        """For a platform that builds the archive itself (S2LOW, Pastell): the checked act as JSON."""
+        with self.spool.writer(sync=False) as out:
+            package = build_canonical(act, out, shas=shas, today=self.today(), text_policy=self.text_policy,
+                                      classification=self.classification(act.siren), validator=self.validator)
+        return PlannedDelivery(
+            route=route, endpoint=endpoint, artifact_name=package.name, artifact_sha256=out.sha256,
+            artifact_kind=CANONICAL, client_key=package.id_acte, id_acte=package.id_acte,
         )
 
     def read_answer(self, data: bytes, name: str | None) -> Answer:
