@@ -11,9 +11,15 @@ records what was consumed, then moves the bundle to ``done/`` (or deletes it);
 ``replies/`` on the server, named as the folder connector names them, never overwritten.
 ``recover`` resumes from the local manifests.
 
-What was consumed — (remote path, size, mtime, sha256) — is appended to
+What was consumed — (remote path, size, mtime, sha256, ``consumed_at``) — is appended to
 ``<local_work_dir>/consumed.jsonl`` before the remote move: a file seen again with the same
 path, size and mtime (a remote move that failed, a bundle put back) is not claimed again.
+The file is read again only when its mtime or size changed.  An entry is forgotten once it
+is older than ``remember`` (default 30 days) AND its path is no longer in the outbox's
+listing (a file still sitting there stays remembered, whatever its age): each poll drops
+such entries, if any, in one atomic rewrite.  An entry written before ``consumed_at``
+existed counts as consumed when consumed.jsonl was last modified (never earlier than the
+truth, so never forgotten too early); the first rewrite records that time in it.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any, Literal
 import paramiko
 from pydantic import Field
 
-from bus.config import ConfigPath, ConnectorConfig
+from bus.config import ConfigPath, ConnectorConfig, Duration
 from bus.connector import Candidate, Claimed, InboundConnector
 from bus.errors import ConfigError, TransientError
 from connectors._folder_common import (
@@ -69,6 +75,10 @@ class SftpInboundConfig(ConnectorConfig, SftpOptions, PickupOptions):
     done_dir: str | None = Field(None, description="Remote folder for processed bundles (default <path>/done).")
     error_dir: str | None = Field(None, description="Remote folder for failed bundles (default <path>/error).")
     replies: str | None = Field(None, description="Remote folder for replies (default <path>/replies).")
+    remember: Duration = Field(
+        30 * 86400.0, gt=0,
+        description="How long after its consumption a file is remembered (longer while it is still in the outbox).",
+    )
 
 
 class SftpInbound(InboundConnector):
@@ -85,6 +95,7 @@ class SftpInbound(InboundConnector):
         self.local_dir = config.local_work_dir or Path.home() / ".cache" / "hent" / "sftp" / name
         self.claims_dir = self.local_dir / "claims"
         self.session = SessionHolder(name, config)
+        self.consumed = _ConsumedLog(name, self.local_dir / CONSUMED)
         self._last_seen: dict[str, tuple[int, int]] = {}
         self._dirs_ready = False
 
@@ -106,10 +117,12 @@ class SftpInbound(InboundConnector):
         found: list[Candidate] = []
         seen: dict[str, tuple[int, int]] = {}
         now = time.time()
-        consumed = self._consumed()
         with self.session.using(root) as sftp:
             self._ensure_dirs(sftp)
-            entries = {e.filename: e for e in sftp.listdir_attr(root) if stat.S_ISREG(e.st_mode or 0)}
+            listing = sftp.listdir_attr(root)
+            self.consumed.forget(now - self.config.remember, {remote_join(root, e.filename) for e in listing})
+            consumed = self.consumed.keys()
+            entries = {e.filename: e for e in listing if stat.S_ISREG(e.st_mode or 0)}
             for name in sorted(entries):
                 attr = entries[name]
                 if name.startswith(".") or not fnmatchcase(name, self.config.pattern):
@@ -153,15 +166,6 @@ class SftpInbound(InboundConnector):
             log.debug("bundle members of %s unknown: %s", name, exc)
             return []
         return [n for n in dict.fromkeys(names) if plain_name(n) and n != name]
-
-    def _consumed(self) -> set[tuple[str, int, int]]:
-        path = self.local_dir / CONSUMED
-        with folder_errors(self.name, path):
-            if not path.is_file():
-                return set()
-            lines = path.read_text().splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
-        return {(r["path"], r["size"], r["mtime"]) for r in records}
 
     # -- claim / commit / rollback ---------------------------------------------------
     def claim(self, candidate: Candidate) -> Claimed | None:
@@ -295,15 +299,17 @@ class SftpInbound(InboundConnector):
         return manifest
 
     def _remember(self, manifest: dict[str, Any]) -> None:
-        """Append what the claim consumed to consumed.jsonl, durably, before anything moves."""
-        lines = "".join(
-            json.dumps({"path": remote_join(manifest["origin"], name), **record}) + "\n"
+        """Record what the claim consumed in consumed.jsonl, durably, before anything moves
+        (once: a commit that failed and is tried again adds nothing)."""
+        consumed_at = round(time.time(), 3)
+        records = [
+            {"path": remote_join(manifest["origin"], name), **record, "consumed_at": consumed_at}
             for name, record in manifest["files"].items()
-        )
-        with folder_errors(self.name, self.local_dir), open(self.local_dir / CONSUMED, "a") as out:
-            out.write(lines)
-            out.flush()
-            os.fsync(out.fileno())
+        ]
+        known = self.consumed.keys()
+        fresh = [r for r in records if (r["path"], r["size"], r["mtime"]) not in known]
+        if fresh:
+            self.consumed.append(fresh)
 
     @staticmethod
     def _remote_files(sftp: paramiko.SFTPClient, manifest: dict[str, Any]) -> list[str]:
@@ -338,6 +344,80 @@ class SftpInbound(InboundConnector):
         except TransientError as exc:
             return False, exc.message
         return True, where
+
+
+class _ConsumedLog:
+    """``consumed.jsonl``: one JSON entry a line, cached while the file's mtime and size hold."""
+
+    def __init__(self, connector: str, path: Path) -> None:
+        self.connector = connector
+        self.path = path
+        self._records: list[dict[str, Any]] = []
+        self._keys: set[tuple[str, int, int]] = set()
+        self._signature: tuple[int, int] | None = None  #: (mtime_ns, size) of what _records holds
+
+    def keys(self) -> set[tuple[str, int, int]]:
+        """(path, size, mtime) of every entry."""
+        self._load()
+        return self._keys
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(record) + "\n" for record in records).encode()
+        self._load()
+        with folder_errors(self.connector, self.path), open(self.path, "a+b") as out:
+            before = os.fstat(out.fileno())
+            if before.st_size:
+                out.seek(before.st_size - 1)
+                if out.read(1) != b"\n":  # a line a crash cut short: it stays apart, unreadable
+                    data = b"\n" + data
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+            after = os.fstat(out.fileno())
+        if (before.st_mtime_ns, before.st_size) == self._signature or not (before.st_size or self._records):
+            self._set([*self._records, *records], (after.st_mtime_ns, after.st_size))
+        else:
+            self._signature = None  # changed behind our back: read again next time
+
+    def forget(self, consumed_before: float, listed: set[str]) -> int:
+        """Drop the entries consumed before ``consumed_before`` whose path is not ``listed``."""
+        self._load()
+        keep = [r for r in self._records if r["consumed_at"] >= consumed_before or r["path"] in listed]
+        dropped = len(self._records) - len(keep)
+        if dropped:
+            with folder_errors(self.connector, self.path):
+                atomic_write(self.path, "".join(json.dumps(record) + "\n" for record in keep).encode())
+                info = self.path.stat()
+            self._set(keep, (info.st_mtime_ns, info.st_size))
+            log.info("%s: %d consumed file(s) forgotten, %d remembered", self.connector, dropped, len(keep))
+        return dropped
+
+    def _load(self) -> None:
+        with folder_errors(self.connector, self.path):
+            try:
+                info = self.path.stat()
+            except FileNotFoundError:
+                self._set([], None)
+                return
+            if (info.st_mtime_ns, info.st_size) == self._signature:
+                return
+            lines = self.path.read_bytes().splitlines()
+        records = []
+        for line in filter(bytes.strip, lines):
+            try:
+                record = json.loads(line)
+                if not {"path", "size", "mtime"} <= record.keys():
+                    raise ValueError("path, size or mtime missing")
+            except (ValueError, AttributeError):  # cut short by a crash before its fsync: not committed
+                log.warning("%s: %s: unreadable line skipped: %.80r", self.connector, self.path, line)
+                continue
+            record.setdefault("consumed_at", info.st_mtime)  # written before consumed_at existed
+            records.append(record)
+        self._set(records, (info.st_mtime_ns, info.st_size))
+
+    def _set(self, records: list[dict[str, Any]], signature: tuple[int, int] | None) -> None:
+        self._records, self._signature = records, signature
+        self._keys = {(r["path"], r["size"], r["mtime"]) for r in records}
 
 
 def _put_new(sftp: paramiko.SFTPClient, folder: str, name: str, data: bytes) -> bool:

@@ -4,12 +4,16 @@ Use it in a test module with ``from tests.sshd import sshd_server  # noqa: F401`
 argument named ``sshd``.  The server runs as the current user (root in CI: key login only),
 serves ``internal-sftp`` and is stopped by its PID when the module's tests are done.  When
 /usr/sbin/sshd is missing the tests are skipped, or failed when HENT_REQUIRE_SSHD=1.
+
+A test that kills, stalls or restarts the server takes ``dedicated_sshd`` instead (import
+``dedicated_sshd_server``): an sshd of its own, see :class:`DedicatedSshd`.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -100,16 +104,19 @@ def start_sshd(base: Path) -> tuple[SshServer, subprocess.Popen[bytes]]:
     root = base / "remote"
     root.mkdir()
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    log = base / "sshd.log"
-    with open(log, "wb") as out:
+    server = SshServer("127.0.0.1", port, getpass.getuser(), client_key, known_hosts, host_key, root, base / "sshd.log")
+    return server, _launch(sshd, config, server)
+
+
+def _launch(sshd: Path, config: Path, server: SshServer) -> subprocess.Popen[bytes]:
+    with open(server.log, "ab") as out:
         process = subprocess.Popen([str(sshd), "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_for_port(port, process, log)
+        _wait_for_port(server.port, process, server.log)
     except BaseException:
         stop(process)
         raise
-    server = SshServer("127.0.0.1", port, getpass.getuser(), client_key, known_hosts, host_key, root, log)
-    return server, process
+    return process
 
 
 @pytest.fixture(scope="module", name="sshd")
@@ -120,3 +127,84 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]
         yield server
     finally:
         stop(process)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid``, from /proc: sshd forks one (or two, privilege separation)
+    per connection, and internal-sftp runs in them."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat_file.parent.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class DedicatedSshd:
+    """An sshd of one test's own, which the test may kill as a crash would, stall, and start again
+    on the same port with the same host key (clients keep their known_hosts)."""
+
+    def __init__(self, base: Path) -> None:
+        self.server, self.process = start_sshd(base)
+        self._stalled: list[int] = []
+
+    def connection_pids(self) -> list[int]:
+        """The processes serving the open connections (children of the listening sshd)."""
+        return descendants(self.process.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the listener and every connection's processes, at once: nothing is closed politely."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGSTOP)  # no new connection while the list is taken
+        _signal_all([*self.connection_pids(), self.process.pid], signal.SIGKILL)
+        self.process.wait(timeout=5)
+
+    def stall(self) -> list[int]:
+        """SIGSTOP the processes serving the open connections: the server stops answering, the
+        TCP connections stay open.  :meth:`kill_stalled` ends them."""
+        pids = self.connection_pids()
+        _signal_all(pids, signal.SIGSTOP)
+        self._stalled += pids
+        return pids
+
+    def kill_stalled(self) -> None:
+        _signal_all(self._stalled, signal.SIGKILL)
+        self._stalled = []
+
+    def restart(self) -> None:
+        """Start sshd again, same port, same host key and configuration (after :meth:`kill`)."""
+        if self.process.poll() is None:
+            raise RuntimeError("sshd is still running: kill() it first")
+        self.process = _launch(sshd_or_skip(), self.server.log.parent / "sshd_config", self.server)
+
+    def close(self) -> None:
+        self.kill_stalled()
+        if self.process.poll() is None:
+            self.kill()
+
+
+@pytest.fixture(name="dedicated_sshd")
+def dedicated_sshd_server(tmp_path: Path) -> Iterator[DedicatedSshd]:
+    """An sshd for one test only, which it may kill, stall and restart; killed with its
+    connections' processes (by their PIDs) at the end."""
+    dedicated = DedicatedSshd(tmp_path / "sshd")
+    try:
+        yield dedicated
+    finally:
+        dedicated.close()

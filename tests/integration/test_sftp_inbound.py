@@ -1,4 +1,5 @@
-"""Pickup from a vendor's SFTP outbox on OpenSSH's sshd: readiness, claim, commit, rollback, replies."""
+"""Pickup from a vendor's SFTP outbox on OpenSSH's sshd: readiness, claim, commit, rollback, replies,
+what was consumed (remembered, cached, forgotten)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bus.connector import InboundContext
+from bus.errors import TransientError
 from connectors.sftp_inbound import CONSUMED, MANIFEST, SftpInbound, SftpInboundConfig
 from tests.sshd import SshServer, sshd_server  # noqa: F401 - the sshd fixture
 
@@ -202,3 +205,185 @@ def test_two_pollers_never_both_claim_a_bundle(sshd: SshServer, tmp_path: Path) 
     finally:
         first.close()
         second.close()
+
+
+DAY = 86400.0
+
+
+def remembered(vendor: SftpInbound) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (vendor.local_dir / CONSUMED).read_text().splitlines()]
+
+
+def entry(path: Path, *, consumed_at: float | None, size: int = 2, mtime: int = 1_700_000_000) -> dict[str, object]:
+    record: dict[str, object] = {"path": str(path), "size": size, "mtime": mtime, "sha256": "0" * 64}
+    if consumed_at is not None:
+        record["consumed_at"] = consumed_at
+    return record
+
+
+def write_consumed(vendor: SftpInbound, records: list[dict[str, object]]) -> Path:
+    vendor.local_dir.mkdir(parents=True, exist_ok=True)
+    path = vendor.local_dir / CONSUMED
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def test_an_old_entry_whose_file_left_the_outbox_is_forgotten_young_or_present_ones_stay(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    # Given consumed.jsonl remembering for a day: a file consumed two days ago and gone, one
+    # consumed forty days ago and still in the outbox (same size and mtime), one consumed an hour ago
+    vendor = source(sshd, tmp_path, "forget", ready={"min_age": 0, "stable": False}, remember="1d")
+    outbox = sshd.root / "forget"
+    drop_bundle(outbox, "still.json", {})
+    still = outbox / "still.json"
+    now = time.time()
+    gone = entry(outbox / "gone.json", consumed_at=now - 2 * DAY)
+    kept = entry(still, consumed_at=now - 40 * DAY, size=still.stat().st_size, mtime=int(still.stat().st_mtime))
+    young = entry(outbox / "young.json", consumed_at=now - 3600)
+    consumed = write_consumed(vendor, [gone, kept, young])
+    try:
+        # When polled, Then the file still there is not claimed, and only the gone one is forgotten
+        assert vendor.list_ready() == []
+        assert remembered(vendor) == [kept, young]
+        # and a poll with nothing to forget leaves the file alone (no rewrite)
+        inode = consumed.stat().st_ino
+        assert vendor.list_ready() == []
+        assert consumed.stat().st_ino == inode and remembered(vendor) == [kept, young]
+        # When the old file finally leaves the outbox, Then the next poll forgets it too
+        still.unlink()
+        assert vendor.list_ready() == []
+        assert remembered(vendor) == [young]
+    finally:
+        vendor.close()
+
+
+def test_entries_without_a_consumption_time_count_from_the_last_change_of_consumed_jsonl(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    # Given entries written before consumed_at existed, for files gone from the outbox
+    vendor = source(sshd, tmp_path, "legacy", remember="30d")
+    outbox = sshd.root / "legacy"
+    records = [entry(outbox / "a.json", consumed_at=None), entry(outbox / "b.json", consumed_at=None)]
+    consumed = write_consumed(vendor, records)
+    try:
+        # When consumed.jsonl changed less than `remember` ago, Then they stay, untouched
+        assert vendor.list_ready() == []
+        assert remembered(vendor) == records
+        # When it last changed 40 days ago, Then they are forgotten (a fresh connector reads it again)
+        past = time.time() - 40 * DAY
+        os.utime(consumed, (past, past))
+        restarted = source(sshd, tmp_path, "legacy", remember="30d")
+        try:
+            assert restarted.list_ready() == []
+            assert remembered(restarted) == []
+        finally:
+            restarted.close()
+    finally:
+        vendor.close()
+
+
+def test_a_legacy_entry_kept_by_a_rewrite_gets_the_time_it_was_counted_from(sshd: SshServer, tmp_path: Path) -> None:
+    # Given a legacy entry for a file still in the outbox and an old dated one for a gone file
+    vendor = source(sshd, tmp_path, "legacy-pin", remember="1d")
+    outbox = sshd.root / "legacy-pin"
+    drop_bundle(outbox, "here.json", {})
+    here = entry(outbox / "here.json", consumed_at=None)
+    consumed = write_consumed(vendor, [here, entry(outbox / "gone.json", consumed_at=time.time() - 2 * DAY)])
+    past = time.time() - 10 * DAY
+    os.utime(consumed, (past, past))
+    try:
+        # When the gone one is forgotten, Then the legacy one stays, dated from consumed.jsonl's old mtime
+        assert vendor.list_ready() == []
+        [kept] = remembered(vendor)
+        assert kept == {**here, "consumed_at": pytest.approx(past, abs=0.01)}
+    finally:
+        vendor.close()
+
+
+def test_consumed_jsonl_is_read_again_only_when_it_changed(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vendor = source(sshd, tmp_path, "cache", ready={"min_age": 0, "stable": False})
+    outbox = sshd.root / "cache"
+    consumed = write_consumed(vendor, [entry(outbox / "old.json", consumed_at=time.time())])
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def counting(path: Path) -> bytes:
+        if path.name == CONSUMED:
+            reads.append(path)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    try:
+        # Given three polls of an unchanged consumed.jsonl, Then it was read once
+        for _ in range(3):
+            assert vendor.list_ready() == []
+        assert len(reads) == 1
+        # When a bundle is committed (an append by the connector itself), Then it is not read again,
+        # and the bundle put back is still known
+        drop_bundle(outbox, "a.json", {})
+        claimed = vendor.claim(vendor.list_ready()[0])
+        assert claimed is not None
+        vendor.commit(claimed)
+        os.replace(outbox / "done" / "a.json", outbox / "a.json")
+        assert vendor.list_ready() == [] and len(reads) == 1
+        assert [r["path"] for r in remembered(vendor)] == [str(outbox / "old.json"), str(outbox / "a.json")]
+        # When another hand changes it, Then the next poll reads it again
+        with open(consumed, "a") as out:
+            out.write(json.dumps(entry(outbox / "other.json", consumed_at=time.time())) + "\n")
+        assert vendor.list_ready() == [] and len(reads) == 2
+    finally:
+        vendor.close()
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped_and_the_next_entry_starts_on_its_own_line(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    vendor = source(sshd, tmp_path, "torn", ready={"min_age": 0, "stable": False})
+    outbox = sshd.root / "torn"
+    consumed = write_consumed(vendor, [entry(outbox / "old.json", consumed_at=time.time())])
+    with open(consumed, "a") as out:
+        out.write('{"path": "/cut')
+    drop_bundle(outbox, "a.json", {})
+    try:
+        claimed = vendor.claim(vendor.list_ready()[0])
+        assert claimed is not None
+        vendor.commit(claimed)
+        os.replace(outbox / "done" / "a.json", outbox / "a.json")
+        restarted = source(sshd, tmp_path, "torn", ready={"min_age": 0, "stable": False})
+        try:
+            assert restarted.list_ready() == []  # a.json is remembered despite the torn line before it
+        finally:
+            restarted.close()
+    finally:
+        vendor.close()
+
+
+def test_a_commit_tried_again_after_its_remote_move_failed_remembers_each_file_once(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    # Given a claimed bundle whose done/ folder is, by mistake, a file
+    vendor = source(sshd, tmp_path, "broken-done", ready={"min_age": 0, "stable": False})
+    outbox = sshd.root / "broken-done"
+    drop_bundle(outbox, "a.json", {"a.pdf": b"%PDF"})
+    try:
+        claimed = vendor.claim(vendor.list_ready()[0])
+        assert claimed is not None
+        (outbox / "done").rmdir()
+        (outbox / "done").write_text("not a folder")
+        # When its commit fails twice, Then each file is remembered once, and the bundle waits in .hent-work
+        for _ in range(2):
+            with pytest.raises(TransientError):
+                vendor.commit(claimed)
+        assert sorted(r["path"] for r in remembered(vendor)) == [str(outbox / "a.json"), str(outbox / "a.pdf")]
+        assert [p.name for p in (outbox / ".hent-work").iterdir()] == [claimed.sidecar.parent.name]
+        # When done/ is a folder again, Then the commit goes through, still remembering each file once
+        (outbox / "done").unlink()
+        (outbox / "done").mkdir()
+        vendor.commit(claimed)
+        assert sorted(p.name for p in (outbox / "done").iterdir()) == ["a.json", "a.pdf"]
+        assert len(remembered(vendor)) == 2
+    finally:
+        vendor.close()
