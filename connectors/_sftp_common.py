@@ -5,7 +5,9 @@ Secure by default: the server's host key must be pinned, by a ``known_hosts`` fi
 changed key is refused with a message saying how to pin it, never added.  Every step is
 bounded: ``connect_timeout`` covers the TCP connection, the SSH banner, the key exchange and
 authentication (a watchdog closes the transport if they last longer), ``timeout`` is the
-longest the server may stay silent during any SFTP operation (the channel's timeout), so a
+longest the server may stay silent during any SFTP operation (the channel's timeout, and on
+Linux the socket's TCP_USER_TIMEOUT, which also ends a send blocked on a server that stopped
+reading: paramiko alone would retry that send for as long as the connection lives), so a
 server that stops answering cannot hang a worker.  Retrying (with back-off) is the runtime's
 business: every failure here is a :class:`TransientError`, with ``alert`` when a person must
 act (credentials, host key).
@@ -193,6 +195,8 @@ def open_session(connector: str, options: SftpOptions) -> SftpSession:
     pkey = load_key(connector, options, TransientAlert)
     with sftp_errors(connector, options.where()):
         sock = socket.create_connection((options.host, options.port), timeout=options.connect_timeout)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: data unacknowledged for `timeout` aborts the connection
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(options.timeout * 1000))
         transport = paramiko.Transport(sock)
         # a server that accepts and never speaks: the watchdog closes the transport, waking every wait
         watchdog = threading.Timer(options.connect_timeout, transport.close)

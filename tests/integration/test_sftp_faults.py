@@ -276,10 +276,6 @@ def test_a_server_that_stops_answering_mid_upload_times_out_and_frees_the_worker
         target.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: paramiko's Packetizer.write_all retries a send that times out for as long as the transport is open, "
-    "and nothing in connectors/_sftp_common.py closes it once `timeout` has passed: a server that stops reading "
-    "while the TCP send buffer is full holds the worker until the connection dies"))
 def test_a_server_that_stops_reading_while_the_send_buffer_is_full_times_out(
     dedicated_sshd: DedicatedSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
