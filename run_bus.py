@@ -3,7 +3,7 @@
 
     python run_bus.py demo                       the whole flow on an embedded default
     python run_bus.py run -c config/hent.yaml    serve until SIGTERM / SIGINT
-    python run_bus.py check -c FILE              every configuration error at once (exit 2)
+    python run_bus.py check -c FILE [--online]   every configuration error at once (exit 2); --online: reach each server
     python run_bus.py validate FILE...           an ACTES XML or archive against the schema
     python run_bus.py inspect FILE               a ministry message, parsed, as JSON
     python run_bus.py status -c FILE             documents and deliveries in the ledger
@@ -67,7 +67,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{args.config}: {len(problems)} error(s)", file=sys.stderr)
         return EXIT_CONFIG
     print(summary)
-    return EXIT_OK
+    if not args.online:
+        return EXIT_OK
+    from bus.secrets import redact
+    from routes.check import probe_connectors
+
+    status = EXIT_OK
+    for name, ok, detail in probe_connectors(Path(args.config)):
+        print(f"connector {name}: {'OK' if ok else 'FAILED'} — {redact(detail)}")
+        status = status if ok else EXIT_FAILED
+    return status
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -260,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="run the bus until SIGTERM or SIGINT"))
     run.set_defaults(func=cmd_run)
     check = with_config(sub.add_parser("check", help="report every configuration error at once (exit 2)"))
+    check.add_argument("--online", action="store_true",
+                       help="also reach every connector's server with its credentials (exit 1 if one fails)")
     check.set_defaults(func=cmd_check)
     validate = sub.add_parser("validate", help="validate ACTES XML files or .tar.gz archives")
     validate.add_argument("files", nargs="+", metavar="FILE")

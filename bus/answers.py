@@ -11,9 +11,10 @@ that sent the act (``<bundle>.<n>.<code>.xml`` beside a summary).
 
 from __future__ import annotations
 
-__all__ = ["AnswerPoller", "BATCH", "FOLLOW_UP_DAYS"]
+__all__ = ["AnswerPoller", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS"]
 
 import logging
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,8 @@ FOLLOW_UP_DAYS = 75  #: the préfet has two months to act on an act; a margin fo
 #: the messages that end a delivery, and the state they end it in
 _FINAL = {"ARActe": "ACKNOWLEDGED", "AnomalieActe": "REJECTED", "AnomalieEnveloppe": "REJECTED"}
 _WAIT = object()  #: a message to read again at the next poll
+#: why a platform may hold an act (RemoteStatus.waiting): S2LOW's statuses 17 and 18
+HELD_REASONS = ("to-be-posted", "to-be-signed")
 
 
 class AnswerPoller:
@@ -70,12 +73,27 @@ class AnswerPoller:
                    if d.remote_id}
         done = 0
         ids = list(waiting)
+        held: Counter[str] = Counter()
         for start in range(0, len(ids), BATCH):
             for status in connector.statuses(ids[start:start + BATCH]):
                 delivery = waiting.get(status.remote_id)
-                if delivery is not None and self._on_status(delivery, status):
+                if delivery is None:
+                    continue
+                if status.state == "IN_TRANSIT" and status.waiting:
+                    held[status.waiting] += 1
+                    self._on_hold(delivery, status)
+                elif self._on_status(delivery, status):
                     done += 1
+        for reason in {*held, *HELD_REASONS}:
+            metrics.PLATFORM_WAITING.labels(connector=endpoint, waiting=reason).set(held[reason])
         return done
+
+    def _on_hold(self, delivery: Any, status: RemoteStatus) -> None:
+        """The platform holds the act until a person acts (posts it, signs it): journaled once."""
+        reason = f"waiting at the platform: {status.waiting}" + (f" ({status.detail})" if status.detail else "")
+        if delivery.reason != reason:
+            self.runtime.ledger.record("delivery", delivery.id, actor=delivery.endpoint, reason=reason)
+            log.warning("delivery %s to %s is %s", delivery.id, delivery.endpoint, reason)
 
     def _on_status(self, delivery: Any, status: RemoteStatus) -> bool:
         if status.state not in ("ACKNOWLEDGED", "REJECTED"):

@@ -182,6 +182,8 @@ class RemoteStatus:
     message: bytes | None = None  #: the ministry's message verbatim (ARActe, AnomalieActe...), if any
     message_name: str | None = None  #: its file name, as the ministry named it
     detail: str = ""  #: the endpoint's own words (an error, a status label)
+    #: IN_TRANSIT but held at the platform until a person acts: "to-be-posted", "to-be-signed"
+    waiting: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ __all__ = [
     "POLL_FAILURES",
     "SEND_FAILURES",
     "UNMATCHED_ANSWERS",
+    "PLATFORM_WAITING",
     "CIRCUIT_STATE",
     "QUEUE_DEPTH",
     "BUILD_INFO",
@@ -75,6 +76,12 @@ DEAD_LETTERS = Counter(
 )
 POLL_FAILURES = Counter(
     "hent_poll_failures", "Failed polls of a source connector.", ["connector"], registry=REGISTRY
+)
+PLATFORM_WAITING = Gauge(
+    "hent_platform_waiting_deliveries",
+    "Deliveries a platform holds until a person acts (S2LOW 17: to be posted, 18: to be signed).",
+    ["connector", "waiting"],
+    registry=REGISTRY,
 )
 UNMATCHED_ANSWERS = Counter(
     "hent_unmatched_answers",

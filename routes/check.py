@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_configuration"]
+__all__ = ["check_configuration", "probe_connectors"]
 
 from pathlib import Path
 
@@ -97,3 +97,30 @@ def _as_given(config: Path, resolved: Path) -> str:
         return str(config.parent / resolved.relative_to(config.resolve().parent))
     except ValueError:
         return str(resolved)
+
+
+def probe_connectors(path: Path) -> list[tuple[str, bool, str]]:
+    """``check --online``: each connector's server asked once, with its credentials (a login,
+    a listing, a status query): (name, reachable, where or why not), in the YAML's order."""
+    config = load_config(path)
+    results: list[tuple[str, bool, str]] = []
+    for name in config.connectors:
+        for direction in sorted(config.directions(name)) or ["outbound"]:
+            try:
+                cfg = config.connector_config(name, direction)
+                connector = registry.connector_class(cfg.type, direction)(name, cfg)
+            except HentError as exc:
+                results.append((name, False, exc.message))
+                continue
+            reachable = getattr(connector, "reachable", None)
+            if reachable is None:
+                results.append((name, True, f"{cfg.type}: nothing to ask"))
+                continue
+            try:
+                ok, detail = reachable()
+            except Exception as exc:  # noqa: BLE001 - a probe reports, it does not crash the check
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            finally:
+                connector.close()
+            results.append((name, ok, detail))
+    return results

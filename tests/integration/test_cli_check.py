@@ -166,3 +166,29 @@ def test_check_reports_a_missing_configuration_file() -> None:
         "config/no-such-file.yaml: cannot read 'config/no-such-file.yaml': No such file or directory [include]",
         "config/no-such-file.yaml: 1 error(s)",
     ]
+
+
+# -- (f) --online reaches each server with its credentials -------------------------------------
+def test_check_online_reaches_each_server_and_says_which_one_fails(tmp_path: Path) -> None:
+    from simulators.legality import LegalitySimulator
+    from tests.sshd import free_port
+
+    # Given the demo's configuration, its drop folders present, and the platform's simulator up
+    for folder in ("deliberations", "rh", "finances"):
+        (tmp_path / "drop" / folder).mkdir(parents=True)
+    with LegalitySimulator() as platform:
+        env = {"HENT_DEMO_WORKSPACE": str(tmp_path), "HENT_DEMO_LEGALITY_URL": platform.url}
+        result = run_bus("check", "--online", "-c", "config/demo.yaml", env=env)
+    # Then every connector answered
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()[1:]
+    assert [line.split(":")[0] for line in lines] == [
+        "connector deliberations", "connector rh", "connector finances", "connector prefecture", "connector archives",
+    ]
+    assert all(": OK — " in line for line in lines), lines
+    # When the platform is down, Then check --online says so for that connector and exits 1
+    env["HENT_DEMO_LEGALITY_URL"] = f"http://127.0.0.1:{free_port()}/soap"
+    result = run_bus("check", "--online", "-c", "config/demo.yaml", env=env)
+    assert result.returncode == 1
+    [failed] = [line for line in result.stdout.splitlines() if "FAILED" in line]
+    assert failed.startswith("connector prefecture: FAILED — ")
