@@ -97,6 +97,7 @@ class SftpInbound(InboundConnector):
         self.session = SessionHolder(name, config)
         self.consumed = _ConsumedLog(name, self.local_dir / CONSUMED)
         self._last_seen: dict[str, tuple[int, int]] = {}
+        self._warned: set[tuple[str, int | None, int | None]] = set()
         self._dirs_ready = False
 
     def check(self) -> None:
@@ -127,8 +128,11 @@ class SftpInbound(InboundConnector):
                 attr = entries[name]
                 if name.startswith(".") or not fnmatchcase(name, self.config.pattern):
                     continue
-                if (remote_join(root, name), attr.st_size, attr.st_mtime) in consumed:
-                    log.warning("%s: %s was already consumed (same size and mtime): left alone", self.name, name)
+                key = (remote_join(root, name), attr.st_size, attr.st_mtime)
+                if key in consumed:
+                    if key not in self._warned:  # once, not at every poll
+                        self._warned.add(key)
+                        log.warning("%s: %s was already consumed (same size and mtime): left alone", self.name, name)
                     continue
                 try:
                     members = self._members(sftp, name, attr)
