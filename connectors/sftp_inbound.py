@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 CONSUMED = "consumed.jsonl"
 MAX_SIDECAR = 16 << 20  #: a sidecar larger than this is not read for its members
+DOWNLOAD_CHUNK = 32 << 10  #: bytes per SFTP read request (what every server accepts)
+DOWNLOAD_WINDOW = 8 << 20  #: bytes asked for at once (256 requests in flight)
 
 
 class SftpInboundConfig(ConnectorConfig, SftpOptions, PickupOptions):
@@ -229,8 +231,22 @@ class SftpInbound(InboundConnector):
                 return int(self.out.write(data))
 
         with folder_errors(self.name, local), open(partial, "wb") as out:
-            sftp.getfo(remote, Hashing(out), max_concurrent_prefetch_requests=64)
+            writer = Hashing(out)
+            with sftp.open(remote, "rb") as handle:
+                size = handle.stat().st_size or 0
+                # pipelined reads a window at a time: fast, and never more than a window in memory
+                # (paramiko's getfo either asks for the whole file at once, or, with a limit on the
+                # requests in flight, may fall back to one synchronous read per chunk while its
+                # prefetch thread keeps the rest of the file in memory)
+                for start in range(0, size, DOWNLOAD_WINDOW):
+                    end = min(start + DOWNLOAD_WINDOW, size)
+                    for data in handle.readv([(o, min(DOWNLOAD_CHUNK, end - o)) for o in range(start, end,
+                                                                                            DOWNLOAD_CHUNK)]):
+                        writer.write(data)
             out.flush()
+            if out.tell() != size:
+                raise TransientError(f"connector {self.name!r}: {remote} gave {out.tell()} bytes instead of {size}; "
+                                     "read again later", connector=self.name, path=remote, rule="sftp-size")
             os.fsync(out.fileno())
         os.replace(partial, local)
         return digest.hexdigest()

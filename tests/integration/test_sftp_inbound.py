@@ -387,3 +387,28 @@ def test_a_commit_tried_again_after_its_remote_move_failed_remembers_each_file_o
         assert len(remembered(vendor)) == 2
     finally:
         vendor.close()
+
+
+def test_a_large_file_is_downloaded_with_memory_flat(sshd: SshServer, tmp_path: Path) -> None:
+    import hashlib
+    import tracemalloc
+
+    # Given a 64 MiB bundle member in the outbox
+    vendor = source(sshd, tmp_path, "large", ready={"min_age": 0, "stable": False})
+    outbox = sshd.root / "large"
+    data = os.urandom(64 << 20)
+    drop_bundle(outbox, "big.json", {"big.bin": data})
+    try:
+        [candidate] = vendor.list_ready()
+        # When it is claimed (downloaded), Then Python never holds more than a few MiB of it
+        tracemalloc.start()
+        try:
+            claimed = vendor.claim(candidate)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert claimed is not None
+        assert peak < 16 << 20, f"peak {peak / (1 << 20):.1f} MiB while downloading 64 MiB"
+        assert hashlib.sha256(claimed.files["big.bin"].read_bytes()).digest() == hashlib.sha256(data).digest()
+    finally:
+        vendor.close()
