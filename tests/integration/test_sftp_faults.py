@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -180,35 +180,6 @@ def test_a_delivery_the_runtime_retries_after_sshd_was_killed_mid_upload_ends_de
     assert delivery.state == "DELIVERED" and delivery.attempts >= 2 and name is not None
     assert sorted(p.name for p in folder.iterdir()) == [name]
     assert sha256(folder / name) == delivery.artifact_sha256
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server on 127.0.0.1 that accepts connections, holds them open and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.settimeout(0.1)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join()
-        for connection in accepted:
-            connection.close()
-        listener.close()
 
 
 def test_a_server_that_accepts_and_never_answers_times_out_and_frees_the_worker(

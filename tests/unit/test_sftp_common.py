@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import errno
 import shutil
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
@@ -96,35 +93,6 @@ def test_paramiko_errors_are_translated(raised: Exception, kind: type[TransientE
         raise raised
     assert translated.value.rule == rule and translated.value.connector == "vendor"
     assert translated.value.path == "/outbox/a.zip" and translated.value.__cause__ is raised
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server on 127.0.0.1 that accepts connections and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.settimeout(0.1)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join()
-        for connection in accepted:
-            connection.close()
-        listener.close()
 
 
 def test_a_server_that_never_answers_times_out_within_connect_timeout(tmp_path: Path, silent_server: int) -> None:
