@@ -32,6 +32,8 @@ FOLLOW_UP_DAYS = 75  #: the préfet has two months to act on an act; a margin fo
 #: the messages that end a delivery, and the state they end it in
 _FINAL = {"ARActe": "ACKNOWLEDGED", "AnomalieActe": "REJECTED", "AnomalieEnveloppe": "REJECTED"}
 _WAIT = object()  #: a message to read again at the next poll
+#: names of the packages (the ministry's .tar.gz) a platform may hand a follow-up in
+_PACKAGES = (".tar.gz", ".tgz")
 #: why a platform may hold an act (RemoteStatus.waiting): S2LOW's statuses 17 and 18
 HELD_REASONS = ("to-be-posted", "to-be-signed")
 
@@ -41,6 +43,7 @@ class AnswerPoller:
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
+        self._held: dict[str, str] = {}  #: delivery id → why its platform holds it, as last journaled
 
     def poll(self, endpoint: str) -> int:
         """Ask ``endpoint`` about its SENT deliveries; the number of answers acted upon."""
@@ -89,11 +92,16 @@ class AnswerPoller:
         return done
 
     def _on_hold(self, delivery: Any, status: RemoteStatus) -> None:
-        """The platform holds the act until a person acts (posts it, signs it): journaled once."""
+        """The platform holds the act until a person acts (posts it, signs it): journaled once
+        each time it starts waiting for another reason."""
         reason = f"waiting at the platform: {status.waiting}" + (f" ({status.detail})" if status.detail else "")
-        if delivery.reason != reason:
+        if self._held.get(delivery.id) == reason:
+            return
+        entries = self.runtime.ledger.entries(delivery.id)
+        if not entries or entries[-1].reason != reason:
             self.runtime.ledger.record("delivery", delivery.id, actor=delivery.endpoint, reason=reason)
             log.warning("delivery %s to %s is %s", delivery.id, delivery.endpoint, reason)
+        self._held[delivery.id] = reason
 
     def _on_status(self, delivery: Any, status: RemoteStatus) -> bool:
         if status.state not in ("ACKNOWLEDGED", "REJECTED"):
@@ -149,8 +157,24 @@ class AnswerPoller:
         return done
 
     def _on_follow_up(self, delivery: Any, message: RemoteMessage, answer: Answer | None = None) -> bool:
-        """Keep a later message of an act once (by its id) and return it to the source."""
+        """Keep a later message of an act once (by its id) and return it to the source; a package
+        (the ministry's ``.tar.gz``) is opened and each message in it kept (``<id>/<name>`` when
+        it holds several), its envelope left aside."""
         runtime = self.runtime
+        if answer is None and message.name.lower().endswith(_PACKAGES):
+            try:
+                parts = runtime.processor.read_inbox(message.name, message.data, message.attachments)
+            except DocumentError as exc:
+                log.error("follow-up %s of delivery %s: %s", message.message_id, delivery.id, redact(str(exc)))
+                return False
+            read = [(name, data, files, runtime.processor.read_answer(data, name)) for name, data, files in parts]
+            read = [part for part in read if part[3].code != "ENV"]
+            kept = False
+            for name, data, files, inner in read:
+                message_id = message.message_id if len(read) == 1 else f"{message.message_id}/{name}"
+                kept |= self._on_follow_up(delivery, RemoteMessage(message.remote_id, message_id, name, data, files),
+                                           inner)
+            return kept
         answer = answer or runtime.processor.read_answer(message.data, message.name)
         sha = runtime.spool.put_bytes(message.data)
         for data in message.attachments.values():

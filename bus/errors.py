@@ -21,12 +21,14 @@ __all__ = [
     "HentError",
     "ConfigError",
     "TransientError",
+    "TransientAlert",
     "DocumentError",
     "ValidationFailed",
     "Problem",
 ]
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,13 @@ class ConfigError(_WithProblems):
 
 class TransientError(HentError):
     """Retry later: a server down, a timeout, a lock.  The document is not at fault."""
+
+
+class TransientAlert(TransientError):
+    """Retried like any transient failure, but a person must act: credentials, a certificate, a
+    host key, an address refused.  The runtime logs it as an ALERT; the endpoint's circuit opens."""
+
+    alert: ClassVar[bool] = True
 
 
 class DocumentError(_WithProblems):

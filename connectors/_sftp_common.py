@@ -28,21 +28,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import paramiko
 from pydantic import BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from bus.config import Duration, ExistingFile
-from bus.errors import ConfigError, HentError, TransientError
+from bus.errors import ConfigError, HentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact
-
-
-class TransientAlert(TransientError):
-    """Retried like any transient failure, but a person must act (credentials, host key)."""
-
-    alert: ClassVar[bool] = True
 
 
 class SftpOptions(BaseModel):

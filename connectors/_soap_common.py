@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -31,7 +31,7 @@ from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceFo
 from zeep.exceptions import Error as ZeepError
 from zeep.transports import Transport
 
-from bus.errors import ConfigError, DocumentError, TransientError
+from bus.errors import ConfigError, DocumentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ class RemoteFetchRefused(Exception):
     def __init__(self, url: str) -> None:
         super().__init__(f"refused to fetch {redact_url(url)}: only local files are read")
         self.url = url
-
-
-class TransientAlert(TransientError):
-    """Retried like any transient failure, but a person must act (credentials, certificates)."""
-
-    alert: ClassVar[bool] = True
 
 
 class DuplicateSubmission(DocumentError):

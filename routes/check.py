@@ -8,14 +8,14 @@ from pathlib import Path
 
 from bus import registry
 from bus.config import load_config
-from bus.connector import ARCHIVE, FILE
+from bus.connector import ARCHIVE, CANONICAL, FILE
 from bus.errors import ConfigError, HentError, Problem
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
 from transformers.mapping import Mapping
 
 #: what each route transform builds, and the schemas it compiles
-TRANSFORM_KINDS = {"actes": ARCHIVE, "passthrough": FILE}
+TRANSFORM_KINDS = {"actes": (ARCHIVE, CANONICAL), "passthrough": (FILE,)}
 
 
 def check_configuration(path: Path) -> tuple[list[Problem], str]:
@@ -55,11 +55,11 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
                     connector.check()
                 except ConfigError as exc:
                     problems.extend(exc.problems or [exc.problem()])
-            if kind is not None and kind not in consumes:
+            if kind is not None and not set(kind) & set(consumes):
                 problems.append(
                     Problem(
                         f"endpoint {endpoint!r} takes {' or '.join(consumes)}, but transform {route.transform!r} "
-                        f"builds {kind}",
+                        f"builds {' or '.join(kind)}",
                         file=str(path),
                         field=f"routes[{index}].to",
                         rule="endpoint-kind",

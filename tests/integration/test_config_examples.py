@@ -41,6 +41,19 @@ def test_the_sftp_demo_configuration_checks_clean(tmp_path: Path) -> None:
     assert result.stdout.startswith("config/demo-sftp.yaml: OK")
 
 
+def test_the_s2low_example_configuration_checks_clean(tmp_path: Path) -> None:
+    from tests.integration.test_s2low import make_pki
+
+    # Given the certificate files and the password the example names through the environment
+    pki = make_pki(tmp_path / "s2low")
+    env = {"HENT_HOME": str(tmp_path), "S2LOW_PASSWORD": "example-s2low-password",
+           "S2LOW_CLIENT_CERT": str(pki.client_cert), "S2LOW_CLIENT_KEY": str(pki.client_key),
+           "S2LOW_CA_FILE": str(pki.ca)}
+    result = run_cli("check", "-c", "config/examples/drop-folder-to-s2low.yaml", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("config/examples/drop-folder-to-s2low.yaml: OK")
+
+
 def _canonical(data: bytes) -> bytes:
     parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
     return etree.tostring(etree.fromstring(data, parser), method="c14n")

@@ -1,0 +1,264 @@
+"""The S2LOW simulator's HTTP side: S2LOW's pages (see :mod:`simulators.s2low`), its login, its faults.
+
+HTTP/1.0, one request per connection, so that a dropped or hung call holds no kept-alive
+socket.  Over TLS the handshake is made in the connection's thread, like the legality
+simulator's.  Answers are what S2LOW's PHP pages print: ``OK``/``KO`` lines in ISO-8859-1
+(``ResponseHelper::returnAndExit`` with ``api=1``), JSON for the ``api/`` pages, the ministry's
+XML verbatim.  Forms are read as sent — multipart/form-data or urlencoded — with no charset
+guessed: S2LOW reads ISO-8859-1.
+"""
+
+from __future__ import annotations
+
+__all__ = ["S2lowHandler", "S2lowServer", "parse_form"]
+
+import json
+import logging
+import re
+import socket
+import ssl
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+
+from simulators.pdf import make_pdf
+from simulators.s2low_actes import NOT_FOUND, Refused, Upload
+
+if TYPE_CHECKING:
+    from simulators.s2low import S2lowSimulator
+
+_MAX_BODY = 200 * 1024 * 1024
+_HANDSHAKE_TIMEOUT = 10.0
+_TEXT = "text/plain; charset=ISO-8859-1"
+_PARAM = re.compile(r'(\w+)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
+_REFUSED = "Échec de l'authentification"
+log = logging.getLogger("simulators.s2low")
+
+
+class S2lowServer(ThreadingHTTPServer):
+    daemon_threads = True
+    simulator: S2lowSimulator
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):  # accepted without a handshake: make it here, not in accept()
+            request.settimeout(_HANDSHAKE_TIMEOUT)
+            request.do_handshake()
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("request from %s failed", client_address, exc_info=True)
+
+
+def _params(header: str) -> tuple[str, dict[str, str]]:
+    value, _, rest = header.partition(";")
+    return value.strip().lower(), {m[1].lower(): (m[2] if m[2] is not None else m[3]) for m in _PARAM.finditer(rest)}
+
+
+def parse_form(content_type: str, body: bytes) -> tuple[dict[str, list[bytes]], dict[str, list[Upload]]]:
+    """(fields, files) of a POST, values as bytes; ValueError when it cannot be read."""
+    kind, params = _params(content_type)
+    fields: dict[str, list[bytes]] = {}
+    files: dict[str, list[Upload]] = {}
+    if kind == "application/x-www-form-urlencoded":
+        for pair in body.split(b"&"):
+            if pair:
+                name, _, value = pair.partition(b"=")
+                fields.setdefault(unquote_to_bytes(name.replace(b"+", b" ")).decode("iso-8859-1"), []).append(
+                    unquote_to_bytes(value.replace(b"+", b" ")))
+        return fields, files
+    if kind != "multipart/form-data" or not params.get("boundary"):
+        raise ValueError(f"a form is multipart/form-data or urlencoded, not {content_type!r}")
+    delimiter = b"\r\n--" + params["boundary"].encode("latin-1")
+    chunks = (b"\r\n" + body).split(delimiter)
+    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
+        raise ValueError("multipart body without its closing boundary")
+    for chunk in chunks[1:-1]:
+        head, found, content = chunk.partition(b"\r\n\r\n")
+        if not found:
+            raise ValueError("multipart part without headers")
+        headers: dict[str, str] = {}
+        for raw in head.strip().split(b"\r\n"):
+            key, _, text = raw.decode("iso-8859-1").partition(":")
+            headers[key.strip().lower()] = text.strip()
+        disposition, options = _params(headers.get("content-disposition", ""))
+        if disposition != "form-data" or "name" not in options:
+            raise ValueError("multipart part without Content-Disposition: form-data; name=...")
+        if "filename" in options:
+            files.setdefault(options["name"], []).append(Upload(options["filename"], content))
+        else:
+            fields.setdefault(options["name"], []).append(content)
+    return fields, files
+
+
+def _lines(ok: bool, *lines: str) -> bytes:
+    return ("OK\n" if ok else "KO\n").encode() + "".join(f"{line}\n" for line in lines).encode("iso-8859-1", "replace")
+
+
+class S2lowHandler(BaseHTTPRequestHandler):
+    server: S2lowServer
+    server_version = "HentS2lowSimulator/1"
+
+    @property
+    def simulator(self) -> S2lowSimulator:
+        return self.server.simulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, status: int, body: bytes, content_type: str = _TEXT, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _drop(self) -> None:
+        """Close the connection without a byte of answer."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._send(411, b"Length Required")
+            return None
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY:
+            self._send(413, b"<html><body>Request Entity Too Large</body></html>", "text/html")
+            return None
+        return self.rfile.read(length)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        body = self._body() if method == "POST" else b""
+        if body is None:
+            return
+        simulator = self.simulator
+        if parts.path.startswith("/control/"):
+            try:
+                payload = json.loads(body or b"{}")
+            except ValueError as exc:
+                self._send(400, json.dumps({"error": f"not JSON: {exc}"}).encode(), "application/json")
+                return
+            status, answer = simulator._control(method, parts.path, payload if isinstance(payload, dict) else {})
+            self._send(status, json.dumps(answer).encode(), "application/json")
+            return
+        script = parts.path.rsplit("/", 1)[-1]
+        latency, fault = simulator._take_faults(script.removesuffix(".php"))
+        if latency and simulator._wait(latency):
+            self._drop()
+            return
+        kind = fault.kind if fault else None
+        if kind == "http500":
+            self._send(500, b"<html><head><title>500 Internal Server Error</title></head><body>injected</body></html>",
+                       "text/html")
+            return
+        if kind == "timeout":
+            simulator._wait((fault.seconds if fault else 0.0) or 3600.0)
+            self._drop()
+            return
+        if script == "get-nounce.php":
+            nonce = simulator._new_nonce(self.headers.get("Authorization", ""))
+            if nonce is None or kind == "refuse_credentials":
+                self._send(401, b"La fonction n'est utilisable qu'avec un login+mot de passe HTTP",
+                           "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="API S2low"'})
+            else:
+                self._send(200, json.dumps({"nounce": nonce}).encode(), "application/json")
+            return
+        if kind == "refuse_credentials" or not simulator._authorised(self.headers.get("Authorization", ""), query):
+            if "/api/" in parts.path:
+                self._send(401, _REFUSED.encode(), "text/plain; charset=utf-8",
+                           {"WWW-Authenticate": 'Basic realm="API S2low"'})
+            else:
+                self._send(200, _lines(False, _REFUSED))
+            return
+        try:
+            answer = self._route(method, parts.path, query, body)
+        except Refused as refusal:
+            answer = (200, _lines(False, refusal.message), _TEXT)
+        except Exception as exc:  # the simulator answers like a server, it does not die
+            log.exception("%s failed", parts.path)
+            answer = (500, f"<html><body>{type(exc).__name__}</body></html>".encode(), "text/html")
+        if kind == "drop_reply_after_recording":
+            self._drop()
+            return
+        self._send(*answer)
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
+        office = self.simulator.office
+        script = path.removeprefix("/modules/actes/")
+        if method == "GET" and path == "/api/test-connexion.php":
+            return 200, b"OK", _TEXT
+        if method == "POST" and script in ("actes_transac_create.php", "actes_transac_cancel.php"):
+            try:
+                fields, files = parse_form(self.headers.get("Content-Type", ""), body)
+            except ValueError as exc:
+                return 400, f"<html><body>Bad Request: {exc}</body></html>".encode(), "text/html"
+            if (fields.get("api") or [b""])[0].strip() != b"1":  # a browser's form: S2LOW redirects to a page
+                office.refused["api"] += 1
+                return 200, b"<!DOCTYPE html><html><head><title>S2LOW</title></head><body></body></html>", "text/html"
+            if script == "actes_transac_create.php":
+                return 200, _lines(True, str(office.create(fields, files))), _TEXT
+            return 200, _lines(True, str(office.cancel((fields.get("id") or [b""])[0].decode().strip()))), _TEXT
+        if method != "GET":
+            return 405, b"Method Not Allowed", _TEXT
+        return self._get(script, query)
+
+    def _get(self, script: str, query: dict[str, str]) -> tuple[int, bytes, str]:
+        office = self.simulator.office
+        if script == "actes_transac_get_status.php":
+            found = office.find(query.get("transaction"), query.get("unique_id") or None)
+            if found is None:  # printed literally by S2LOW: UTF-8
+                return 200, f"KO\n{NOT_FOUND}".encode(), "text/plain; charset=utf-8"
+            status, xml, message = office.current(found)
+            return 200, f"OK\n{status}\n".encode() + xml + message.encode("iso-8859-1", "replace"), _TEXT
+        if script == "actes_transac_get_document.php":
+            found = office.find(query.get("id"), query.get("unique_id") or None)
+            if found is None or found.type not in (1, 2, 3, 4, 5):
+                return 200, f"KO\n{NOT_FOUND}".encode(), "text/plain; charset=utf-8"
+            if found.type == 1:
+                return 200, "".join(f"{line}\n" for line in office.related(str(found.id))).encode(), _TEXT
+            return 200, found.package, "application/x-gzip"
+        if script == "actes_classification_fetch.php":
+            return 200, office.classification(), "text/xml; charset=ISO-8859-1"
+        if script == "actes_classification_request.php":
+            return 200, _lines(True, str(office.request_classification())), _TEXT
+        if script == "api/list_actes.php":
+            status, offset, limit = (int(query.get(key) or default)
+                                     for key, default in (("status_id", 0), ("offset", 0), ("limit", 100)))
+            rows = office.listed(status, offset, limit)
+            return 200, json.dumps({"status_id": status, "authority_id": 1, "offset": offset, "limit": limit,
+                                    "transactions": rows}).encode(), "application/json"
+        if script == "api/list_document_prefecture.php":
+            return 200, json.dumps(office.unread()).encode(), "application/json"
+        if script == "api/document_prefecture_mark_as_read.php":
+            office.mark_read(query.get("transaction_id", ""))
+            return 200, json.dumps({"result": "ok"}).encode(), "application/json"
+        if script == "actes_transac_get_files_list.php":
+            found = office.find(query.get("transaction"))
+            files = found.files if found is not None else []
+            return 200, json.dumps([{"id": f"{found.id}-{n}" if found else "", **f, "sign": ""}
+                                    for n, f in enumerate(files)]).encode(), "application/json"
+        if script == "actes_create_pdf.php":
+            found = office.find(query.get("trans_id"))
+            if found is None:
+                return 200, f"KO\n{NOT_FOUND}".encode(), "text/plain; charset=utf-8"
+            lines = ["Bordereau d'acquittement (simulateur S2LOW de Hent)", f"Transaction {found.id}",
+                     f"Acte {found.unique_id or found.number}", f"Objet : {found.subject}"]
+            return 200, make_pdf(lines), "application/pdf"
+        return 404, b"<html><body>Not Found</body></html>", "text/html"
