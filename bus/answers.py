@@ -198,7 +198,10 @@ class AnswerPoller:
         try:
             connector.connect()
             for entry in runtime.config.collectivites:
-                fresh += self._classification_of(connector, entry)
+                try:
+                    fresh += self._classification_of(connector, entry)
+                except DocumentError as exc:  # this SIREN (or this platform) has none to give: the others go on
+                    log.warning("classification of %s from %s: %s", entry.siren, endpoint, redact(str(exc)))
         except HentError as exc:
             metrics.POLL_FAILURES.labels(connector=endpoint).inc()
             log.error("asking %s for classifications failed: %s", endpoint, redact(str(exc)))

@@ -336,7 +336,7 @@ class Runtime:
             metrics.SEND_FAILURES.labels(connector=delivery.endpoint, kind="transient").inc()
             if getattr(exc, "alert", False):  # credentials or a certificate refused: a person must act
                 log.error("ALERT connector %s: %s", delivery.endpoint, redact(str(exc)))
-            self._retry_later(delivery, str(exc))
+            self._retry_later(delivery, str(exc), at_least=float(getattr(exc, "retry_after", 0.0) or 0.0))
             return
         except DocumentError as exc:
             circuit.success()
@@ -363,12 +363,13 @@ class Runtime:
         if delivery.state in FINAL_DELIVERY:
             self._delivery_final(delivery)
 
-    def _retry_later(self, delivery: Any, reason: str) -> None:
+    def _retry_later(self, delivery: Any, reason: str, *, at_least: float = 0.0) -> None:
+        """Another try after the back-off, or ``at_least`` seconds when the endpoint asked to wait."""
         attempts = delivery.attempts + 1
         if attempts >= self.retry.max_attempts:
             self._fail_delivery(delivery, f"gave up after {attempts} attempts: {reason}", attempts=attempts)
             return
-        wait = self.retry.delay(attempts)
+        wait = max(self.retry.delay(attempts), at_least)
         self.ledger.record(
             "delivery", delivery.id, actor=delivery.endpoint, reason=f"attempt {attempts}: {redact(reason)}",
             attempts=attempts,

@@ -54,6 +54,13 @@ def test_the_s2low_example_configuration_checks_clean(tmp_path: Path) -> None:
     assert result.stdout.startswith("config/examples/drop-folder-to-s2low.yaml: OK")
 
 
+def test_the_pastell_example_configuration_checks_clean(tmp_path: Path) -> None:
+    example = "config/examples/drop-folder-to-pastell.yaml"
+    result = run_cli("check", "-c", example, env={"HENT_HOME": str(tmp_path), "PASTELL_TOKEN": "example-token-1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{example}: OK")
+
+
 def _canonical(data: bytes) -> bytes:
     parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
     return etree.tostring(etree.fromstring(data, parser), method="c14n")

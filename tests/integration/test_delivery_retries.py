@@ -85,3 +85,33 @@ def test_an_endpoint_that_answers_later_leaves_the_delivery_sent(tmp_path: Path)
     finally:
         ledger.close()
     assert delivery.state == "SENT" and len(MemoryOutbound.sent["prefecture"]) == 1
+
+
+def test_an_endpoint_that_asks_to_wait_is_not_tried_again_before_it_said(tmp_path: Path) -> None:
+    import time
+
+    from bus import registry
+    from bus.errors import TransientError
+
+    class Busy(TransientError):
+        retry_after = 1.5
+
+    class PoliteMemory(MemoryOutbound):
+        """Answers "come back in 1.5 s" once (as a 429 with Retry-After), then takes the act."""
+
+        tries: list[float] = []
+
+        def send(self, artifact: Any) -> Any:
+            self.tries.append(time.monotonic())
+            if len(self.tries) == 1:
+                raise Busy("busy: retry after 1.5 s", connector=self.name)
+            return super().send(artifact)
+
+    registry.register("memory", "outbound", PoliteMemory)
+    try:
+        deliveries, _ = run_with_endpoint(tmp_path, {})
+    finally:
+        registry.unregister("memory", "outbound")
+    assert [d.state for d in deliveries] == ["DELIVERED"]
+    # the runtime's own back-off (0.05 s) gave way to what the endpoint asked
+    assert len(PoliteMemory.tries) == 2 and PoliteMemory.tries[1] - PoliteMemory.tries[0] >= 1.4

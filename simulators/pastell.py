@@ -1,0 +1,344 @@
+"""A Pastell (REST API v2, flow ``actes-generique``) with its TdT and the ministry, for the tests and the demo.
+
+A real HTTP server on 127.0.0.1 (ThreadingHTTPServer) answering the part of Pastell's API that
+``connectors/pastell_outbound.py`` uses, in the shapes of
+``../shared/reference/pastell/pastell_4.1.18_openapi.json``; behind it a simulated tiers de
+télétransmission builds the ACTES archive and the ministry judges it
+(:class:`simulators.legality_platform.Platform`: ARActe, or AnomalieActe such as ODT-VERIF-01
+when the TdT's classification date is older than the one the préfecture published).  Run it
+with ``python -m simulators.pastell --port 8089 --token secret``, or in a test::
+
+    with PastellSimulator(token="t0ken", ack_delay=0.2) as pastell:
+        requests.get(f"{pastell.url}/api/v2/version", headers={"Authorization": "Bearer t0ken"})
+
+Routes (under ``/api/v2/``, see :data:`simulators.pastell_http.OPERATIONS`): ``version``,
+``entite``, ``entite/{id_e}/document`` (search by ``type`` + ``numero_de_lacte``, ``lastetat``,
+``search``; create), ``…/document/{id_d}`` (GET, PATCH the form), ``…/file/{field}/{num}``
+(POST a file: ``file_name`` + ``file_content`` multipart; GET it), ``…/externalData/type_piece``
+(GET the typology, PATCH ``type_pj[]``), ``…/action/{action}`` (``send-tdt``,
+``annulation-tdt``, ``verif-tdt``, ``supression``), ``entite/{id_e}/connecteur`` and
+``…/connecteur/{id_ce}/file/classification_file/0`` (the 7-2 the TdT keeps).  Control (JSON):
+``POST /control/faults`` ``{"kind", "operation", "count", "seconds"}``, ``DELETE /control/faults``,
+``POST /control/followup`` ``{"id_acte", "code"}``, ``POST /control/classification`` ``{"date"}``,
+``GET /control/received``.
+
+Faults (:data:`FAULT_KINDS`), for an operationId, ``action:<name>`` or ``*``: ``latency``,
+``http500`` (Pastell's error shape), ``timeout`` (no answer for ``seconds``, then closed),
+``drop`` (closed before anything is done), ``lost_reply`` (done, then closed unanswered),
+``refuse_credentials`` (401), ``rate_limit`` (429 with ``Retry-After: seconds``).
+
+Where the OpenAPI description and standards.md are silent, this simulator assumes:
+
+- File uploads go to ``POST …/document/{id_d}/file/{field}/{num}`` (Pastell's
+  ``DocumentAPIController::postFile``, standards.md §4.1); the description's
+  ``POST …/document/{id_d}?field=`` is accepted too (num 0).  Uploading to a ``num`` again
+  replaces that file, which makes uploads idempotent.
+- ``data`` values are strings, as the description types them: a file field holds its file
+  names joined by newlines (Pastell itself returns a list).  The search returns flat rows
+  (``id_d``, ``type``, ``titre``...) with ``last_action`` as an object like a document's.
+- A PATCH with a value that breaks a field's rule is stored, as Pastell does; the answer says
+  ``formulaire_ok: 0`` with the first problem in ``message``, and ``send-tdt`` is then refused
+  (400 ``L'action « send-tdt »  n'est pas permise : document_is_valide (…)``).  Fields the form
+  does not know are ignored.  Modification is allowed after ``creation``, ``modification`` and
+  ``send-tdt-erreur`` only (403 afterwards).  ``type_pj[]`` must give one type per piece.
+- The TdT refuses text outside ISO-8859-1 and anything :func:`transformers.actes_out.build_archive`
+  refuses (``send-tdt-erreur``, 400 with its words); the ministry's anomaly is kept only as
+  ``erreur-verif-tdt``'s message (Pastell stores no AnomalieActe file).  ``verif-tdt`` and
+  ``verif-annulation-tdt`` run when a document is next read, once the answer is due.
+- The préfecture's 2-1, 3-1, 4-1 and 5-1 are kept in Pastell's blocks (``courrier_simple``,
+  ``demande_piece_complementaire``, ``lettre_observation``, ``defere_tribunal_administratif``):
+  the package as ``<block>`` (tar.gz), its files as ``<block>_unzip`` (the XML first), with
+  ``has_<block>``, ``<block>_id`` and ``<block>_date``; other codes (6-2, 3-5, 4-5) have no
+  field in Pastell.  A second message of the same kind replaces the first.
+- A document's detail gives its last action, not its history (Pastell's journal API has that;
+  :meth:`PastellSimulator.document` is enough for the tests).  Ids are short base-36 strings.
+- The brute-force limit (429 after 5 failed logins) is not simulated: 429 only when injected.
+  File downloads are ``application/octet-stream``, as the description says; ``receive=true``
+  (JSON, base64), which the description mentions but declares no media type for, is not offered.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_ENTITY", "FAULT_KINDS", "Exchange", "PastellFault", "PastellSimulator", "main"]
+
+import argparse
+import logging
+import signal
+import ssl
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from simulators.legality import DEFAULT_CLASSIFICATION, server_context
+from simulators.legality_platform import Platform
+from simulators.pastell_form import Entity
+from simulators.pastell_http import PastellHandler, PastellServer, Reply
+from simulators.pastell_store import PastellStore
+
+FAULT_KINDS = ("latency", "http500", "timeout", "drop", "lost_reply", "refuse_credentials", "rate_limit")
+DEFAULT_ENTITY = Entity("1", "Commune de Saint-Herblain", "214400152", "044", 1, "31")
+VERSION = "4.1.18"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PastellFault:
+    """``kind`` for ``operation`` (an operationId, ``action:send-tdt``, or "*"), ``count`` times
+    (None: always); ``seconds`` of latency or timeout, or the Retry-After of a rate limit."""
+
+    kind: str
+    operation: str = "*"
+    count: int | None = 1
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if self.count is not None and self.count < 1:
+            raise ValueError("count must be at least 1 (or None for every call)")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One answer the simulator gave, for the contract test."""
+
+    operation: str
+    method: str
+    path: str
+    status: int
+    content_type: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class PastellSimulator:
+    """Pastell behind a loopback HTTP server: start(), url, stop(); a context manager."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ack_delay: float = 0.0,
+        classification: Path | None = None,
+        entities: list[Entity] | None = None,
+        token: str | None = None,
+        login: str | None = None,
+        password: str | None = None,
+        faults: list[PastellFault] | tuple[PastellFault, ...] = (),
+        latency: float = 0.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self.token, self.login, self.password = token, login, password
+        self.platform = Platform(classification or DEFAULT_CLASSIFICATION, ack_delay=ack_delay)
+        self.store = PastellStore(self.platform, list(entities or [DEFAULT_ENTITY]), ack_delay=ack_delay)
+        self._faults = list(faults) + ([PastellFault("latency", count=None, seconds=latency)] if latency else [])
+        self._calls: Counter[str] = Counter()
+        self._exchanges: list[Exchange] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: PastellServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life ---------------------------------------------------------------------------
+
+    def start(self) -> PastellSimulator:
+        self._stopping.clear()
+        server = PastellServer((self.host, self.port), PastellHandler)
+        server.simulator = self
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        self._server, self.port = server, server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"pastell-simulator-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (a call held by a ``timeout`` fault is released at once)."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.store.close()
+
+    @property
+    def url(self) -> str:
+        """Pastell's address, e.g. ``http://127.0.0.1:8089`` (the API is under ``/api/v2``)."""
+        return f"{'https' if self.tls is not None else 'http'}://{self.host}:{self.port}"
+
+    def __enter__(self) -> PastellSimulator:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- control ------------------------------------------------------------------------
+
+    def inject(self, kind: str, operation: str = "*", count: int | None = 1, seconds: float = 0.0) -> None:
+        """A fault in the next ``count`` calls of ``operation`` (see the module's docstring)."""
+        with self._lock:
+            self._faults.append(PastellFault(kind, operation, count, seconds))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def followup(self, id_acte: str, code: str) -> dict[str, str]:
+        """The préfecture sends ``code`` (2-1, 3-1, 4-1, 5-1) about the acknowledged act ``id_acte``."""
+        return self.store.followup(id_acte, code)
+
+    def publish_classification(self, day: date | str) -> None:
+        """The préfecture publishes a classification: acts the TdT still dates older get ODT-VERIF-01."""
+        self.platform.publish_classification(date.fromisoformat(day) if isinstance(day, str) else day)
+
+    def tdt_fetches_classification(self) -> None:
+        """The TdT fetches the préfecture's classification (its acts are dated by it from now on)."""
+        self.store.tdt_classification_date = self.platform.classification_date
+
+    def received(self) -> dict[str, Any]:
+        """``by_act``: transmissions that reached the ministry per act (``SIREN:NUMERO:DATE``,
+        refused duplicates included); ``documents``: Pastell documents per act; ``calls``: requests
+        per operation (``action:<name>`` for actions); ``statuses``: answers per HTTP status."""
+        with self._lock:
+            calls, statuses = dict(self._calls), dict(Counter(e.status for e in self._exchanges))
+        counts = self.platform.counts()
+        return {"by_act": counts["by_act"], "documents": self.store.act_counts(), "calls": calls,
+                "statuses": statuses}
+
+    def exchanges(self) -> list[Exchange]:
+        """Every answer given so far (unanswered calls aside), oldest first."""
+        with self._lock:
+            return list(self._exchanges)
+
+    def document(self, id_d: str, id_e: str = DEFAULT_ENTITY.id_e) -> dict[str, Any]:
+        """A document as ``GET …/document/{id_d}`` shows it (for the tests' assertions)."""
+        return self.store.detail(id_e, id_d)
+
+    # -- what the handler asks ----------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return {"version": VERSION, "revision": 1, "last_changed_date": "2024-01-01 00:00:00",
+                "extensions_versions_accepted": [VERSION], "version_complete": f"Version {VERSION} - Revision 1"}
+
+    def entity_json(self, entity: Entity) -> dict[str, Any]:
+        return {"id_e": entity.id_e, "denomination": entity.denomination, "siren": entity.siren,
+                "type": "collectivite", "entite_mere": "0", "centre_de_gestion": "0", "is_active": True}
+
+    def tdt_connector(self, id_e: str) -> dict[str, Any]:
+        return {"id_ce": f"{id_e}01", "id_connecteur": "s2low", "libelle": "TdT (simulateur)", "global": False,
+                "id_e": id_e}
+
+    def _take_faults(self, operation: str, key: str) -> tuple[float, PastellFault | None]:
+        """Count the call; the latency to add and the first other fault that applies (consumed)."""
+        latency, chosen = 0.0, None
+        with self._lock:
+            self._calls[key] += 1
+            for fault in list(self._faults):
+                if fault.operation not in ("*", operation, key) or (chosen and fault.kind != "latency"):
+                    continue
+                if fault.kind == "latency":
+                    latency += fault.seconds
+                else:
+                    chosen = fault
+                if fault.count is not None:
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self._faults.remove(fault)
+        return latency, chosen
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep, but not past stop(); True when stopped meanwhile."""
+        return self._stopping.wait(seconds)
+
+    def _record(self, operation: str, method: str, path: str, reply: Reply) -> None:
+        with self._lock:
+            self._exchanges.append(Exchange(operation, method, path, reply.status, reply.content_type,
+                                            dict(reply.headers), reply.encoded()))
+
+    def _control(self, method: str, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        try:
+            if method == "GET" and path == "/control/received":
+                return 200, self.received()
+            if method == "DELETE" and path == "/control/faults":
+                self.clear_faults()
+                return 200, {"faults": 0}
+            if method == "POST" and path == "/control/faults":
+                self.inject(str(payload["kind"]), str(payload.get("operation", "*")), payload.get("count", 1),
+                            float(payload.get("seconds", 0.0)))
+                return 200, {"faults": len(self._faults)}
+            if method == "POST" and path == "/control/followup":
+                try:
+                    return 200, self.followup(str(payload["id_acte"]), str(payload["code"]))
+                except KeyError as exc:
+                    if exc.args and exc.args[0] in ("id_acte", "code"):
+                        raise
+                    return 404, {"error": str(exc.args[0])}
+            if method == "POST" and path == "/control/classification":
+                self.publish_classification(str(payload["date"]))
+                return 200, {"date": self.platform.classification_date.isoformat()}
+        except KeyError as exc:
+            return 400, {"error": f"missing field {exc}"}
+        except (ValueError, TypeError) as exc:
+            return 400, {"error": str(exc)}
+        return 404, {"error": f"no route {method} {path}"}
+
+
+def _fault_option(text: str) -> PastellFault:
+    """``KIND[:OPERATION[:COUNT[:SECONDS]]]``; COUNT ``*`` or empty: every call."""
+    parts = text.split(":")
+    count = parts[2] if len(parts) > 2 else "1"
+    seconds = float(parts[3]) if len(parts) > 3 and parts[3] else 0.0
+    return PastellFault(parts[0], parts[1] if len(parts) > 1 and parts[1] else "*",
+                        None if count in ("", "*") else int(count), seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulators.pastell", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds before the ministry's answer shows")
+    parser.add_argument("--classification", type=Path, help="RetourClassification file (7-2) the ministry checks")
+    parser.add_argument("--token", help="accept this API token (Authorization: Bearer)")
+    parser.add_argument("--login", help="accept HTTP Basic with this login...")
+    parser.add_argument("--password", help="... and this password")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    parser.add_argument("--fault", action="append", default=[], type=_fault_option,
+                        metavar="KIND[:OPERATION[:COUNT[:SECONDS]]]", help=f"inject a fault; KIND in {FAULT_KINDS}")
+    parser.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--keyfile", type=Path, help="private key (PEM) of --certfile, if not in it")
+    parser.add_argument("--client-ca", type=Path, help="require client certificates issued by this CA (PEM)")
+    args = parser.parse_args(argv)
+    if (args.keyfile or args.client_ca) and not args.certfile:
+        parser.error("--keyfile and --client-ca need --certfile")
+    if (args.login is None) != (args.password is None):
+        parser.error("--login and --password go together")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    tls = server_context(args.certfile, args.keyfile, args.client_ca) if args.certfile else None
+    running = PastellSimulator(args.host, args.port, ack_delay=args.ack_delay, classification=args.classification,
+                               token=args.token, login=args.login, password=args.password, faults=args.fault,
+                               latency=args.latency, tls=tls).start()
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(f"Pastell simulator on {running.url} (API at {running.url}/api/v2)", flush=True)
+    done.wait()
+    running.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
