@@ -93,3 +93,26 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180)
         [sys.executable, "run_bus.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True,
         timeout=timeout, check=False,
     )
+
+
+def ledger_outcome(config_path: Path) -> dict[str, Any]:
+    """Each document of the bus's ledger by bundle: ``{"doc": DocumentRow, "deliveries": [...]}``."""
+    from bus.config import load_config
+    from bus.ledger import Ledger
+
+    ledger = Ledger(load_config(config_path).bus.ledger)
+    try:
+        return {d.bundle: {"doc": d, "deliveries": ledger.deliveries_of(d.id)} for d in ledger.documents()}
+    finally:
+        ledger.close()
+
+
+def run_until_idle(config_path: Path, *, timeout: float = 60, retry: Any = None) -> dict[str, Any]:
+    """Run the bus of ``config_path`` until every delivery is final; then :func:`ledger_outcome`."""
+    from bus.config import load_config
+    from bus.runtime import Runtime
+    from routes.pipeline import Pipeline
+
+    runtime = Runtime(load_config(config_path), Pipeline.for_runtime, retry=retry, serve_http=False)
+    assert runtime.run_until_idle(timeout=timeout), "the bus did not finish"
+    return ledger_outcome(config_path)

@@ -18,7 +18,7 @@ from bus.runtime import RetryPolicy, Runtime
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_deliberation
 from simulators.legality import LegalitySimulator
-from tests.harness import run_cli, write_config
+from tests.harness import run_cli, run_until_idle, write_config
 
 FAST = RetryPolicy(max_attempts=6, first_delay=0.05, max_delay=0.3)
 TODAY = date.today()
@@ -42,14 +42,7 @@ def soap_config(workspace: Path, simulator: LegalitySimulator) -> Path:
 
 
 def run(config_path: Path, timeout: float = 60) -> dict[str, Any]:
-    config = load_config(config_path)
-    runtime = Runtime(config, Pipeline.for_runtime, retry=FAST, serve_http=False)
-    assert runtime.run_until_idle(timeout=timeout), "the bus did not finish"
-    ledger = Ledger(config.bus.ledger)
-    try:
-        return {d.bundle: {"doc": d, "deliveries": ledger.deliveries_of(d.id)} for d in ledger.documents()}
-    finally:
-        ledger.close()
+    return run_until_idle(config_path, timeout=timeout, retry=FAST)
 
 
 def replies(workspace: Path) -> dict[str, bytes]:

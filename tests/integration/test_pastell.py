@@ -20,13 +20,12 @@ import yaml
 from bus.circuit import OPEN, Circuit
 from bus.config import load_config
 from bus.errors import DocumentError
-from bus.ledger import Ledger
 from bus.runtime import RetryPolicy, Runtime
 from routes.check import probe_connectors
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_deliberation
 from simulators.pastell import PastellSimulator
-from tests.harness import REFERENCE, reference_or_skip, run_cli, write_config
+from tests.harness import REFERENCE, ledger_outcome, reference_or_skip, run_cli, run_until_idle, write_config
 
 FAST = RetryPolicy(max_attempts=6, first_delay=0.05, max_delay=0.3)
 TODAY = date.today()
@@ -63,18 +62,7 @@ def pastell_config(workspace: Path, simulator: PastellSimulator, **options: Any)
 
 
 def run(config_path: Path, timeout: float = 30, retry: RetryPolicy = FAST) -> dict[str, Any]:
-    config = load_config(config_path)
-    runtime = Runtime(config, Pipeline.for_runtime, retry=retry, serve_http=False)
-    assert runtime.run_until_idle(timeout=timeout), "the bus did not finish"
-    return outcome(config_path)
-
-
-def outcome(config_path: Path) -> dict[str, Any]:
-    ledger = Ledger(load_config(config_path).bus.ledger)
-    try:
-        return {d.bundle: {"doc": d, "deliveries": ledger.deliveries_of(d.id)} for d in ledger.documents()}
-    finally:
-        ledger.close()
+    return run_until_idle(config_path, timeout=timeout, retry=retry)
 
 
 def replies(workspace: Path) -> dict[str, bytes]:
@@ -178,7 +166,7 @@ def test_refused_credentials_hold_the_delivery_with_the_circuit_open_until_they_
     runtime.circuits["prefecture"] = Circuit("prefecture", cooldown=3)  # opened after 5 failures in a row
     assert not runtime.run_until_idle(timeout=2.5)
     # Then the delivery waits, the circuit is open, a person is alerted, and Pastell has nothing
-    [delivery] = outcome(config_path)["DEL2026_405.json"]["deliveries"]
+    [delivery] = ledger_outcome(config_path)["DEL2026_405.json"]["deliveries"]
     assert delivery.state == "PENDING" and runtime.circuits["prefecture"].state == OPEN
     assert "ALERT connector prefecture" in caplog.text and "HTTP 401" in caplog.text
     assert TOKEN not in caplog.text

@@ -38,7 +38,7 @@ from simulators.backoffice import drop_deliberation
 from simulators.legality import server_context
 from simulators.pdf import make_pdf
 from simulators.s2low import S2lowSimulator
-from tests.harness import run_cli, write_config
+from tests.harness import ledger_outcome, run_cli, run_until_idle, write_config
 from transformers.actes_canonical import build_canonical
 from transformers.actes_model import ActFile, CanonicalAct
 
@@ -69,18 +69,7 @@ def s2low_config(workspace: Path, simulator: S2lowSimulator, **options: Any) -> 
 
 
 def run(config_path: Path, timeout: float = 60, retry: RetryPolicy = FAST) -> dict[str, Any]:
-    config = load_config(config_path)
-    runtime = Runtime(config, Pipeline.for_runtime, retry=retry, serve_http=False)
-    assert runtime.run_until_idle(timeout=timeout), "the bus did not finish"
-    return outcome(config_path)
-
-
-def outcome(config_path: Path) -> dict[str, Any]:
-    ledger = Ledger(load_config(config_path).bus.ledger)
-    try:
-        return {d.bundle: {"doc": d, "deliveries": ledger.deliveries_of(d.id)} for d in ledger.documents()}
-    finally:
-        ledger.close()
+    return run_until_idle(config_path, timeout=timeout, retry=retry)
 
 
 def replies(workspace: Path) -> dict[str, bytes]:
@@ -279,7 +268,7 @@ def test_an_act_held_at_s2low_waits_with_its_reason_then_goes_through(tmp_path: 
     runtime = Runtime(load_config(config_path), Pipeline.for_runtime, retry=FAST, serve_http=False)
     assert not runtime.run_until_idle(timeout=2)
     # Then it waits, SENT, its reason journaled, and counted as waiting to be posted
-    [delivery] = outcome(config_path)["DEL2026_407.json"]["deliveries"]
+    [delivery] = ledger_outcome(config_path)["DEL2026_407.json"]["deliveries"]
     assert delivery.state == "SENT"
     ledger = Ledger(load_config(config_path).bus.ledger)
     try:
