@@ -11,8 +11,9 @@ that sent the act (``<bundle>.<n>.<code>.xml`` beside a summary).
 
 from __future__ import annotations
 
-__all__ = ["AnswerPoller", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS"]
+__all__ = ["AnswerPoller", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS", "RECEIPTS"]
 
+import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,8 @@ FOLLOW_UP_DAYS = 75  #: the préfet has two months to act on an act; a margin fo
 #: the messages that end a delivery, and the state they end it in
 _FINAL = {"ARActe": "ACKNOWLEDGED", "AnomalieActe": "REJECTED", "AnomalieEnveloppe": "REJECTED"}
 _WAIT = object()  #: a message to read again at the next poll
+#: the ledger message that records the stamped act and the bordereau of an acknowledged act
+RECEIPTS = "receipts"
 #: names of the packages (the ministry's .tar.gz) a platform may hand a follow-up in
 _PACKAGES = (".tar.gz", ".tgz")
 #: why a platform may hold an act (RemoteStatus.waiting): S2LOW's statuses 17 and 18
@@ -87,6 +90,8 @@ class AnswerPoller:
                     self._on_hold(delivery, status)
                 elif self._on_status(delivery, status):
                     done += 1
+                    if status.state == "ACKNOWLEDGED":
+                        self._receipts_now(connector, delivery.id)
         for reason in {*held, *HELD_REASONS}:
             metrics.PLATFORM_WAITING.labels(connector=endpoint, waiting=reason).set(held[reason])
         return done
@@ -147,6 +152,8 @@ class AnswerPoller:
                 continue
             known = {m["message_id"] for m in ledger.messages_of(delivery.id)}
             try:
+                if RECEIPTS not in known:
+                    done += self._receipts(connector, delivery)
                 messages = connector.messages(delivery.remote_id, known)
             except DocumentError as exc:  # this submission is unknown to the platform: the others go on
                 log.error("follow-up messages of delivery %s: %s", delivery.id, redact(str(exc)))
@@ -155,6 +162,32 @@ class AnswerPoller:
                 if self._on_follow_up(delivery, message):
                     done += 1
         return done
+
+    def _receipts_now(self, connector: Any, delivery_id: str) -> None:
+        """Right after the acknowledgment; a failure is only logged: the follow-up poll asks again."""
+        try:
+            self._receipts(connector, self.runtime.ledger.get_delivery(delivery_id))
+        except HentError as exc:
+            log.warning("stamped act of delivery %s not fetched yet: %s", delivery_id, redact(str(exc)))
+
+    def _receipts(self, connector: Any, delivery: Any) -> int:
+        """The stamped act and the acknowledgment receipt (bordereau), where the endpoint offers
+        them: kept once (ledger message ``receipts``) and returned to the source; 1 when new."""
+        fetch = getattr(connector, "receipts", None)
+        if fetch is None or not delivery.remote_id:
+            return 0
+        files: dict[str, bytes] = fetch(delivery.remote_id)
+        if not files:
+            return 0  # not ready yet at the platform: asked again at the next follow-up poll
+        runtime = self.runtime
+        kept = {name: runtime.spool.put_bytes(data) for name, data in sorted(files.items())}
+        manifest = runtime.spool.put_bytes(json.dumps(kept, sort_keys=True).encode())
+        if not runtime.ledger.add_message(delivery.id, message_id=RECEIPTS, code=RECEIPTS, name=", ".join(kept),
+                                          sha256=manifest, actor=delivery.endpoint):
+            return 0
+        runtime.delivery_answered(delivery, final=False, code=RECEIPTS, payload=None,
+                                  answer={"kind": "receipts", "files": sorted(files)}, attachments=files)
+        return 1
 
     def _on_follow_up(self, delivery: Any, message: RemoteMessage, answer: Answer | None = None) -> bool:
         """Keep a later message of an act once (by its id) and return it to the source; a package
@@ -208,6 +241,20 @@ class AnswerPoller:
         finally:
             connector.close()
         return fresh
+
+    def refresh_classification(self, endpoint: str, siren: str) -> int:
+        """Ask ``endpoint`` for the classification of one SIREN now (before a resubmission after
+        ODT-VERIF-01); 1 when a new one was kept.  Errors are the caller's to handle."""
+        connector = self.runtime.endpoints.get(endpoint)
+        entry = self.runtime.config.collectivite(siren)
+        if not isinstance(connector, AnsweringEndpoint) or entry is None:
+            return 0
+        assert isinstance(connector, OutboundConnector)
+        connector.connect()
+        try:
+            return self._classification_of(connector, entry)
+        finally:
+            connector.close()
 
     def _classification_of(self, connector: AnsweringEndpoint, entry: Any) -> int:
         runtime = self.runtime

@@ -226,6 +226,16 @@ class AnsweringEndpoint(Protocol):
         ...
 
 
+# An answering endpoint may also offer, after the acknowledgment, the stamped act and the
+# acknowledgment receipt (bordereau):
+#
+#     def receipts(self, remote_id: str) -> dict[str, bytes]:
+#         """The stamped act (and stamped annexes) and the bordereau, by file name; {} when the
+#         platform has none yet (asked again later)."""
+#
+# The answer poller calls it when present (``bus/answers.py``) and returns the files to the source.
+
+
 @dataclass(frozen=True)
 class InboxItem:
     """A file an endpoint left in its answer folder (an ARActe, an anomaly, a letter, a receipt)."""

@@ -389,19 +389,20 @@ class Ledger(LedgerExtras):
             if row.state != expected:
                 raise StaleState("document", document_id, expected, row.state)
             id_acte = (prepared or {}).get("id_acte", row.id_acte)
+            resubmits: list[str] = []
             if unique_id_acte and id_acte:
-                other = conn.execute(_SAME_ACT, {"id_acte": id_acte, "document_id": document_id}).first()
-                if other is not None:
-                    raise DocumentError(
-                        f"act {id_acte} was already received as document {other.id} (state {other.state}); "
-                        "it is not sent twice: to send a corrected act, give it a new NumeroInterne",
-                        path=row.bundle, field="numero_interne", rule="act-unique",
-                    )
+                resubmits = self._earlier_attempts(conn, id_acte, document_id, row.bundle)
             now = self.now()
             events: list[dict[str, Any]] = []
+            for earlier in resubmits:  # the same act, sent again after the ministry refused it
+                events.append(_event(actor, "document", earlier, _D.ROUTED, _D.ROUTED, now,
+                                     reason=f"corrected and sent again as document {document_id}"))
+            if resubmits and prepared is not None:
+                prepared = {**prepared, "canonical": {**(prepared.get("canonical") or {}), "resubmits": resubmits}}
             if prepared is not None:
                 events.append(_event(actor, "document", document_id, _D.RECEIVED, _D.PREPARED, now,
-                                     payload_sha256=payload_sha256))
+                                     payload_sha256=payload_sha256,
+                                     reason=f"resubmission of document {', '.join(resubmits)}" if resubmits else ""))
             existing = set() if prepared is not None else {
                 r.endpoint for r in conn.execute(select(table.c.endpoint).where(table.c.document_id == document_id))
             }
@@ -436,6 +437,36 @@ class Ledger(LedgerExtras):
             else:  # the rows are what was just inserted: no need to read them back
                 created = [DeliveryRow(**{**_NEW_DELIVERY, **r, "state": _V.PENDING}) for r in rows]
         return _document({**row._mapping, **values}), created
+
+    @staticmethod
+    def _earlier_attempts(conn: Connection, id_acte: str, document_id: str, bundle: str) -> list[str]:
+        """The documents that sent this act before and were refused by the ministry (every
+        delivery REJECTED or FAILED, copies to folders aside): this one is their resubmission.
+        DocumentError (``act-unique``) when an earlier one is acknowledged or still in flight."""
+        earlier: list[str] = []
+        for other in conn.execute(_SAME_ACT, {"id_acte": id_acte, "document_id": document_id}):
+            states = {r.state for r in conn.execute(
+                select(deliveries_table.c.state).where(deliveries_table.c.document_id == other.id))}
+            busy = states & _BUSY
+            if other.state != _D.ROUTED.value or not _refused(states):
+                why = f"state {other.state}" + (f", a delivery {sorted(busy)[0]}" if busy else "")
+                raise DocumentError(
+                    f"act {id_acte} was already received as document {other.id} ({why}); it is not sent twice: "
+                    "an act the ministry refused can be corrected and dropped again; to send another act, give it "
+                    "a new NumeroInterne (and PrecedentIdentifiantActe if it replaces an acknowledged one)",
+                    path=bundle, field="numero_interne", rule="act-unique",
+                )
+            earlier.append(other.id)
+        return earlier
+
+    def refused(self, document_id: str) -> bool:
+        """Whether the ministry refused the document (a delivery REJECTED, none acknowledged or
+        in flight): it may then be corrected and sent again as a new attempt."""
+        with self._read() as conn:
+            document = conn.execute(select(documents_table.c.state).where(documents_table.c.id == document_id)).scalar()
+            states = {r.state for r in conn.execute(
+                select(deliveries_table.c.state).where(deliveries_table.c.document_id == document_id))}
+        return document == _D.ROUTED.value and _refused(states)
 
     def claim_document(self, document_id: str, owner: str, seconds: float) -> DocumentRow | None:
         """Take the document's lease (free, expired or already ``owner``'s) and read it, in one
@@ -634,3 +665,12 @@ class Ledger(LedgerExtras):
                     problems.append(f"{entity} {entity_id}: state is {state} but its last journal event says "
                                     f"{said} (state edited behind the bus's back)")
         return problems
+
+
+#: delivery states that mean the act is, or may be, at the ministry
+_BUSY = frozenset({_V.PENDING.value, _V.SENT.value, _V.ACKNOWLEDGED.value})
+
+
+def _refused(states: set[str]) -> bool:
+    """Deliveries in these states: the ministry refused the act, and nothing else holds it."""
+    return _V.REJECTED.value in states and not states & _BUSY

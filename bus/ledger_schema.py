@@ -245,7 +245,7 @@ _SAME_ACT = (
     select(documents_table.c.id, documents_table.c.state)
     .where(documents_table.c.id_acte == bindparam("id_acte"), documents_table.c.id != bindparam("document_id"),
            documents_table.c.state != "FAILED")
-    .limit(1)
+    .order_by(documents_table.c.created_at)
 )
 _TAKE_DOCUMENT_LEASE = (
     update(documents_table)

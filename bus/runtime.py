@@ -177,14 +177,21 @@ class Runtime:
             # the same bundle is the same sidecar with the same files: a bundle dropped again
             # with a file that was missing is another document
             content = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
-            document, created = self.ledger.add_document(
-                source=source,
-                bundle=claimed.key,
-                idempotency_key=f"bundle:{source}:{claimed.key}:{content}",
-                sidecar_sha256=sidecar_sha,
-                files=files,
-                actor=source,
-            )
+            key = f"bundle:{source}:{claimed.key}:{content}"
+            while True:
+                document, created = self.ledger.add_document(
+                    source=source,
+                    bundle=claimed.key,
+                    idempotency_key=key,
+                    sidecar_sha256=sidecar_sha,
+                    files=files,
+                    actor=source,
+                )
+                if created or recovered or not self.ledger.refused(document.id):
+                    break
+                # the same bundle dropped again after the ministry refused it (the cause was not in
+                # the bundle: a classification since refreshed): a new attempt of the same act
+                key = f"bundle:{source}:{claimed.key}:{content}:after:{document.id}"
         # from now on the claim knows its document, even if a crash interrupts its commit
         claimed = self.sources[source].tag(claimed, document.id)
         self._claims[source][document.id] = claimed

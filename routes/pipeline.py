@@ -21,7 +21,7 @@ from typing import Any
 
 from bus.connector import ARCHIVE, CANONICAL, FILE
 from bus.document import Answer, PlannedDelivery, PreparedDocument
-from bus.errors import DocumentError
+from bus.errors import DocumentError, HentError, TransientError
 from routes.router import condition_failures
 from transformers.actes_canonical import build_canonical
 from transformers.actes_in import parse_message
@@ -33,6 +33,8 @@ from transformers.classification import Classification
 from transformers.mapping import Mapping
 from transformers.text_policy import TextPolicy
 
+#: the ministry's code for an act sent with an out-of-date classification date
+ODT_VERIF_01 = "ODT-VERIF-01"
 #: seconds a fetched classification is used before the ledger is asked again
 CLASSIFICATION_TTL = 30.0
 
@@ -68,7 +70,11 @@ class Pipeline:
         endpoint: Callable[[str], tuple[tuple[str, ...], Any]],
         today: Callable[[], date] = date.today,
         stored_classification: Callable[[str], tuple[str, bytes] | None] = lambda siren: None,
+        previous_delivery: Callable[[str], Any] = lambda id_acte: None,
+        refresh_classification: Callable[[str, str], int] = lambda endpoint, siren: 0,
     ) -> None:
+        self.previous_delivery = previous_delivery  # IDActe → the latest delivery of that act, or None
+        self.refresh_classification = refresh_classification  # (endpoint, SIREN) → asks the platform (7-1)
         self.config = config
         self.stored_classification = stored_classification  # SIREN → (date, 7-2 bytes) fetched from the platform
         self._fetched: dict[str, tuple[float, str | None, Classification | None]] = {}
@@ -113,6 +119,8 @@ class Pipeline:
             serials=runtime.ledger.next_envelope_serial,
             endpoint=lambda name: (runtime.endpoint_consumes(name), runtime.endpoint_config(name)),
             stored_classification=stored,
+            previous_delivery=lambda id_acte: runtime.ledger.find_delivery(id_acte=id_acte),
+            refresh_classification=lambda endpoint, siren: runtime.answers.refresh_classification(endpoint, siren),
         )
 
     def classification(self, siren: str) -> Classification | None:
@@ -199,6 +207,7 @@ class Pipeline:
         sidecar_path = self.spool.path(document.sidecar_sha256)
         files = {name: self.spool.path(sha) for name, sha in document.files.items()}
         taken = self.map(document.source, document.bundle, sidecar_path.read_bytes(), files)
+        self._recheck_refusal(taken[0][1])
         fetched = self.fetched_classification(taken[0][1].siren)
         if fetched is not None and fetched.date is not None:  # it dates the act (ClassificationDateVersion)
             taken = [(route, replace(act, classification_date=fetched.date)) for route, act in taken]
@@ -225,6 +234,23 @@ class Pipeline:
             canonical=act_to_json(act),
             deliveries=tuple(deliveries),
         )
+
+    def _recheck_refusal(self, act: CanonicalAct) -> None:
+        """Before an act the ministry refused is sent again, the refusal's cause is checked anew:
+        after ODT-VERIF-01 (classification out of date) the platform is asked for the current
+        classification first, so that the new attempt carries its date."""
+        previous = self.previous_delivery(act.id_acte)
+        if previous is None or previous.state != "REJECTED" or ODT_VERIF_01 not in (previous.reason or ""):
+            return
+        try:
+            self.refresh_classification(previous.endpoint, act.siren)
+        except HentError as exc:
+            raise TransientError(
+                f"act {act.id_acte} was refused for an out-of-date classification (ODT-VERIF-01); the current "
+                f"classification could not be asked of {previous.endpoint} yet: {exc.message}",
+                path=act.sidecar, field="classification_date", rule="classification-refresh",
+            ) from exc
+        self._fetched.pop(act.siren, None)  # read the ledger again
 
     def _relay(self, document: Any) -> PreparedDocument:
         """A passthrough document: its one file, unchanged, to every endpoint of its routes."""

@@ -107,6 +107,41 @@ def test_a_hung_platform_does_not_hang_the_bus(tmp_path: Path, simulator: Legali
     assert delivery.state == "ACKNOWLEDGED"
 
 
+@pytest.mark.parametrize("corrected", [False, True], ids=["dropped-again-as-is", "corrected"])
+def test_an_act_refused_by_the_ministry_is_sent_again_as_a_new_attempt_of_the_same_act(
+    tmp_path: Path, simulator: LegalitySimulator, corrected: bool
+) -> None:
+    # Given an act the ministry refused: a classification published that the bus could not fetch yet
+    simulator.publish_classification(TODAY)
+    simulator.inject("soapfault", operation="RequestClassification", count=None)
+    config = soap_config(tmp_path, simulator)
+    folder = tmp_path / "drop" / "deliberations"
+    drop_deliberation(folder, "DEL2026_309", decision=TODAY - timedelta(days=1))
+    [first] = run(config)["DEL2026_309.json"]["deliveries"]
+    assert first.state == "REJECTED" and "ODT-VERIF-01" in first.reason
+    # When the platform answers again and the software drops the act again (as it was, or corrected)
+    simulator.clear_faults()
+    drop_deliberation(folder, "DEL2026_309", decision=TODAY - timedelta(days=1),
+                      objet="Objet corrigé après le refus" if corrected else
+                      "Cession de la parcelle cadastrée BK 112, rue de la Solidarité")
+    run(config)
+    # Then the classification was asked first, and the new attempt is acknowledged
+    ledger = Ledger(load_config(config).bus.ledger)
+    try:
+        documents = sorted(ledger.documents(), key=lambda d: d.created_at)
+        assert [str(d.state) for d in documents] == ["ROUTED", "ROUTED"]
+        [second] = ledger.deliveries_of(documents[1].id)
+        assert second.state == "ACKNOWLEDGED" and second.id_acte == first.id_acte
+        assert ledger.classification("214400152") is not None
+        # and both attempts are in the journal, linked
+        assert documents[1].canonical["resubmits"] == [documents[0].id]
+        assert any(f"sent again as document {documents[1].id}" in e.reason for e in ledger.history(documents[0].id))
+        assert ledger.verify_journal() == []
+    finally:
+        ledger.close()
+    assert list(simulator.received()["by_act"].values()) == [2]
+
+
 def test_the_same_act_dropped_twice_is_transmitted_once(tmp_path: Path, simulator: LegalitySimulator) -> None:
     config = soap_config(tmp_path, simulator)
     folder = tmp_path / "drop" / "deliberations"
