@@ -224,16 +224,16 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             state = f"it is {delivery.state}" if delivery is not None else "no delivery has that IDActe"
             print(f"{args.id_acte}: cannot be cancelled: {state} (only an acknowledged act can)", file=sys.stderr)
             return EXIT_FAILED
-        connector = runtime.endpoints[delivery.endpoint]
-        if not isinstance(connector, AnsweringEndpoint):
+        endpoint = opened = runtime.acting_for(delivery)
+        if not isinstance(endpoint, AnsweringEndpoint):
             print(f"{args.id_acte}: endpoint {delivery.endpoint!r} cannot cancel an act", file=sys.stderr)
             return EXIT_FAILED
-        answering: AnsweringEndpoint = connector
-        runtime.endpoints[delivery.endpoint].connect()
+        answering: AnsweringEndpoint = endpoint
+        opened.connect()
         try:
             status = answering.cancel(delivery.remote_id, args.id_acte)
         finally:
-            runtime.endpoints[delivery.endpoint].close()
+            opened.close()
         runtime.ledger.record("delivery", delivery.id, actor="cli",
                               reason=f"cancellation (6-1) sent: {status.state} {status.detail}".rstrip())
     finally:

@@ -16,6 +16,7 @@ __all__ = ["AnswerPoller", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS", "RECEIPTS"
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,20 +79,21 @@ class AnswerPoller:
         waiting = {d.remote_id: d for d in ledger.deliveries(state=DeliveryState.SENT, endpoint=endpoint)
                    if d.remote_id}
         done = 0
-        ids = list(waiting)
         held: Counter[str] = Counter()
-        for start in range(0, len(ids), BATCH):
-            for status in connector.statuses(ids[start:start + BATCH]):
-                delivery = waiting.get(status.remote_id)
-                if delivery is None:
-                    continue
-                if status.state == "IN_TRANSIT" and status.waiting:
-                    held[status.waiting] += 1
-                    self._on_hold(delivery, status)
-                elif self._on_status(delivery, status):
-                    done += 1
-                    if status.state == "ACKNOWLEDGED":
-                        self._receipts_now(connector, delivery.id)
+        for scoped, group in self._by_collectivite(connector, list(waiting.values())):
+            ids = [d.remote_id for d in group]
+            for start in range(0, len(ids), BATCH):
+                for status in scoped.statuses(ids[start:start + BATCH]):
+                    delivery = waiting.get(status.remote_id)
+                    if delivery is None:
+                        continue
+                    if status.state == "IN_TRANSIT" and status.waiting:
+                        held[status.waiting] += 1
+                        self._on_hold(delivery, status)
+                    elif self._on_status(delivery, status):
+                        done += 1
+                        if status.state == "ACKNOWLEDGED":
+                            self._receipts_now(scoped, delivery.id)
         for reason in {*held, *HELD_REASONS}:
             metrics.PLATFORM_WAITING.labels(connector=endpoint, waiting=reason).set(held[reason])
         return done
@@ -147,21 +149,43 @@ class AnswerPoller:
         ledger = self.runtime.ledger
         since = datetime.now(UTC) - timedelta(days=FOLLOW_UP_DAYS)
         done = 0
-        for delivery in ledger.deliveries(state=DeliveryState.ACKNOWLEDGED, endpoint=endpoint):
-            if not delivery.remote_id or (delivery.final_at and delivery.final_at < since):
-                continue
-            known = {m["message_id"] for m in ledger.messages_of(delivery.id)}
-            try:
-                if RECEIPTS not in known:
-                    done += self._receipts(connector, delivery)
-                messages = connector.messages(delivery.remote_id, known)
-            except DocumentError as exc:  # this submission is unknown to the platform: the others go on
-                log.error("follow-up messages of delivery %s: %s", delivery.id, redact(str(exc)))
-                continue
-            for message in messages:
-                if self._on_follow_up(delivery, message):
-                    done += 1
+        recent = [d for d in ledger.deliveries(state=DeliveryState.ACKNOWLEDGED, endpoint=endpoint)
+                  if d.remote_id and not (d.final_at and d.final_at < since)]
+        for scoped, group in self._by_collectivite(connector, recent):
+            for delivery in group:
+                known = {m["message_id"] for m in ledger.messages_of(delivery.id)}
+                try:
+                    if RECEIPTS not in known:
+                        done += self._receipts(scoped, delivery)
+                    messages = scoped.messages(delivery.remote_id, known)
+                except DocumentError as exc:  # this submission is unknown to the platform: the others go on
+                    log.error("follow-up messages of delivery %s: %s", delivery.id, redact(str(exc)))
+                    continue
+                for message in messages:
+                    if self._on_follow_up(delivery, message):
+                        done += 1
         return done
+
+    def _by_collectivite(self, connector: Any, deliveries: list[Any]) -> Iterator[tuple[Any, list[Any]]]:
+        """The deliveries grouped by the connector acting for their collectivité (its own
+        credentials, ``credentials:``), each connected while its group is handled."""
+        if not getattr(connector.config, "credentials", None):
+            yield connector, deliveries
+            return
+        sirens = self.runtime.ledger.sirens_of([d.document_id for d in deliveries])
+        groups: dict[int, tuple[Any, list[Any]]] = {}
+        for delivery in deliveries:
+            scoped = connector.scoped(sirens.get(delivery.document_id))
+            groups.setdefault(id(scoped), (scoped, []))[1].append(delivery)
+        for scoped, group in groups.values():
+            if scoped is connector:
+                yield scoped, group
+                continue
+            scoped.connect()
+            try:
+                yield scoped, group
+            finally:
+                scoped.close()
 
     def _receipts_now(self, connector: Any, delivery_id: str) -> None:
         """Right after the acknowledgment; a failure is only logged: the follow-up poll asks again."""
@@ -261,7 +285,16 @@ class AnswerPoller:
         kept = runtime.ledger.classification(entry.siren)
         current = kept["date"] if kept else (entry.classification_date.isoformat() if entry.classification_date
                                              else None)
-        name, data = connector.classification(entry.siren, current)
+        assert isinstance(connector, OutboundConnector)
+        scoped: Any = connector.scoped(entry.siren)
+        if scoped is not connector:  # the collectivité logs in with its own credentials
+            scoped.connect()
+            try:
+                name, data = scoped.classification(entry.siren, current)
+            finally:
+                scoped.close()
+        else:
+            name, data = connector.classification(entry.siren, current)
         return self._keep_classification(entry.siren, name, data, runtime.processor.read_answer(data, name))
 
     def _keep_classification(self, siren: str, name: str, data: bytes, answer: Answer) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "CANONICAL",
 ]
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,6 +158,39 @@ class OutboundConnector(ABC):
     def __init__(self, name: str, config: Any) -> None:
         self.name = name
         self.config = config
+        self._scopes: dict[int, OutboundConnector] = {}
+        self._scopes_lock = threading.Lock()
+
+    def scoped(self, siren: str | None) -> OutboundConnector:
+        """The connector acting for ``siren``: itself, or — when its ``credentials:`` give that
+        collectivité (or its group) credentials of its own — a copy of it using them, kept."""
+        sets = getattr(self.config, "credentials", None) or []
+        match = next((c for c in sets if siren in c.sirens), None) if siren else None
+        if match is None:
+            return self
+        with self._scopes_lock:
+            found = self._scopes.get(id(match))
+            if found is None:
+                config = self.config.model_copy(update={**match.overrides(), "credentials": []})
+                found = self._scopes[id(match)] = type(self)(self.name, config)
+            return found
+
+    def close_scopes(self) -> None:
+        """Close the copies :meth:`scoped` made."""
+        with self._scopes_lock:
+            scopes = list(self._scopes.values())
+        for scope in scopes:
+            scope.close()
+
+    def certificates(self) -> list[tuple[str, Path]]:
+        """The client certificates it may present, labelled ``default`` or by the SIRENs of their set."""
+        found = []
+        if getattr(self.config, "client_cert", None) is not None:
+            found.append(("default", Path(self.config.client_cert)))
+        for entry in getattr(self.config, "credentials", None) or []:
+            if getattr(entry, "client_cert", None) is not None:
+                found.append((",".join(entry.sirens), Path(entry.client_cert)))
+        return found
 
     def connect(self) -> None:  # noqa: B027 - optional hook
         """Open what the endpoint needs (a session, a client)."""

@@ -459,6 +459,15 @@ class Ledger(LedgerExtras):
             earlier.append(other.id)
         return earlier
 
+    def sirens_of(self, document_ids: list[str]) -> dict[str, str | None]:
+        """The SIREN of each document (for an endpoint that logs in per collectivité)."""
+        if not document_ids:
+            return {}
+        table = documents_table
+        with self._read() as conn:
+            rows = conn.execute(select(table.c.id, table.c.siren).where(table.c.id.in_(sorted(set(document_ids)))))
+            return {row.id: row.siren for row in rows}
+
     def refused(self, document_id: str) -> bool:
         """Whether the ministry refused the document (a delivery REJECTED, none acknowledged or
         in flight): it may then be corrected and sent again as a new attempt."""

@@ -18,6 +18,7 @@ __all__ = [
     "SEND_FAILURES",
     "UNMATCHED_ANSWERS",
     "PLATFORM_WAITING",
+    "CERTIFICATE_EXPIRY",
     "CIRCUIT_STATE",
     "QUEUE_DEPTH",
     "BUILD_INFO",
@@ -81,6 +82,13 @@ PLATFORM_WAITING = Gauge(
     "hent_platform_waiting_deliveries",
     "Deliveries a platform holds until a person acts (S2LOW 17: to be posted, 18: to be signed).",
     ["connector", "waiting"],
+    registry=REGISTRY,
+)
+CERTIFICATE_EXPIRY = Gauge(
+    "hent_certificate_expiry_timestamp_seconds",
+    "When each client certificate an endpoint presents expires (Unix time), by connector and the SIRENs "
+    "it acts for ('default': the connector's own).",
+    ["connector", "sirens"],
     registry=REGISTRY,
 )
 UNMATCHED_ANSWERS = Counter(

@@ -31,6 +31,7 @@ from typing import Any
 from bus import metrics, registry
 from bus.answers import AnswerPoller
 from bus.backbone import DELIVERIES, DOCUMENTS, Backbone
+from bus.certs import certificate_expiry
 from bus.circuit import Circuit
 from bus.connector import (
     AnsweringEndpoint,
@@ -130,6 +131,17 @@ class Runtime:
             self.endpoints[name] = cls(name, cfg)
             self.endpoints[name].check()  # a broken WSDL or key file refuses the start
             self.circuits[name] = Circuit(name)
+            for sirens, path in self.endpoints[name].certificates():
+                expiry = certificate_expiry(path)
+                if expiry is not None:
+                    metrics.CERTIFICATE_EXPIRY.labels(connector=name, sirens=sirens).set(expiry.timestamp())
+
+    def acting_for(self, delivery: Any) -> OutboundConnector:
+        """The endpoint of ``delivery`` with the credentials of the act's collectivité (``credentials:``)."""
+        connector = self.endpoints[delivery.endpoint]
+        if not getattr(connector.config, "credentials", None):
+            return connector
+        return connector.scoped(self.ledger.sirens_of([delivery.document_id]).get(delivery.document_id))
 
     def endpoint_consumes(self, name: str) -> tuple[str, ...]:
         return self.endpoints[name].consumes
@@ -311,7 +323,7 @@ class Runtime:
             # keep the lease as the timer: the sweeper re-publishes it once it expires
             self.ledger.acquire_lease("delivery", delivery_id, self.actor, circuit.retry_in())
             return
-        connector = self.endpoints[delivery.endpoint]
+        connector = self.acting_for(delivery)
         name, sha256, kind = delivery.artifact_name, delivery.artifact_sha256, delivery.artifact_kind
         if not (name and sha256 and kind):
             self._fail_delivery(delivery, "the delivery names no artifact to send; replay its document")
@@ -553,6 +565,8 @@ class Runtime:
         connectors: list[InboundConnector | OutboundConnector] = [*self.sources.values(), *self.endpoints.values()]
         for connector in connectors:
             try:
+                if isinstance(connector, OutboundConnector):
+                    connector.close_scopes()
                 connector.close()
             except Exception:  # noqa: BLE001 - closing must not hide the real outcome
                 log.exception("closing %s", connector.name)

@@ -48,6 +48,7 @@ from bus.connector import CANONICAL, Artifact, OutboundConnector, RemoteMessage,
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from bus.yamlconf import describe
+from connectors._credentials import credentials_model
 from connectors._pastell_common import (
     UNKNOWN_OUTCOME,
     MultipartFile,
@@ -119,6 +120,10 @@ class PastellOutboundConfig(ConnectorConfig):
     classification_connector: str | None = Field(
         None, min_length=1, description="id_ce of the entity's TdT connector, to read the classification it keeps.")
     fields: PastellFields = Field(default_factory=lambda: PastellFields(), description="Field names of the flow.")
+    credentials: list[PastellCredentials] = Field(  # type: ignore[valid-type]  # built from the fields above
+        default_factory=list, description="Credentials of their own for some collectivités (by SIREN) or "
+        "groups; the options above are the default (connectors/_credentials.py).",
+    )
 
     @field_validator("url")
     @classmethod
@@ -160,6 +165,11 @@ def _data(detail: dict[str, Any]) -> dict[str, Any]:
 
 def _truthy(value: Any) -> bool:
     return bool(value) and str(value).strip().lower() not in ("0", "false", "")
+
+
+PastellCredentials = credentials_model("PastellCredentials", PastellOutboundConfig,
+                                       ("token", "login", "password", "client_cert", "client_key", "entity"))
+PastellOutboundConfig.model_rebuild()
 
 
 class PastellOutbound(OutboundConnector):

@@ -45,6 +45,7 @@ from bus.connector import CANONICAL, Artifact, OutboundConnector, RemoteMessage,
 from bus.errors import ConfigError, DocumentError, HentError, Problem, TransientError
 from bus.secrets import Secret, redact_url
 from bus.yamlconf import describe
+from connectors._credentials import credentials_model
 from connectors._s2low_common import (
     STATUS_LABELS,
     MultipartBody,
@@ -113,6 +114,10 @@ class S2lowOutboundConfig(ConnectorConfig):
     siren: str | None = Field(None, pattern=r"^[0-9]{9}$",
                               description="SIREN of the account's collectivité: acts of another are refused.")
     max_size: int = Field(MAX_SIZE, gt=0, description="Bytes of an act's files together (S2LOW: 150 MiB).")
+    credentials: list[S2lowCredentials] = Field(  # type: ignore[valid-type]  # built from the fields above
+        default_factory=list, description="Credentials of their own for some collectivités (by SIREN) or "
+        "groups; the options above are the default (connectors/_credentials.py).",
+    )
 
     @field_validator("url")
     @classmethod
@@ -134,6 +139,11 @@ class S2lowOutboundConfig(ConnectorConfig):
         if self.auth == "nonce" and self.login is None:
             raise PydanticCustomError("s2low-credentials", "auth: nonce needs login and password", {})
         return self
+
+
+S2lowCredentials = credentials_model("S2lowCredentials", S2lowOutboundConfig,
+                                     ("client_cert", "client_key", "login", "password", "siren"))
+S2lowOutboundConfig.model_rebuild()
 
 
 class S2lowOutbound(OutboundConnector):

@@ -30,6 +30,7 @@ from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from bus.yamlconf import describe
 from connectors._archive_options import ArchiveOptions
+from connectors._credentials import credentials_model
 from connectors._soap_common import (
     DuplicateSubmission,
     SoapClient,
@@ -72,6 +73,10 @@ class SoapOutboundConfig(ConnectorConfig, ArchiveOptions):
     password: Secret | None = Field(
         None, description="WS-Security UsernameToken password.", json_schema_extra={"secret": True}
     )
+    credentials: list[SoapCredentials] = Field(  # type: ignore[valid-type]  # built from the fields above
+        default_factory=list, description="Credentials of their own for some collectivités (by SIREN) or "
+        "groups; the options above are the default (connectors/_credentials.py).",
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -102,6 +107,11 @@ class SoapOutboundConfig(ConnectorConfig, ArchiveOptions):
 
 def _state(status: Any) -> str:
     return STATES.get(str(status or "").strip().upper(), "UNKNOWN")
+
+
+SoapCredentials = credentials_model("SoapCredentials", SoapOutboundConfig,
+                                    ("client_cert", "client_key", "username", "password"))
+SoapOutboundConfig.model_rebuild()
 
 
 class SoapOutbound(OutboundConnector):

@@ -7,6 +7,7 @@ __all__ = ["check_configuration", "probe_connectors"]
 from pathlib import Path
 
 from bus import registry
+from bus.certs import describe_certificate
 from bus.config import load_config
 from bus.connector import ARCHIVE, CANONICAL, FILE
 from bus.errors import ConfigError, HentError, Problem
@@ -27,6 +28,7 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
     problems: list[Problem] = []
     seen_maps: set[str] = set()
     built: set[str] = set()
+    certificates: list[str] = []
     for index, route in enumerate(config.routes):
         if route.map is not None and str(route.map) not in seen_maps:
             seen_maps.add(str(route.map))
@@ -51,6 +53,10 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
             consumes = connector.consumes
             if endpoint not in built:  # what only shows when a connector gets ready: a WSDL, a key file
                 built.add(endpoint)
+                certificates.extend(
+                    f"  certificate of {endpoint} ({sirens}): {describe_certificate(path)}"
+                    for sirens, path in connector.certificates()
+                )
                 try:
                     connector.check()
                 except ConfigError as exc:
@@ -84,7 +90,7 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
         f"{path}: OK — {len(config.connectors)} connector(s), {len(config.routes)} route(s), "
         f"{len(config.collectivites)} collectivité(s); schemas compiled: {schemas}"
     )
-    return problems, summary
+    return problems, "\n".join([summary, *certificates])
 
 
 def _as_given(config: Path, resolved: Path) -> str:
