@@ -6,7 +6,7 @@
     python run_bus.py check -c FILE [--online]   every configuration error at once (exit 2); --online: reach each server
     python run_bus.py validate FILE...           an ACTES XML or archive against the schema
     python run_bus.py inspect FILE               a ministry message, parsed, as JSON
-    python run_bus.py status -c FILE             documents and deliveries in the ledger
+    python run_bus.py status -c FILE             documents and deliveries (--awaiting-answer: open letters)
     python run_bus.py journal verify -c FILE     the journal's hash chain is intact
     python run_bus.py classification SIREN -c FILE   the classification acts are checked against
     python run_bus.py cancel IDACTE -c FILE      ask for the cancellation of an acknowledged act
@@ -121,6 +121,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     ledger = Ledger(config.bus.ledger)
+    if args.awaiting_answer:
+        return _awaiting_answer(ledger, args)
     try:
         rows: list[dict[str, Any]] = []
         for doc in ledger.documents(state=args.state, route=args.route, siren=args.siren):
@@ -156,6 +158,32 @@ def cmd_status(args: argparse.Namespace) -> int:
             for line in row["reason"].splitlines():
                 print(f"    ! {line}")
     print(f"{len(rows)} document(s)")
+    return EXIT_OK
+
+
+def _awaiting_answer(ledger: Any, args: argparse.Namespace) -> int:
+    """The préfecture's letters nobody answered yet, oldest first."""
+    from datetime import UTC, datetime
+
+    from bus.answers import ANSWERS, open_letters
+
+    try:
+        letters = [letter for letter in open_letters(ledger) if not args.siren or letter["siren"] == args.siren]
+    finally:
+        ledger.close()
+    now = datetime.now(UTC)
+    for letter in letters:
+        days = int((now - letter["received_at"]).total_seconds() // 86400)
+        row = {"id_acte": letter["id_acte"], "code": letter["code"], "letter": letter["name"],
+               "received_at": letter["received_at"].isoformat(), "days": days, "siren": letter["siren"],
+               "source": letter["source"], "bundle": letter["bundle"], "answers": list(ANSWERS[letter["code"]])}
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            print(f"{letter['id_acte']}  {letter['code']}  received {letter['received_at']:%Y-%m-%d} ({days} days)  "
+                  f"{letter['source']}/{letter['bundle']}  answer with {' or '.join(ANSWERS[letter['code']])}")
+    if not args.json:
+        print(f"{len(letters)} letter(s) awaiting an answer")
     return EXIT_OK
 
 
@@ -283,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--route", help="only documents of this route")
     status.add_argument("--siren", help="only documents of this SIREN")
     status.add_argument("--json", action="store_true", help="one JSON object per document")
+    status.add_argument("--awaiting-answer", action="store_true",
+                        help="the préfecture's letters (2-1, 3-1, 4-1) not answered yet, oldest first")
     status.set_defaults(func=cmd_status)
     journal = sub.add_parser("journal", help="the hash-chained journal of every transition")
     journal_sub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")

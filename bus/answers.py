@@ -11,7 +11,8 @@ that sent the act (``<bundle>.<n>.<code>.xml`` beside a summary).
 
 from __future__ import annotations
 
-__all__ = ["AnswerPoller", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS", "RECEIPTS"]
+__all__ = ["AnswerPoller", "ANSWERS", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS", "LETTERS", "RECEIPTS",
+           "open_letters"]
 
 import json
 import logging
@@ -34,6 +35,13 @@ FOLLOW_UP_DAYS = 75  #: the préfet has two months to act on an act; a margin fo
 #: the messages that end a delivery, and the state they end it in
 _FINAL = {"ARActe": "ACKNOWLEDGED", "AnomalieActe": "REJECTED", "AnomalieEnveloppe": "REJECTED"}
 _WAIT = object()  #: a message to read again at the next poll
+#: the letters of the préfecture the collectivité answers through ACTES, and the answers that close
+#: them (3-2 and 4-2 only say the letter was received)
+LETTERS = {"2-1": ("2-2",), "3-1": ("3-3", "3-4"), "4-1": ("4-3", "4-4")}
+#: every answer the collectivité may send to each letter
+ANSWERS = {"2-1": ("2-2",), "3-1": ("3-2", "3-3", "3-4"), "4-1": ("4-2", "4-3", "4-4")}
+#: age buckets of the open letters metric, in days
+LETTER_AGES = ((7, "0-7d"), (30, "7-30d"), (None, "30d+"))
 #: the ledger message that records the stamped act and the bordereau of an acknowledged act
 RECEIPTS = "receipts"
 #: names of the packages (the ministry's .tar.gz) a platform may hand a follow-up in
@@ -406,3 +414,22 @@ class AnswerPoller:
                 if found is not None:
                     return found
         return None
+
+
+def open_letters(ledger: Any) -> list[dict[str, Any]]:
+    """The préfecture's letters still waiting for the collectivité's answer, oldest first."""
+    closing = tuple(code for codes in LETTERS.values() for code in codes)
+    return ledger.open_letters(tuple(LETTERS), closing)
+
+
+def letters_metric(ledger: Any, now: datetime | None = None) -> None:
+    """``hent_prefecture_letters_open{code,age}`` from the ledger."""
+    now = now or datetime.now(UTC)
+    counts: Counter[tuple[str, str]] = Counter()
+    for letter in open_letters(ledger):
+        days = (now - letter["received_at"]).total_seconds() / 86400
+        bucket = next(label for limit, label in LETTER_AGES if limit is None or days < limit)
+        counts[(letter["code"], bucket)] += 1
+    for code in LETTERS:
+        for _, label in LETTER_AGES:
+            metrics.LETTERS_OPEN.labels(code=code, age=label).set(counts[(code, label)])

@@ -29,6 +29,7 @@ from bus.ledger_schema import (
     leases_table,
     messages_table,
     replies_table,
+    responses_table,
 )
 from bus.ledger_states import DeliveryState, DocumentState, UnknownEntity
 
@@ -140,6 +141,47 @@ class LedgerExtras:
                  .order_by(messages_table.c.received_at))
         with self._read() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def add_response(self, delivery_id: str, message_id: str, document_id: str, code: str) -> bool:
+        """Record that ``document_id`` answers the letter ``message_id`` of ``delivery_id``; False if known."""
+        with self._write() as conn:
+            known = select(responses_table.c.code).where(
+                responses_table.c.delivery_id == delivery_id, responses_table.c.message_id == message_id,
+                responses_table.c.document_id == document_id)
+            if conn.execute(known).first() is not None:
+                return False
+            conn.execute(insert(responses_table).values(delivery_id=delivery_id, message_id=message_id,
+                                                        document_id=document_id, code=code, created_at=self.now()))
+        return True
+
+    def responses_to(self, delivery_id: str, message_id: str) -> list[dict[str, Any]]:
+        """The responses recorded for a letter, oldest first."""
+        query = (select(responses_table).where(responses_table.c.delivery_id == delivery_id,
+                                               responses_table.c.message_id == message_id)
+                 .order_by(responses_table.c.created_at))
+        with self._read() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def open_letters(self, codes: tuple[str, ...], closing: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The letters of ``codes`` received and not answered yet (no response of a ``closing`` code
+        recorded, or only ones whose document FAILED), oldest first, with their act's delivery."""
+        answered = (select(responses_table.c.delivery_id, responses_table.c.message_id)
+                    .join(documents_table, documents_table.c.id == responses_table.c.document_id)
+                    .where(documents_table.c.state != "FAILED", responses_table.c.code.in_(closing)))
+        answered_keys = {(r.delivery_id, r.message_id) for r in self._read_all(answered)}
+        query = (select(messages_table, deliveries_table.c.id_acte, deliveries_table.c.endpoint,
+                        deliveries_table.c.document_id, documents_table.c.siren, documents_table.c.source,
+                        documents_table.c.bundle)
+                 .join(deliveries_table, deliveries_table.c.id == messages_table.c.delivery_id)
+                 .join(documents_table, documents_table.c.id == deliveries_table.c.document_id)
+                 .where(messages_table.c.code.in_(codes))
+                 .order_by(messages_table.c.received_at))
+        return [dict(row._mapping) for row in self._read_all(query)
+                if (row.delivery_id, row.message_id) not in answered_keys]
+
+    def _read_all(self, query: Any) -> list[Any]:
+        with self._read() as conn:
+            return list(conn.execute(query))
 
     def add_classification(self, siren: str, *, date_text: str, name: str, sha256: str) -> bool:
         """Keep a classification (7-2) of a SIREN; False if that version was kept already."""

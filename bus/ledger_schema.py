@@ -154,6 +154,16 @@ messages_table = Table(  # what an endpoint sent back about a delivery, once eac
     Column("received_at", UTCDateTime, nullable=False),
 )
 
+responses_table = Table(  # the collectivité's answer to a letter of the préfecture (2-2, 3-2/3/4, 4-2/3/4)
+    "responses",
+    metadata,
+    Column("delivery_id", String(32), primary_key=True),  # the act's delivery the letter came for
+    Column("message_id", String(200), primary_key=True),  # the letter (messages.message_id)
+    Column("document_id", String(32), ForeignKey("documents.id"), primary_key=True),  # the response bundle
+    Column("code", String(16), nullable=False),  # 2-2, 3-4, 4-4...
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 classifications_table = Table(  # the préfecture's classification (7-2) of each SIREN, every version
     "classifications",
     metadata,

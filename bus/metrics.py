@@ -19,6 +19,7 @@ __all__ = [
     "UNMATCHED_ANSWERS",
     "PLATFORM_WAITING",
     "CERTIFICATE_EXPIRY",
+    "LETTERS_OPEN",
     "CIRCUIT_STATE",
     "QUEUE_DEPTH",
     "BUILD_INFO",
@@ -82,6 +83,12 @@ PLATFORM_WAITING = Gauge(
     "hent_platform_waiting_deliveries",
     "Deliveries a platform holds until a person acts (S2LOW 17: to be posted, 18: to be signed).",
     ["connector", "waiting"],
+    registry=REGISTRY,
+)
+LETTERS_OPEN = Gauge(
+    "hent_prefecture_letters_open",
+    "Letters of the préfecture (2-1, 3-1, 4-1) not answered yet, by code and age (0-7d, 7-30d, 30d+).",
+    ["code", "age"],
     registry=REGISTRY,
 )
 CERTIFICATE_EXPIRY = Gauge(

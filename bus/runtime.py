@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bus import metrics, registry
-from bus.answers import AnswerPoller
+from bus.answers import AnswerPoller, letters_metric
 from bus.backbone import DELIVERIES, DOCUMENTS, Backbone
 from bus.certs import certificate_expiry
 from bus.circuit import Circuit
@@ -463,6 +463,7 @@ class Runtime:
                 metrics.LEDGER_DOCUMENTS.labels(state=state).set(count)
             for state, count in counts.get("delivery", {}).items():
                 metrics.LEDGER_DELIVERIES.labels(state=state).set(count)
+            letters_metric(self.ledger)
             self.backbone.housekeeping()
             for queue in Backbone.QUEUES:
                 depth = self.backbone.depth(queue)

@@ -180,6 +180,34 @@ def test_a_later_letter_of_the_prefecture_reaches_the_software_once(
     assert b"CourrierSimple" in files["DEL2026_306.2.2-1.xml"]
 
 
+def test_a_request_for_documents_not_answered_yet_is_listed_and_counted(
+    tmp_path: Path, simulator: LegalitySimulator
+) -> None:
+    from bus import metrics
+    from bus.answers import letters_metric
+
+    # Given an acknowledged act, then a request for documents (3-1) of the préfecture
+    config_path = soap_config(tmp_path, simulator)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_307", decision=TODAY)
+    [delivery] = run(config_path)["DEL2026_307.json"]["deliveries"]
+    simulator.followup(delivery.id_acte, "3-1")
+    runtime = Runtime(load_config(config_path), Pipeline.for_runtime, retry=FAST, serve_http=False)
+    try:
+        assert runtime.answers.poll_follow_ups("prefecture") == 1
+        letters_metric(runtime.ledger)
+    finally:
+        runtime.shutdown()
+    # Then status --awaiting-answer lists it, with what may answer it
+    result = run_cli("status", "--awaiting-answer", "--json", "-c", str(config_path))
+    assert result.returncode == 0, result.stderr
+    [letter] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (letter["id_acte"], letter["code"], letter["days"], letter["answers"]) == (
+        delivery.id_acte, "3-1", 0, ["3-2", "3-3", "3-4"])
+    # and the metric counts it among the letters open for less than a week
+    assert metrics.LETTERS_OPEN.labels(code="3-1", age="0-7d")._value.get() == 1
+    assert metrics.LETTERS_OPEN.labels(code="4-1", age="0-7d")._value.get() == 0
+
+
 def test_soap_faults_of_the_platform_are_retried_until_the_act_goes_through(
     tmp_path: Path, simulator: LegalitySimulator
 ) -> None:
