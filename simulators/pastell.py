@@ -61,20 +61,15 @@ from __future__ import annotations
 
 __all__ = ["DEFAULT_ENTITY", "FAULT_KINDS", "Exchange", "PastellFault", "PastellSimulator", "main"]
 
-import argparse
 import logging
-import signal
 import ssl
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Any
 
-from simulators.legality import DEFAULT_CLASSIFICATION, server_context
-from simulators.legality_platform import Platform
+from simulators._http_sim import HttpSimulator, InjectedFault, SimulatorCommand
 from simulators.pastell_form import Entity
 from simulators.pastell_http import PastellHandler, PastellServer, Reply
 from simulators.pastell_store import PastellStore
@@ -85,21 +80,11 @@ VERSION = "4.1.18"
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PastellFault:
+class PastellFault(InjectedFault):
     """``kind`` for ``operation`` (an operationId, ``action:send-tdt``, or "*"), ``count`` times
     (None: always); ``seconds`` of latency or timeout, or the Retry-After of a rate limit."""
 
-    kind: str
-    operation: str = "*"
-    count: int | None = 1
-    seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
-        if self.count is not None and self.count < 1:
-            raise ValueError("count must be at least 1 (or None for every call)")
+    kinds = FAULT_KINDS
 
 
 @dataclass(frozen=True)
@@ -115,83 +100,35 @@ class Exchange:
     body: bytes
 
 
-class PastellSimulator:
-    """Pastell behind a loopback HTTP server: start(), url, stop(); a context manager."""
+class PastellSimulator(HttpSimulator[PastellFault]):
+    """Pastell behind a loopback HTTP server: start(), url, stop(); a context manager.
+
+    Its ``url`` is Pastell's address, e.g. ``http://127.0.0.1:8089`` (the API is under ``/api/v2``).
+    """
+
+    fault_type = PastellFault
+    server_class = PastellServer
+    handler_class = PastellHandler
+    name = "pastell"
 
     def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        ack_delay: float = 0.0,
-        classification: Path | None = None,
-        entities: list[Entity] | None = None,
-        token: str | None = None,
-        login: str | None = None,
-        password: str | None = None,
-        faults: list[PastellFault] | tuple[PastellFault, ...] = (),
-        latency: float = 0.0,
+        self, host: str = "127.0.0.1", port: int = 0, *, ack_delay: float = 0.0, classification: Path | None = None,
+        entities: list[Entity] | None = None, token: str | None = None, login: str | None = None,
+        password: str | None = None, faults: list[PastellFault] | tuple[PastellFault, ...] = (), latency: float = 0.0,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.host, self.port, self.tls = host, port, tls
+        super().__init__(host, port, ack_delay=ack_delay, classification=classification, faults=faults,
+                         latency=latency, tls=tls)
         self.token, self.login, self.password = token, login, password
-        self.platform = Platform(classification or DEFAULT_CLASSIFICATION, ack_delay=ack_delay)
         self.store = PastellStore(self.platform, list(entities or [DEFAULT_ENTITY]), ack_delay=ack_delay)
-        self._faults = list(faults) + ([PastellFault("latency", count=None, seconds=latency)] if latency else [])
-        self._calls: Counter[str] = Counter()
         self._exchanges: list[Exchange] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: PastellServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- life ---------------------------------------------------------------------------
-
-    def start(self) -> PastellSimulator:
-        self._stopping.clear()
-        server = PastellServer((self.host, self.port), PastellHandler)
-        server.simulator = self
-        if self.tls is not None:
-            server.socket = self.tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-        self._server, self.port = server, server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"pastell-simulator-{self.port}", daemon=True)
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
         """Stop serving (a call held by a ``timeout`` fault is released at once)."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        super().stop()
         self.store.close()
 
-    @property
-    def url(self) -> str:
-        """Pastell's address, e.g. ``http://127.0.0.1:8089`` (the API is under ``/api/v2``)."""
-        return f"{'https' if self.tls is not None else 'http'}://{self.host}:{self.port}"
-
-    def __enter__(self) -> PastellSimulator:
-        return self.start()
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
     # -- control ------------------------------------------------------------------------
-
-    def inject(self, kind: str, operation: str = "*", count: int | None = 1, seconds: float = 0.0) -> None:
-        """A fault in the next ``count`` calls of ``operation`` (see the module's docstring)."""
-        with self._lock:
-            self._faults.append(PastellFault(kind, operation, count, seconds))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
 
     def followup(self, id_acte: str, code: str) -> dict[str, str]:
         """The préfecture sends ``code`` (2-1, 3-1, 4-1, 5-1) about the acknowledged act ``id_acte``."""
@@ -238,106 +175,28 @@ class PastellSimulator:
         return {"id_ce": f"{id_e}01", "id_connecteur": "s2low", "libelle": "TdT (simulateur)", "global": False,
                 "id_e": id_e}
 
-    def _take_faults(self, operation: str, key: str) -> tuple[float, PastellFault | None]:
-        """Count the call; the latency to add and the first other fault that applies (consumed)."""
-        latency, chosen = 0.0, None
-        with self._lock:
-            self._calls[key] += 1
-            for fault in list(self._faults):
-                if fault.operation not in ("*", operation, key) or (chosen and fault.kind != "latency"):
-                    continue
-                if fault.kind == "latency":
-                    latency += fault.seconds
-                else:
-                    chosen = fault
-                if fault.count is not None:
-                    fault.count -= 1
-                    if fault.count == 0:
-                        self._faults.remove(fault)
-        return latency, chosen
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep, but not past stop(); True when stopped meanwhile."""
-        return self._stopping.wait(seconds)
-
     def _record(self, operation: str, method: str, path: str, reply: Reply) -> None:
         with self._lock:
             self._exchanges.append(Exchange(operation, method, path, reply.status, reply.content_type,
                                             dict(reply.headers), reply.encoded()))
 
-    def _control(self, method: str, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
-        try:
-            if method == "GET" and path == "/control/received":
-                return 200, self.received()
-            if method == "DELETE" and path == "/control/faults":
-                self.clear_faults()
-                return 200, {"faults": 0}
-            if method == "POST" and path == "/control/faults":
-                self.inject(str(payload["kind"]), str(payload.get("operation", "*")), payload.get("count", 1),
-                            float(payload.get("seconds", 0.0)))
-                return 200, {"faults": len(self._faults)}
-            if method == "POST" and path == "/control/followup":
-                try:
-                    return 200, self.followup(str(payload["id_acte"]), str(payload["code"]))
-                except KeyError as exc:
-                    if exc.args and exc.args[0] in ("id_acte", "code"):
-                        raise
-                    return 404, {"error": str(exc.args[0])}
-            if method == "POST" and path == "/control/classification":
-                self.publish_classification(str(payload["date"]))
-                return 200, {"date": self.platform.classification_date.isoformat()}
-        except KeyError as exc:
-            return 400, {"error": f"missing field {exc}"}
-        except (ValueError, TypeError) as exc:
-            return 400, {"error": str(exc)}
-        return 404, {"error": f"no route {method} {path}"}
-
-
-def _fault_option(text: str) -> PastellFault:
-    """``KIND[:OPERATION[:COUNT[:SECONDS]]]``; COUNT ``*`` or empty: every call."""
-    parts = text.split(":")
-    count = parts[2] if len(parts) > 2 else "1"
-    seconds = float(parts[3]) if len(parts) > 3 and parts[3] else 0.0
-    return PastellFault(parts[0], parts[1] if len(parts) > 1 and parts[1] else "*",
-                        None if count in ("", "*") else int(count), seconds)
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.pastell", description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8089)
-    parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds before the ministry's answer shows")
-    parser.add_argument("--classification", type=Path, help="RetourClassification file (7-2) the ministry checks")
+    command = SimulatorCommand("simulators.pastell", __doc__, 8089,
+                               classification_help="RetourClassification file (7-2) the ministry checks")
+    parser = command.parser
     parser.add_argument("--token", help="accept this API token (Authorization: Bearer)")
     parser.add_argument("--login", help="accept HTTP Basic with this login...")
     parser.add_argument("--password", help="... and this password")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
-    parser.add_argument("--fault", action="append", default=[], type=_fault_option,
-                        metavar="KIND[:OPERATION[:COUNT[:SECONDS]]]", help=f"inject a fault; KIND in {FAULT_KINDS}")
-    parser.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
-    parser.add_argument("--keyfile", type=Path, help="private key (PEM) of --certfile, if not in it")
-    parser.add_argument("--client-ca", type=Path, help="require client certificates issued by this CA (PEM)")
-    args = parser.parse_args(argv)
-    if (args.keyfile or args.client_ca) and not args.certfile:
-        parser.error("--keyfile and --client-ca need --certfile")
+    command.add_fault_and_tls_options(PastellFault)
+    args = command.parse(argv)
     if (args.login is None) != (args.password is None):
         parser.error("--login and --password go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    tls = server_context(args.certfile, args.keyfile, args.client_ca) if args.certfile else None
     running = PastellSimulator(args.host, args.port, ack_delay=args.ack_delay, classification=args.classification,
                                token=args.token, login=args.login, password=args.password, faults=args.fault,
-                               latency=args.latency, tls=tls).start()
-    done = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    print(f"Pastell simulator on {running.url} (API at {running.url}/api/v2)", flush=True)
-    done.wait()
-    running.stop()
-    return 0
+                               latency=args.latency, tls=command.tls(args)).start()
+    return command.serve(running, f"Pastell simulator on {running.url} (API at {running.url}/api/v2)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Each request is matched to the OpenAPI operation it belongs to (``createDocument
 token or HTTP Basic: 401 with ``WWW-Authenticate: Basic realm="API Pastell"`` otherwise),
 then answered by :class:`simulators.pastell_store.PastellStore`.  Errors have Pastell's shape,
 ``{"status": "error", "error-message": "..."}``.  Every answer is recorded (operation, status,
-headers, body) for the contract test.  HTTP/1.0: one request per connection.
+headers, body) for the contract test.  HTTP/1.0: one request per connection; the server and
+the handler's helpers are :mod:`simulators._http_sim`'s.
 """
 
 from __future__ import annotations
@@ -17,21 +18,17 @@ import hmac
 import json
 import logging
 import re
-import socket
-import ssl
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from simulators._http_sim import BaseSimHandler, QuietHTTPServer
 from simulators.pastell_form import PastellError
 
 if TYPE_CHECKING:
     from simulators.pastell import PastellSimulator
 
 log = logging.getLogger("simulators.pastell")
-_MAX_BODY = 200 * 1024 * 1024
-_HANDSHAKE_TIMEOUT = 10.0
 #: (method, path pattern under /api/v2) → OpenAPI operationId; file uploads by path are Pastell's
 #: real route (DocumentAPIController::postFile), answered like ``postDocumentFile``
 OPERATIONS: list[tuple[str, str, str]] = [
@@ -87,75 +84,35 @@ def error(status: int, message: str, **headers: str) -> Reply:
     return Reply(status, {"status": "error", "error-message": message}, headers=headers)
 
 
-class PastellServer(ThreadingHTTPServer):
-    daemon_threads = True
+class PastellServer(QuietHTTPServer):
     simulator: PastellSimulator
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):  # handshake in the connection's thread, not in accept()
-            request.settimeout(_HANDSHAKE_TIMEOUT)
-            request.do_handshake()
-            request.settimeout(None)
-        super().finish_request(request, client_address)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("request from %s failed", client_address, exc_info=True)
-
-
-class PastellHandler(BaseHTTPRequestHandler):
+class PastellHandler(BaseSimHandler):
     server: PastellServer
     server_version = "HentPastellSimulator/1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
+    too_large = (error(413, "requête trop volumineuse").encoded(), "application/json")
+    ascii_json = False
 
     def do_PATCH(self) -> None:
         self._handle("PATCH")
 
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
     # -- plumbing ---------------------------------------------------------------------
 
-    def _send(self, reply: Reply) -> None:
-        body = reply.encoded()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _drop(self) -> None:
-        """Close the connection without a byte of answer."""
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    def _reply(self, reply: Reply) -> None:
+        self._send(reply.status, reply.encoded(), reply.content_type, reply.headers)
 
     def _body(self) -> bytes | None:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
+        if "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
+            return super()._body()
+        chunks: list[bytes] = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY:
-            self._send(error(413, "requête trop volumineuse"))
-            return None
-        return self.rfile.read(length)
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
 
     def _form(self, body: bytes) -> tuple[dict[str, str], dict[str, list[str]], dict[str, tuple[str, bytes]]]:
         """(fields, repeated fields, files) of a form-urlencoded or multipart body."""
@@ -207,31 +164,19 @@ class PastellHandler(BaseHTTPRequestHandler):
         if body is None:
             return
         if parts.path.startswith("/control/"):
-            try:
-                payload = json.loads(body or b"{}") if method != "GET" else {}
-            except ValueError as exc:
-                self._send(Reply(400, {"error": f"not JSON: {exc}"}))
-                return
-            status, answer = simulator._control(method, parts.path, payload if isinstance(payload, dict) else {})
-            self._send(Reply(status, answer))
+            self._control(method, parts.path, body if method != "GET" else b"")
             return
         found = route(method, parts.path.removeprefix("/api/v2/")) if parts.path.startswith("/api/v2/") else None
         if found is None:
-            self._send(error(404, f"Ressource {parts.path} introuvable"))
+            self._reply(error(404, f"Ressource {parts.path} introuvable"))
             return
         operation, params = found
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         key = f"action:{params['action']}" if operation == "postDocumentAction" else operation
-        latency, fault = simulator._take_faults(operation, key)
-        if latency and simulator._wait(latency):
-            self._drop()
+        answering, fault = self._apply_faults(operation, key)
+        if not answering:
             return
         kind = fault.kind if fault else None
-        if kind in ("drop", "timeout"):
-            if kind == "timeout":
-                simulator._wait((fault.seconds if fault else 0.0) or 3600.0)
-            self._drop()
-            return
         if kind == "http500":
             reply = error(500, "Erreur interne (injectée)")
         elif kind == "rate_limit":
@@ -244,7 +189,7 @@ class PastellHandler(BaseHTTPRequestHandler):
             self._drop()
             return
         simulator._record(operation, method, parts.path, reply)
-        self._send(reply)
+        self._reply(reply)
 
     def _answer(self, operation: str, params: dict[str, str], query: dict[str, str], body: bytes) -> Reply:
         try:

@@ -50,27 +50,21 @@ from __future__ import annotations
 
 __all__ = ["FAULT_KINDS", "Fault", "S2lowSimulator", "main"]
 
-import argparse
 import base64
 import binascii
 import hashlib
 import hmac
 import logging
 import secrets
-import signal
 import ssl
 import tempfile
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Self
 
-from simulators.legality import DEFAULT_CLASSIFICATION, server_context
-from simulators.legality_platform import Platform
+from simulators._http_sim import HttpSimulator, InjectedFault, SimulatorCommand
 from simulators.s2low_actes import Authority, S2lowOffice
 from simulators.s2low_http import S2lowHandler, S2lowServer
 
@@ -82,25 +76,23 @@ NONCE_TTL = 300.0
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Fault:
+class Fault(InjectedFault):
     """An injected fault: ``kind`` for page ``operation`` (or "*"), ``count`` times (None: always)."""
 
-    kind: str
-    operation: str = "*"
-    count: int | None = 1
-    seconds: float = 0.0
+    kinds = FAULT_KINDS
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
-        if self.count is not None and self.count < 1:
-            raise ValueError("count must be at least 1 (or None for every call)")
+        super().__post_init__()
         self.operation = self.operation.removesuffix(".php")
 
 
-class S2lowSimulator:
+class S2lowSimulator(HttpSimulator[Fault]):
     """S2LOW behind a loopback HTTP server: start(), url, stop(); a context manager."""
+
+    fault_type = Fault
+    server_class = S2lowServer
+    handler_class = S2lowHandler
+    name = "s2low"
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, *, ack_delay: float = 0.0, transmit_delay: float = 0.0,
@@ -110,60 +102,26 @@ class S2lowSimulator:
     ) -> None:
         if hold not in (None, 17, 18):
             raise ValueError("hold is 17 (to be posted) or 18 (to be signed)")
-        self.host, self.port, self.tls = host, port, tls
         self.authority = authority or Authority()
-        self.platform = Platform(classification or DEFAULT_CLASSIFICATION, ack_delay=ack_delay,
-                                 departement=self.authority.departement)
+        super().__init__(host, port, ack_delay=ack_delay, classification=classification,
+                         departement=self.authority.departement, faults=faults, tls=tls)
         self._workdir = tempfile.TemporaryDirectory(prefix="hent-s2low-")
         self.office = S2lowOffice(self.platform, self.authority, Path(self._workdir.name),
                                   transmit_delay=transmit_delay)
         self.office.hold = hold
         self.login, self.password = login, password
-        self._faults = list(faults)
-        self._calls: Counter[str] = Counter()
         self._nonces: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: S2lowServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- life ---------------------------------------------------------------------------
 
-    def start(self) -> S2lowSimulator:
-        self._stopping.clear()
+    def start(self) -> Self:
         self.office.workdir.mkdir(parents=True, exist_ok=True)  # again after a stop()
-        server = S2lowServer((self.host, self.port), S2lowHandler)
-        server.simulator = self
-        if self.tls is not None:  # accepted sockets are TLS ones; each handshakes in its own thread
-            server.socket = self.tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-        self._server, self.port = server, server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"s2low-simulator-{self.port}", daemon=True)
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         """Stop serving (a hung call is released at once) and forget the files received."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        super().stop()
         self._workdir.cleanup()
-
-    @property
-    def url(self) -> str:
-        """S2LOW's address, e.g. ``http://127.0.0.1:8089`` (``https://`` with ``tls``)."""
-        return f"{'https' if self.tls is not None else 'http'}://{self.host}:{self.port}"
-
-    def __enter__(self) -> S2lowSimulator:
-        return self.start()
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
     # -- control ------------------------------------------------------------------------
 
@@ -175,15 +133,6 @@ class S2lowSimulator:
     @hold.setter
     def hold(self, status: int | None) -> None:
         self.office.hold = status
-
-    def inject(self, kind: str, operation: str = "*", count: int | None = 1, seconds: float = 0.0) -> None:
-        """Inject a fault in the next ``count`` calls of page ``operation`` ("*": every page)."""
-        with self._lock:
-            self._faults.append(Fault(kind, operation, count, seconds))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
 
     def followup(self, id_acte: str, code: str) -> dict[str, str]:
         """The préfecture sends ``code`` (2-1, 3-1, 3-5, 4-1, 4-5, 5-1, 6-2) about an acknowledged act."""
@@ -217,24 +166,6 @@ class S2lowSimulator:
             return {**counts, "calls": dict(self._calls)}
 
     # -- what the handler asks ----------------------------------------------------------
-
-    def _take_faults(self, operation: str) -> tuple[float, Fault | None]:
-        """Count the call; the latency to add and the first other fault that applies (consumed)."""
-        latency, chosen = 0.0, None
-        with self._lock:
-            self._calls[operation] += 1
-            for fault in list(self._faults):
-                if fault.operation not in ("*", operation) or (chosen and fault.kind != "latency"):
-                    continue
-                if fault.kind == "latency":
-                    latency += fault.seconds
-                else:
-                    chosen = fault
-                if fault.count is not None:
-                    fault.count -= 1
-                    if fault.count == 0:
-                        self._faults.remove(fault)
-        return latency, chosen
 
     def _basic_ok(self, authorization: str) -> bool:
         scheme, _, encoded = authorization.partition(" ")
@@ -270,83 +201,35 @@ class S2lowSimulator:
                 and hmac.compare_digest(query.get("login", ""), self.login)
                 and hmac.compare_digest(query.get("hash", ""), expected))
 
-    def _wait(self, seconds: float) -> bool:
-        """Sleep, but not past stop(); True when stopped meanwhile."""
-        return self._stopping.wait(seconds)
-
-    def _control(self, method: str, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+    def _control_followup(self, payload: dict[str, Any]) -> tuple[int, Any]:
         try:
-            if method == "GET" and path == "/control/received":
-                return 200, self.received()
-            if method == "DELETE" and path == "/control/faults":
-                self.clear_faults()
-                return 200, {"faults": 0}
-            if method == "POST" and path == "/control/faults":
-                self.inject(str(payload["kind"]), str(payload.get("operation", "*")), payload.get("count", 1),
-                            float(payload.get("seconds", 0.0)))
-                return 200, {"faults": len(self._faults)}
-            if method == "POST" and path == "/control/followup":
-                try:
-                    return 200, self.followup(str(payload["id_acte"]), str(payload["code"]))
-                except KeyError as exc:
-                    return 404, {"error": str(exc.args[0])}
-            if method == "POST" and path == "/control/classification":
-                self.publish_classification(str(payload["date"]))
-                return 200, {"date": self.platform.classification_date.isoformat()}
-            if method == "POST" and path == "/control/post":
-                return 200, {"posted": self.post_waiting(payload.get("transaction_id"))}
-        except KeyError as exc:
-            return 400, {"error": f"missing field {exc}"}
-        except (ValueError, TypeError) as exc:
-            return 400, {"error": str(exc)}
-        return 404, {"error": f"no route {method} {path}"}
+            return super()._control_followup(payload)
+        except KeyError as exc:  # a missing field too is answered 404, naming it
+            return 404, {"error": str(exc.args[0])}
 
-
-def _fault_option(text: str) -> Fault:
-    """``KIND[:PAGE[:COUNT[:SECONDS]]]``; COUNT ``*`` or empty: every call."""
-    parts = text.split(":")
-    count = parts[2] if len(parts) > 2 else "1"
-    return Fault(parts[0], parts[1] if len(parts) > 1 and parts[1] else "*",
-                 None if count in ("", "*") else int(count), float(parts[3]) if len(parts) > 3 and parts[3] else 0.0)
+    def _control_route(self, method: str, path: str, payload: dict[str, Any]) -> tuple[int, Any] | None:
+        if method == "POST" and path == "/control/post":
+            return 200, {"posted": self.post_waiting(payload.get("transaction_id"))}
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.s2low", description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8089)
-    parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds before the ministry's answer shows")
-    parser.add_argument("--classification", type=Path, help="RetourClassification file (7-2) served and checked")
+    command = SimulatorCommand("simulators.s2low", __doc__, 8089)
+    parser = command.parser
     parser.add_argument("--siren", default=Authority.siren, help="SIREN of the account's collectivité")
     parser.add_argument("--departement", default=Authority.departement, help="its département (3 characters)")
     parser.add_argument("--login", help="require HTTP Basic (or a nonce) with this login")
     parser.add_argument("--password", help="... and this password")
     parser.add_argument("--hold", type=int, choices=(17, 18), help="every act waits for a person (17 or 18)")
-    parser.add_argument("--fault", action="append", default=[], type=_fault_option,
-                        metavar="KIND[:PAGE[:COUNT[:SECONDS]]]", help=f"inject a fault; KIND in {FAULT_KINDS}")
-    parser.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
-    parser.add_argument("--keyfile", type=Path, help="private key (PEM) of --certfile, if not in it")
-    parser.add_argument("--client-ca", type=Path, help="require client certificates issued by this CA (PEM)")
-    args = parser.parse_args(argv)
-    if (args.keyfile or args.client_ca) and not args.certfile:
-        parser.error("--keyfile and --client-ca need --certfile")
+    command.add_fault_and_tls_options(Fault, "PAGE", latency=False)
+    args = command.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    tls = server_context(args.certfile, args.keyfile, args.client_ca) if args.certfile else None
     running = S2lowSimulator(
         args.host, args.port, ack_delay=args.ack_delay, classification=args.classification,
         authority=Authority(siren=args.siren, departement=args.departement), login=args.login,
-        password=args.password, faults=args.fault, tls=tls, hold=args.hold,
+        password=args.password, faults=args.fault, tls=command.tls(args), hold=args.hold,
     ).start()
-    done = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    print(f"S2LOW simulator on {running.url} (SIREN {running.authority.siren})", flush=True)
-    done.wait()
-    running.stop()
-    return 0
+    return command.serve(running, f"S2LOW simulator on {running.url} (SIREN {running.authority.siren})")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """The S2LOW simulator's HTTP side: S2LOW's pages (see :mod:`simulators.s2low`), its login, its faults.
 
 HTTP/1.0, one request per connection, so that a dropped or hung call holds no kept-alive
-socket.  Over TLS the handshake is made in the connection's thread, like the legality
-simulator's.  Answers are what S2LOW's PHP pages print: ``OK``/``KO`` lines in ISO-8859-1
-(``ResponseHelper::returnAndExit`` with ``api=1``), JSON for the ``api/`` pages, the ministry's
-XML verbatim.  Forms are read as sent — multipart/form-data or urlencoded — with no charset
-guessed: S2LOW reads ISO-8859-1.
+socket.  Over TLS the handshake is made in the connection's thread, like every HTTP
+simulator's (:mod:`simulators._http_sim`).  Answers are what S2LOW's PHP pages print:
+``OK``/``KO`` lines in ISO-8859-1 (``ResponseHelper::returnAndExit`` with ``api=1``), JSON for
+the ``api/`` pages, the ministry's XML verbatim.  Forms are read as sent — multipart/form-data
+or urlencoded — with no charset guessed: S2LOW reads ISO-8859-1.
 """
 
 from __future__ import annotations
@@ -15,39 +15,24 @@ __all__ = ["S2lowHandler", "S2lowServer", "parse_form"]
 import json
 import logging
 import re
-import socket
-import ssl
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
+from simulators._http_sim import BaseSimHandler, QuietHTTPServer
 from simulators.pdf import make_pdf
 from simulators.s2low_actes import NOT_FOUND, Refused, Upload
 
 if TYPE_CHECKING:
     from simulators.s2low import S2lowSimulator
 
-_MAX_BODY = 200 * 1024 * 1024
-_HANDSHAKE_TIMEOUT = 10.0
 _TEXT = "text/plain; charset=ISO-8859-1"
 _PARAM = re.compile(r'(\w+)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
 _REFUSED = "Échec de l'authentification"
 log = logging.getLogger("simulators.s2low")
 
 
-class S2lowServer(ThreadingHTTPServer):
-    daemon_threads = True
+class S2lowServer(QuietHTTPServer):
     simulator: S2lowSimulator
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):  # accepted without a handshake: make it here, not in accept()
-            request.settimeout(_HANDSHAKE_TIMEOUT)
-            request.do_handshake()
-            request.settimeout(None)
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("request from %s failed", client_address, exc_info=True)
 
 
 def _params(header: str) -> tuple[str, dict[str, str]]:
@@ -95,52 +80,16 @@ def _lines(ok: bool, *lines: str) -> bytes:
     return ("OK\n" if ok else "KO\n").encode() + "".join(f"{line}\n" for line in lines).encode("iso-8859-1", "replace")
 
 
-class S2lowHandler(BaseHTTPRequestHandler):
+class S2lowHandler(BaseSimHandler):
     server: S2lowServer
     server_version = "HentS2lowSimulator/1"
-
-    @property
-    def simulator(self) -> S2lowSimulator:
-        return self.server.simulator
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _send(self, status: int, body: bytes, content_type: str = _TEXT, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _drop(self) -> None:
-        """Close the connection without a byte of answer."""
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    too_large = (b"<html><body>Request Entity Too Large</body></html>", "text/html")
 
     def _body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._send(411, b"Length Required")
+            self._send(411, b"Length Required", _TEXT)
             return None
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY:
-            self._send(413, b"<html><body>Request Entity Too Large</body></html>", "text/html")
-            return None
-        return self.rfile.read(length)
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
+        return super()._body()
 
     def _handle(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -148,29 +97,18 @@ class S2lowHandler(BaseHTTPRequestHandler):
         body = self._body() if method == "POST" else b""
         if body is None:
             return
-        simulator = self.simulator
+        simulator = self.server.simulator
         if parts.path.startswith("/control/"):
-            try:
-                payload = json.loads(body or b"{}")
-            except ValueError as exc:
-                self._send(400, json.dumps({"error": f"not JSON: {exc}"}).encode(), "application/json")
-                return
-            status, answer = simulator._control(method, parts.path, payload if isinstance(payload, dict) else {})
-            self._send(status, json.dumps(answer).encode(), "application/json")
+            self._control(method, parts.path, body)
             return
         script = parts.path.rsplit("/", 1)[-1]
-        latency, fault = simulator._take_faults(script.removesuffix(".php"))
-        if latency and simulator._wait(latency):
-            self._drop()
+        answering, fault = self._apply_faults(script.removesuffix(".php"))
+        if not answering:
             return
         kind = fault.kind if fault else None
         if kind == "http500":
             self._send(500, b"<html><head><title>500 Internal Server Error</title></head><body>injected</body></html>",
                        "text/html")
-            return
-        if kind == "timeout":
-            simulator._wait((fault.seconds if fault else 0.0) or 3600.0)
-            self._drop()
             return
         if script == "get-nounce.php":
             nonce = simulator._new_nonce(self.headers.get("Authorization", ""))
@@ -185,7 +123,7 @@ class S2lowHandler(BaseHTTPRequestHandler):
                 self._send(401, _REFUSED.encode(), "text/plain; charset=utf-8",
                            {"WWW-Authenticate": 'Basic realm="API S2low"'})
             else:
-                self._send(200, _lines(False, _REFUSED))
+                self._send(200, _lines(False, _REFUSED), _TEXT)
             return
         try:
             answer = self._route(method, parts.path, query, body)
@@ -200,7 +138,7 @@ class S2lowHandler(BaseHTTPRequestHandler):
         self._send(*answer)
 
     def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
-        office = self.simulator.office
+        office = self.server.simulator.office
         script = path.removeprefix("/modules/actes/")
         if method == "GET" and path == "/api/test-connexion.php":
             return 200, b"OK", _TEXT
@@ -220,7 +158,7 @@ class S2lowHandler(BaseHTTPRequestHandler):
         return self._get(script, query)
 
     def _get(self, script: str, query: dict[str, str]) -> tuple[int, bytes, str]:
-        office = self.simulator.office
+        office = self.server.simulator.office
         if script == "actes_transac_get_status.php":
             found = office.find(query.get("transaction"), query.get("unique_id") or None)
             if found is None:  # printed literally by S2LOW: UTF-8
