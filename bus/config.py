@@ -219,10 +219,11 @@ class RouteConfig(BaseModel):
     map: ExistingFile | None = Field(
         default=None, description="The vendor mapping (YAML or XSLT) to the canonical model."
     )
-    transform: Literal["actes", "passthrough"] = Field(
+    transform: Literal["actes", "passthrough", "response"] = Field(
         default="actes",
-        description="What to build: actes (an ACTES archive from the mapped act, `map` required) or "
-        "passthrough (the source's file relayed unchanged: no map, `when` on source only).",
+        description="What to build: actes (an ACTES archive from the mapped act, `map` required), "
+        "passthrough (the source's file relayed unchanged: no map, `when` on source only) or response "
+        "(the collectivité's answer to a letter of the préfecture, Hent's response bundle: no map).",
     )
     to: Annotated[list[str], _Listed] = Field(
         ..., min_length=1, description="Endpoint connector(s), one delivery each."

@@ -295,38 +295,41 @@ def _references(document: Any) -> list[Problem]:
 
 
 def _transform_problems(document: Any, index: int, route: dict[str, Any]) -> list[Problem]:
-    """A passthrough route relays files unchanged: no map, no condition on the act."""
+    """A passthrough route relays files unchanged, a response route reads Hent's response bundle:
+    neither takes a map, nor a condition on the act."""
     loc: tuple[Any, ...] = ("routes", index)
-    if route.get("transform") != "passthrough":
+    kind = route.get("transform")
+    if kind not in ("passthrough", "response"):
         return []
     problems = []
     if "map" in route:
-        problems.append(_problem(document, (*loc, "map"), "a passthrough route relays files unchanged: "
-                                 "remove `map`", "passthrough"))
+        problems.append(_problem(document, (*loc, "map"), f"a {kind} route reads no vendor export: remove `map`",
+                                 kind))
     when = route.get("when")
     for key in (when if isinstance(when, dict) else {}):
         if key != "source":
-            problems.append(_problem(document, (*loc, "when", key), f"a passthrough route reads no act: `when` "
-                                     f"may name the source only, not {key!r}", "passthrough"))
+            problems.append(_problem(document, (*loc, "when", key), f"a {kind} route reads no act: `when` "
+                                     f"may name the source only, not {key!r}", kind))
     return problems
 
 
 def _passthrough_sources(document: Any, routes: list[Any]) -> list[Problem]:
-    """A source feeds passthrough routes only, or mapped routes only: a file is either relayed
-    unchanged or read as a bundle, never both."""
+    """A source feeds routes of one kind: passthrough (a file relayed unchanged), response (Hent's
+    response bundles) or mapped (a vendor's export), never two."""
     kinds: dict[str, tuple[str, int]] = {}
     problems = []
     for index, route in enumerate(routes):
         if not isinstance(route, dict):
             continue
-        kind = "passthrough" if route.get("transform") == "passthrough" else "mapped"
+        transform = route.get("transform")
+        kind = transform if transform in ("passthrough", "response") else "mapped"
         for name, loc in _names(route.get("from"), ("routes", index, "from")):
             first = kinds.setdefault(name, (kind, index))
             if first[0] != kind:
                 problems.append(_problem(
                     document, loc, f"connector '{name}' feeds a {kind} route here and a {first[0]} route in "
-                    f"routes[{first[1]}]: a source's files are either relayed unchanged or mapped, not both; "
-                    "use two sources", "passthrough",
+                    f"routes[{first[1]}]: a source's files are read one way (relayed unchanged, a response "
+                    "bundle or a vendor's export); use two sources", "route-kind",
                 ))
     return problems
 

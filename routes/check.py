@@ -16,7 +16,7 @@ from transformers.classification import Classification
 from transformers.mapping import Mapping
 
 #: what each route transform builds, and the schemas it compiles
-TRANSFORM_KINDS = {"actes": (ARCHIVE, CANONICAL), "passthrough": (FILE,)}
+TRANSFORM_KINDS = {"actes": (ARCHIVE, CANONICAL), "passthrough": (FILE,), "response": (ARCHIVE,)}
 
 
 def check_configuration(path: Path) -> tuple[list[Problem], str]:
