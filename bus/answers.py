@@ -35,6 +35,8 @@ FOLLOW_UP_DAYS = 75  #: the préfet has two months to act on an act; a margin fo
 #: the messages that end a delivery, and the state they end it in
 _FINAL = {"ARActe": "ACKNOWLEDGED", "AnomalieActe": "REJECTED", "AnomalieEnveloppe": "REJECTED"}
 _WAIT = object()  #: a message to read again at the next poll
+#: the ministry's receipts of the collectivité's answers (3-5, 4-5): they end the answer's delivery
+_RESPONSE_RECEIVED = ("ARPieceComplementaire", "ARReponseRejetLettreObservations")
 #: the letters of the préfecture the collectivité answers through ACTES, and the answers that close
 #: them (3-2 and 4-2 only say the letter was received)
 LETTERS = {"2-1": ("2-2",), "3-1": ("3-3", "3-4"), "4-1": ("4-3", "4-4")}
@@ -390,6 +392,12 @@ class AnswerPoller:
             errors = "; ".join(answer.summary.get("errors") or [])
             return (f"{name}: {answer.kind} about {what} matches no delivery to {endpoint}"
                     + (f" ({errors})" if errors else ""))
+        if answer.kind in _RESPONSE_RECEIVED and delivery.state in (DeliveryState.PENDING, DeliveryState.SENT):
+            # the ministry received the collectivité's answer to a letter (3-5, 4-5): it ends that delivery
+            if delivery.state == DeliveryState.PENDING:
+                return _WAIT
+            self._conclude(delivery, "ACKNOWLEDGED", data, answer)
+            return 1
         if answer.kind in _FINAL:
             state = _FINAL[answer.kind]
             if delivery.state == DeliveryState.SENT:

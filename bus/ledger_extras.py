@@ -154,6 +154,14 @@ class LedgerExtras:
                                                         document_id=document_id, code=code, created_at=self.now()))
         return True
 
+    def letters_of(self, id_acte: str, code: str) -> list[dict[str, Any]]:
+        """The letters ``code`` (2-1, 3-1, 4-1) received about the act ``id_acte``, oldest first."""
+        query = (select(messages_table, deliveries_table.c.endpoint, deliveries_table.c.document_id)
+                 .join(deliveries_table, deliveries_table.c.id == messages_table.c.delivery_id)
+                 .where(deliveries_table.c.id_acte == id_acte, messages_table.c.code == code)
+                 .order_by(messages_table.c.received_at))
+        return [dict(row._mapping) for row in self._read_all(query)]
+
     def responses_to(self, delivery_id: str, message_id: str) -> list[dict[str, Any]]:
         """The responses recorded for a letter, oldest first."""
         query = (select(responses_table).where(responses_table.c.delivery_id == delivery_id,

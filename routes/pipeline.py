@@ -27,6 +27,7 @@ from transformers.actes_canonical import build_canonical
 from transformers.actes_in import parse_message
 from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.actes_out import build_archive
+from transformers.actes_responses import build_response_archive, read_response, response_members
 from transformers.actes_return import unpack_answer
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
@@ -72,7 +73,11 @@ class Pipeline:
         stored_classification: Callable[[str], tuple[str, bytes] | None] = lambda siren: None,
         previous_delivery: Callable[[str], Any] = lambda id_acte: None,
         refresh_classification: Callable[[str, str], int] = lambda endpoint, siren: 0,
+        letters: Callable[[str, str], list[dict[str, Any]]] = lambda id_acte, code: [],
+        record_response: Callable[[str, str, str, str], Any] = lambda delivery, message, document, code: None,
     ) -> None:
+        self.letters = letters  # (IDActe, letter code) → the letters received, oldest first (ledger rows)
+        self.record_response = record_response  # (delivery, letter message, response document, code)
         self.previous_delivery = previous_delivery  # IDActe → the latest delivery of that act, or None
         self.refresh_classification = refresh_classification  # (endpoint, SIREN) → asks the platform (7-1)
         self.config = config
@@ -121,6 +126,8 @@ class Pipeline:
             stored_classification=stored,
             previous_delivery=lambda id_acte: runtime.ledger.find_delivery(id_acte=id_acte),
             refresh_classification=lambda endpoint, siren: runtime.answers.refresh_classification(endpoint, siren),
+            letters=runtime.ledger.letters_of,
+            record_response=runtime.ledger.add_response,
         )
 
     def classification(self, siren: str) -> Classification | None:
@@ -150,9 +157,15 @@ class Pipeline:
         """Whether ``source`` feeds passthrough routes (its files go on unchanged, each alone)."""
         return any(route.transform == "passthrough" for route in self._routes_from(source))
 
+    def answers(self, source: str) -> bool:
+        """Whether ``source`` feeds response routes (the collectivité's answers to letters)."""
+        return any(route.transform == "response" for route in self._routes_from(source))
+
     def bundle_members(self, source: str) -> Callable[[str, bytes], list[str]]:
         if self.relays(source):
             return lambda name, data: []
+        if self.answers(source):
+            return response_members
         mappings = [self.mappings[str(r.map)] for r in self._routes_from(source) if r.map is not None]
 
         def members(name: str, data: bytes) -> list[str]:
@@ -204,6 +217,8 @@ class Pipeline:
     def prepare(self, document: Any) -> PreparedDocument:
         if self.relays(document.source):
             return self._relay(document)
+        if self.answers(document.source):
+            return self._respond(document)
         sidecar_path = self.spool.path(document.sidecar_sha256)
         files = {name: self.spool.path(sha) for name, sha in document.files.items()}
         taken = self.map(document.source, document.bundle, sidecar_path.read_bytes(), files)
@@ -252,14 +267,84 @@ class Pipeline:
             ) from exc
         self._fetched.pop(act.siren, None)  # read the ledger again
 
+    def _respond(self, document: Any) -> PreparedDocument:
+        """A response bundle: the collectivité's answer to a letter of the préfecture, built into an
+        ACTES archive for each endpoint of its routes, and linked to the letter in the ledger."""
+        files = {name: self.spool.path(sha) for name, sha in document.files.items()}
+        request = read_response(document.bundle, self.spool.path(document.sidecar_sha256).read_bytes(), files)
+        letter, letter_date = self._letter(request)
+        collectivite = self.collectivites.get(request.siren)
+        if collectivite is None:
+            raise DocumentError(f"{document.bundle}: SIREN {request.siren} of act {request.id_acte} is not among the "
+                                "configured collectivites", path=document.bundle, field="reponse.acte",
+                                rule="collectivite-unknown")
+        routes = self._unread_routes(document)
+        deliveries: list[PlannedDelivery] = []
+        today = self.today()
+        for route in routes:
+            for endpoint in route.to:
+                kinds, options = self.endpoint(endpoint)
+                if ARCHIVE not in kinds:
+                    raise DocumentError(f"endpoint {endpoint!r} takes {' or '.join(kinds)}: it cannot carry the "
+                                        f"answer {request.code} of route {route.name!r} yet", rule="endpoint-kind")
+                if any(d.endpoint == endpoint for d in deliveries):
+                    continue
+                with self.spool.writer(sync=False) as out:
+                    transmission = build_response_archive(
+                        request, out, letter_date=letter_date, departement=collectivite.departement,
+                        return_emails=collectivite.return_emails, nature_collectivite=collectivite.nature,
+                        arrondissement=collectivite.arrondissement, quadrigram=options.quadrigram,
+                        trigram=options.trigram, serial=self.serials(request.siren, today), generation_date=today,
+                        validator=self.validator, max_size=options.max_archive_size,
+                    )
+                deliveries.append(PlannedDelivery(
+                    route=route.name, endpoint=endpoint, artifact_name=transmission.archive_name,
+                    artifact_sha256=out.sha256, artifact_kind=ARCHIVE, client_key=transmission.envelope_name,
+                    id_acte=request.id_acte, envelope_name=transmission.envelope_name,
+                ))
+        self.record_response(letter["delivery_id"], letter["message_id"], document.id, request.code)
+        return PreparedDocument(
+            route=routes[0].name, siren=request.siren, id_acte=None, natural_key=None,
+            canonical={"response": {"id_acte": request.id_acte, "code": request.code,
+                                    "letter": {"code": request.letter_code, "name": letter["name"],
+                                               "date": letter_date.isoformat()},
+                                    "documents": [f.source_name for f in request.documents]}},
+            deliveries=tuple(deliveries),
+        )
+
+    def _unread_routes(self, document: Any) -> list[Any]:
+        """The routes a document no mapping reads takes: by their ``when: source`` only."""
+        source = document.source
+        routes = [r for r in self._routes_from(source) if not condition_failures(r.when, None, source)]
+        if not routes:
+            raise DocumentError(f"{document.bundle} from {document.source} matches no route (when: source)",
+                                path=document.bundle, field="when", rule="route-match")
+        return routes
+
+    def _letter(self, request: Any) -> tuple[dict[str, Any], date]:
+        """The letter a response answers (the one of its date, else the latest) and its DateCourrierPref."""
+        found = []
+        for letter in self.letters(request.id_acte, request.letter_code):
+            with self.spool.open(letter["sha256"]) as handle:
+                answer = self.read_answer(handle.read(), letter["name"])
+            dated = (answer.summary.get("dates") or {}).get("DateCourrierPref")
+            if dated:
+                found.append((letter, date.fromisoformat(str(dated))))
+        if request.letter_date is not None:
+            found = [(letter, day) for letter, day in found if day == request.letter_date]
+        if not found:
+            when = f" of {request.letter_date}" if request.letter_date else ""
+            raise DocumentError(
+                f"{request.sidecar}: no letter {request.letter_code}{when} of the préfecture was received for act "
+                f"{request.id_acte}: {request.code} answers one", path=request.sidecar, field="reponse.acte",
+                rule="response-letter",
+            )
+        return found[-1]
+
     def _relay(self, document: Any) -> PreparedDocument:
         """A passthrough document: its one file, unchanged, to every endpoint of its routes."""
         deliveries: list[PlannedDelivery] = []
-        taken = [route for route in self._routes_from(document.source)
-                 if not condition_failures(route.when, None, document.source)]
-        if not taken:
-            raise DocumentError(f"{document.bundle} from {document.source} matches no route (when: source)",
-                                path=document.bundle, field="when", rule="route-match")
+        taken = self._unread_routes(document)
         for route in taken:
             for endpoint in route.to:
                 kinds, _ = self.endpoint(endpoint)

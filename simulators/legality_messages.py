@@ -13,9 +13,11 @@ from __future__ import annotations
 __all__ = [
     "ACTES_NS",
     "FOLLOWUP_CODES",
+    "RESPONSE_ACKS",
     "anomalie_acte",
     "anomalie_enveloppe",
     "ar_acte",
+    "ar_reponse",
     "enveloppe_misillcl",
     "followup_message",
     "reponse_sans_changement",
@@ -44,6 +46,10 @@ FOLLOWUP_CODES: dict[str, str] = {
     "5-1": "DefereTA",
     "6-2": "ARAnnulation",
 }
+
+#: the collectivité's answer to a letter → the ministry's acknowledgment of it (type ARReponseCL);
+#: the other answers (2-2, 3-2, 4-2) get none
+RESPONSE_ACKS: dict[str, str] = {"3-3": "3-5", "3-4": "3-5", "4-3": "4-5", "4-4": "4-5"}
 
 
 def _q(name: str) -> str:
@@ -92,6 +98,12 @@ def ar_acte(acte: etree._Element, id_acte: str, received: date, classification_d
     _echo(root, "ActeRecu", acte)
     _sub(root, "ClassificationDateVersionEnCours", classification_date.isoformat())
     return _serialize(root)
+
+
+def ar_reponse(code: str, id_acte: str, letter_date: date, received: date) -> bytes:
+    """ARPieceComplementaire (3-5) for a 3-3/3-4, ARReponseRejetLettreObservations (4-5) for a 4-3/4-4:
+    the answer to the letter of ``letter_date`` about ``id_acte`` is received on ``received``."""
+    return followup_message(RESPONSE_ACKS[code], id_acte, received, letter_date=letter_date)
 
 
 def anomalie_acte(

@@ -24,11 +24,31 @@ A submission is opened and judged at once (standards.md §1.5-1.9), in this orde
      day it was received).
 
 An act whose transmission was REJECTED may be sent again (it is not a duplicate).
+
+An archive may instead carry the collectivité's answer to a letter of the préfecture (2-2,
+3-2, 3-3, 3-4, 4-2, 4-3, 4-4).  It is inspected as strictly (a broken archive, a message
+breaking the schema, badly named or missing documents, an IDActe of another collectivité →
+REJECTED with an AnomalieEnveloppe), and further refused the same way when the act is not
+known and ACKNOWLEDGED, or when its DateCourrierPref is not the date of a letter of that
+kind (2-1 for 2-2; 3-1 for 3-x; 4-1 for 4-x) the préfecture sent about the act.  Otherwise it
+is ACKNOWLEDGED (DateReception: the day it was received):
+
+- 3-3 / 3-4 with an **ARPieceComplementaire** ``<IDActe>-3-5_<n>.xml``, 4-3 / 4-4 with an
+  **ARReponseRejetLettreObservations** ``<IDActe>-4-5_<n>.xml`` (``InfosCourrierPref``: the
+  IDActe and the DateCourrierPref answered);
+- 2-2, 3-2, 4-2 with no message at all: the ministry acknowledges none of them, so the
+  transaction's ``message_name`` is ``""`` and its ``message`` ``b""`` (GetStatus then sends
+  empty ``MessageName``/``Message``, which a client reads as "no message"), and its
+  ``detail`` says so.
+
+An answer is keyed on IDActe + code + DateCourrierPref (``Transaction.response_key``), never
+on the act: the same answer to the same letter, while not REJECTED, is a ``DUPLICATE``.  An
+answer's transaction gets no follow-ups and cannot be cancelled.
 """
 
 from __future__ import annotations
 
-__all__ = ["ODT_VERIF_01", "Platform", "Transaction", "FollowUp"]
+__all__ = ["ODT_VERIF_01", "ODT_VERIF_17", "Platform", "Transaction", "FollowUp"]
 
 import hashlib
 import itertools
@@ -48,11 +68,13 @@ from simulators import legality_messages as messages
 from simulators.legality_archive import Inspection, inspect_archive
 from simulators.legality_soap import LegalityFault
 from simulators.pdf import make_pdf
+from transformers.actes_responses import LETTER_OF, RESPONSE_ROOTS
 from transformers.actes_validate import DOCUMENT_NAME, ActesValidator
 from transformers.classification import Classification
 
 NS = messages.ACTES_NS
 ODT_VERIF_01 = "ODT-VERIF-01 : Votre acte a été transmis avec une date de classification qui n'est pas à jour"
+ODT_VERIF_17 = "ODT-VERIF-17 : La transaction que vous avez envoyé n'est pas reconnu dans l'application ACTES."
 #: validator rules about an act's own files → AnomalieActe Nature; the others → AnomalieEnveloppe
 _ACT_RULES = {
     "message-name": "001", "document-name": "001", "type-code-unknown": "001",
@@ -91,6 +113,8 @@ class Transaction:
     date_reception: date
     cancelled: bool = False
     followups: list[FollowUp] = field(default_factory=list)
+    #: an answer to a letter: IDActe:code:DateCourrierPref (None for an act)
+    response_key: str | None = None
 
     def status(self, now: float) -> str:
         if self.cancelled:
@@ -128,6 +152,7 @@ class Platform:
         self._tx_counter = itertools.count(1)
         self._message_counter = itertools.count(1)
         self.by_act: Counter[str] = Counter()
+        self.by_response: Counter[str] = Counter()
         self._archives: dict[str, list[str]] = {}
 
     # -- submission ---------------------------------------------------------------------
@@ -140,24 +165,41 @@ class Platform:
             if key:
                 self.by_act[key] += 1
                 self._archives.setdefault(key, []).append(hashlib.sha256(data).hexdigest())
+            if inspection.response_id_acte:
+                self.by_response[f"{inspection.response_id_acte}:{inspection.response_code}"] += 1
             now = time.monotonic()
-            for transaction_id in self._by_client_key.get(client_key, []):
-                if self._transactions[transaction_id].status(now) != "REJECTED":
-                    raise LegalityFault("DUPLICATE", f"client key {client_key} was already submitted",
-                                        transaction_id)
-            for transaction in self._transactions.values():
-                if key and transaction.act_key == key and transaction.status(now) != "REJECTED":
-                    raise LegalityFault(
-                        "DUPLICATE",
-                        f"act {key} already received (transaction {transaction.transaction_id}, "
-                        f"archive {transaction.archive_name})",
-                        transaction.transaction_id,
-                    )
+            self._refuse_duplicate(client_key, key, inspection.response_key, now)
             self._departements[inspection.siren] = inspection.departement
-            transaction = self._decide(archive_name, client_key, expected_id_acte, inspection, now)
+            if inspection.response is not None:
+                transaction = self._decide_response(archive_name, client_key, expected_id_acte, inspection, now)
+            else:
+                transaction = self._decide(archive_name, client_key, expected_id_acte, inspection, now)
             self._transactions[transaction.transaction_id] = transaction
             self._by_client_key.setdefault(client_key, []).append(transaction.transaction_id)
             return transaction
+
+    def _refuse_duplicate(self, client_key: str, act_key: str | None, response_key: str | None, now: float) -> None:
+        """DUPLICATE when the client key, the act or the answer belongs to a transaction not REJECTED."""
+        for transaction_id in self._by_client_key.get(client_key, []):
+            if self._transactions[transaction_id].status(now) != "REJECTED":
+                raise LegalityFault("DUPLICATE", f"client key {client_key} was already submitted", transaction_id)
+        for transaction in self._transactions.values():
+            if transaction.status(now) == "REJECTED":
+                continue
+            if act_key and transaction.act_key == act_key:
+                raise LegalityFault(
+                    "DUPLICATE",
+                    f"act {act_key} already received (transaction {transaction.transaction_id}, "
+                    f"archive {transaction.archive_name})",
+                    transaction.transaction_id,
+                )
+            if response_key and transaction.response_key == response_key:
+                raise LegalityFault(
+                    "DUPLICATE",
+                    f"answer {response_key} already received (transaction {transaction.transaction_id}, "
+                    f"archive {transaction.archive_name})",
+                    transaction.transaction_id,
+                )
 
     def _decide(
         self, archive_name: str, client_key: str, expected: str, inspection: Inspection, now: float
@@ -202,6 +244,64 @@ class Platform:
             detail=detail,
             date_reception=today,
         )
+
+    def _decide_response(
+        self, archive_name: str, client_key: str, expected: str, inspection: Inspection, now: float
+    ) -> Transaction:
+        """An answer to a letter: ACKNOWLEDGED (3-5 / 4-5 / no message) or an AnomalieEnveloppe."""
+        today = date.today()
+        code, id_acte, dated = inspection.response_code, inspection.response_id_acte, inspection.response_letter_date
+        problems = list(inspection.problems)
+        if not problems:  # schema-valid: the IDActe and DateCourrierPref are there
+            assert code is not None and id_acte is not None and dated is not None
+            problems = self._letter_problems(id_acte, code, dated, now)
+        if problems:
+            outcome, name, detail = "REJECTED", f"ANO_{inspection.envelope_name}", _detail(archive_name, problems)
+            nature = _ENVELOPE_NATURES.get(problems[0].rule or "", "001")
+            message = messages.anomalie_enveloppe(inspection.envelope, nature, detail, today)
+        elif code in messages.RESPONSE_ACKS:
+            assert id_acte is not None and dated is not None
+            outcome, detail = "ACKNOWLEDGED", None
+            name = f"{id_acte}-{messages.RESPONSE_ACKS[code]}_{next(self._message_counter)}.xml"
+            message = messages.ar_reponse(code, id_acte, date.fromisoformat(dated), today)
+        else:  # 2-2, 3-2, 4-2: the ministry acknowledges them with no message
+            assert code is not None
+            outcome, name, message = "ACKNOWLEDGED", "", b""
+            detail = (f"{code} {RESPONSE_ROOTS[code]} to the letter {LETTER_OF[code]} of {dated} received; "
+                      "the ministry acknowledges it with no message")
+        return Transaction(
+            transaction_id=f"{self._run}-{next(self._tx_counter):06d}",
+            client_key=client_key,
+            expected_id_acte=expected,
+            archive_name=archive_name,
+            act_key=None,
+            id_acte=id_acte if outcome == "ACKNOWLEDGED" else None,
+            due=now + self.ack_delay,
+            outcome=outcome,
+            message_name=name,
+            message=message,
+            detail=detail,
+            date_reception=today,
+            response_key=inspection.response_key,
+        )
+
+    def _letter_problems(self, id_acte: str, code: str, letter_date: str, now: float) -> list[Problem]:
+        """Why the préfecture cannot take the answer ``code`` of ``letter_date`` for ``id_acte`` ([] if it can)."""
+        acts = [t for t in self._transactions.values() if t.response_key is None and t.id_acte == id_acte]
+        if not acts:
+            return [Problem(f"{ODT_VERIF_17} (act {id_acte} was never acknowledged)", field=id_acte,
+                            rule="response-act-unknown")]
+        live = [t for t in acts if t.status(now) == "ACKNOWLEDGED"]
+        if not live:
+            return [Problem(f"act {id_acte} is {acts[-1].status(now)}, not ACKNOWLEDGED", field=id_acte,
+                            rule="response-act-state")]
+        letter = LETTER_OF[code]
+        sent = sorted({f.day.isoformat() for t in live for f in t.followups if f.code == letter})
+        if letter_date in sent:
+            return []
+        return [Problem(f"no letter {letter} of {letter_date} was sent about act {id_acte} "
+                        f"(letters {letter} sent: {', '.join(sent) or 'none'})", field=id_acte,
+                        rule="response-letter")]
 
     def _type_code_problems(self, acte: etree._Element) -> list[Problem]:
         nature = int(acte.get(f"{{{NS}}}CodeNatureActe", "0"))
@@ -263,7 +363,7 @@ class Platform:
             status = transaction.status(time.monotonic())
             if status == "CANCELLED" and transaction.id_acte == id_acte:
                 return status
-            if status != "ACKNOWLEDGED" or transaction.id_acte != id_acte:
+            if status != "ACKNOWLEDGED" or transaction.id_acte != id_acte or transaction.response_key:
                 raise LegalityFault(
                     "NOT_CANCELLABLE",
                     f"transaction {transaction_id} is {status}"
@@ -285,7 +385,7 @@ class Platform:
             raise ValueError(f"unknown follow-up code {code!r}; one of {', '.join(messages.FOLLOWUP_CODES)}")
         with self._lock:
             now = time.monotonic()
-            found = [t for t in self._transactions.values() if t.id_acte == id_acte]
+            found = [t for t in self._transactions.values() if t.id_acte == id_acte and t.response_key is None]
             if not found:
                 raise KeyError(f"no transaction with IDActe {id_acte}")
             live = [t for t in found if t.status(now) == "ACKNOWLEDGED"]
@@ -334,7 +434,13 @@ class Platform:
             self.classification_date = day
 
     def counts(self) -> dict[str, Any]:
+        """``by_act`` / ``recorded``: submissions / transactions per act (``SIREN:NUMERO:DATE``);
+        ``archives``: the sha256 of each archive per act; ``responses`` / ``responses_recorded``:
+        answers to letters received (duplicates included) / recorded, per ``IDActe:code``."""
         with self._lock:
             recorded = Counter(t.act_key for t in self._transactions.values() if t.act_key)
+            answers = Counter(":".join(t.response_key.split(":")[:2]) for t in self._transactions.values()
+                              if t.response_key)
             archives = {key: list(hashes) for key, hashes in self._archives.items()}
-            return {"by_act": dict(self.by_act), "recorded": dict(recorded), "archives": archives}
+            return {"by_act": dict(self.by_act), "recorded": dict(recorded), "archives": archives,
+                    "responses": dict(self.by_response), "responses_recorded": dict(answers)}

@@ -229,11 +229,14 @@ class LegalityDesk:
         self._handled.append(name)
         try:
             transaction = self.platform.submit(name, client_key_for(name), "", path.read_bytes())
-            departement, siren = _addressee(transaction.message_name, transaction.message, self.platform.departement)
-            found = _QUADRIGRAM.match(name)
-            if found:
-                self._quadrigrams[siren] = found["quadrigram"]
-            written = self._write_answer(departement, siren, transaction.message_name, transaction.message, {})
+            written: list[str] = []
+            if transaction.message:  # an answer the ministry acknowledges without a message (2-2, 3-2, 4-2): none
+                departement, siren = _addressee(transaction.message_name, transaction.message,
+                                                self.platform.departement)
+                found = _QUADRIGRAM.match(name)
+                if found:
+                    self._quadrigrams[siren] = found["quadrigram"]
+                written = self._write_answer(departement, siren, transaction.message_name, transaction.message, {})
         except LegalityFault as fault:
             if fault.code != "DUPLICATE":
                 self._refuse(path, str(fault))

@@ -13,11 +13,14 @@ __all__ = [
     "archive_name",
     "build_acte_xml",
     "build_archive",
+    "build_collectivite_envelope_xml",
     "build_envelope_xml",
     "check_act",
+    "check_application_names",
     "envelope_name",
     "file_names_for",
     "message_name",
+    "write_archive",
 ]
 
 import gzip
@@ -136,8 +139,36 @@ def build_acte_xml(act: CanonicalAct, file_names: dict[str, str], *, text_policy
 
 
 def build_envelope_xml(act: CanonicalAct, message_names: list[str], *, text_policy: TextPolicy) -> bytes:
-    """The EnveloppeCLMISILL listing ``message_names``; DocumentError without a return address."""
-    if not act.return_emails:
+    """The EnveloppeCLMISILL of ``act`` listing ``message_names``; DocumentError without a return address."""
+    return build_collectivite_envelope_xml(
+        siren=act.siren,
+        departement=act.departement,
+        arrondissement=act.arrondissement,
+        nature=act.collectivite_nature,
+        return_emails=act.return_emails,
+        message_names=message_names,
+        referent=(act.referent_name, act.referent_phone, act.referent_email),
+        text_policy=text_policy,
+    )
+
+
+def build_collectivite_envelope_xml(
+    *,
+    siren: str,
+    departement: str,
+    arrondissement: int,
+    nature: str,
+    return_emails: tuple[str, ...],
+    message_names: list[str],
+    referent: tuple[str | None, str | None, str | None] = (None, None, None),
+    text_policy: TextPolicy,
+) -> bytes:
+    """The EnveloppeCLMISILL of the collectivité IDCL (``siren``, ``departement``, ``arrondissement``,
+    ``nature``) listing ``message_names``; ``referent`` is (Nom, Telephone, Email).
+
+    DocumentError without a return address or a message.
+    """
+    if not return_emails:
         raise DocumentError(
             "the envelope needs at least one return e-mail address (AdressesRetour/Email)",
             field="return_emails",
@@ -150,22 +181,19 @@ def build_envelope_xml(act: CanonicalAct, message_names: list[str], *, text_poli
     root = _root("EnveloppeCLMISILL")
     emetteur = etree.SubElement(root, _q("Emetteur"))
     idcl = etree.SubElement(emetteur, _q("IDCL"))
-    idcl.set(f"{{{INSEE}}}SIREN", act.siren)
-    idcl.set(_q("Departement"), act.departement)
-    idcl.set(_q("Arrondissement"), str(act.arrondissement))
-    idcl.set(_q("Nature"), act.collectivite_nature)
-    referent = [
-        ("Nom", act.referent_name, "referent_name"),
-        ("Telephone", act.referent_phone, "referent_phone"),
-        ("Email", act.referent_email, "referent_email"),
-    ]
-    if any(value for _, value, _ in referent):
+    idcl.set(f"{{{INSEE}}}SIREN", siren)
+    idcl.set(_q("Departement"), departement)
+    idcl.set(_q("Arrondissement"), str(arrondissement))
+    idcl.set(_q("Nature"), nature)
+    fields = zip(("Nom", "Telephone", "Email"), referent, ("referent_name", "referent_phone", "referent_email"),
+                 strict=True)
+    present = [(tag, value, field) for tag, value, field in fields if value]
+    if present:
         element = etree.SubElement(emetteur, _q("Referent"))
-        for tag, value, field in referent:
-            if value:
-                etree.SubElement(element, _q(tag)).text = to_latin1(value, policy=text_policy, field=field)
+        for tag, value, field in present:
+            etree.SubElement(element, _q(tag)).text = to_latin1(value, policy=text_policy, field=field)
     adresses = etree.SubElement(root, _q("AdressesRetour"))
-    for index, email in enumerate(act.return_emails):
+    for index, email in enumerate(return_emails):
         etree.SubElement(adresses, _q("Email")).text = to_latin1(
             email, policy=text_policy, field=f"return_emails[{index}]"
         )
@@ -209,6 +237,15 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 _NAME_PART = re.compile(r"[A-Za-z0-9]+")
 
 
+def check_application_names(quadrigram: str, trigram: str) -> None:
+    """DocumentError unless the quadrigram is 4 and the trigram 3 letters or digits (standards.md §1.8)."""
+    for label, value, length in (("quadrigram", quadrigram, 4), ("trigram", trigram, 3)):
+        if len(value) != length or not _NAME_PART.fullmatch(value):
+            raise DocumentError(
+                f"{label} {value!r} must be {length} letters or digits", field=label, rule=f"{label}-pattern"
+            )
+
+
 def build_archive(
     act: CanonicalAct,
     out: BinaryIO,
@@ -228,11 +265,7 @@ def build_archive(
     Raises ValidationFailed listing every problem, or DocumentError for the size limit
     (``out`` then holds a partial archive: discard it).
     """
-    for label, value, length in (("quadrigram", quadrigram, 4), ("trigram", trigram, 3)):
-        if len(value) != length or not _NAME_PART.fullmatch(value):
-            raise DocumentError(
-                f"{label} {value!r} must be {length} letters or digits", field=label, rule=f"{label}-pattern"
-            )
+    check_application_names(quadrigram, trigram)
     envelope = envelope_name(quadrigram, act.siren, generation_date, serial)
     archive = archive_name(trigram, envelope)
     problems = check_act(
@@ -260,6 +293,35 @@ def build_archive(
             field=problems[0].field,
             rule=problems[0].rule,
         )
+    size = write_archive(
+        out,
+        archive,
+        [(envelope, envelope_xml), (message, acte_xml)],
+        [(file, names[file.source_name]) for file in (act.main_document, *act.annexes)],
+        generation_date=generation_date,
+        max_size=max_size,
+    )
+    return Transmission(
+        archive_name=archive,
+        envelope_name=envelope,
+        message_name=message,
+        id_acte=act.id_acte,
+        file_names=names,
+        size=size,
+    )
+
+
+def write_archive(
+    out: BinaryIO,
+    archive: str,
+    xml: list[tuple[str, bytes]],
+    files: list[tuple[ActFile, str]],
+    *,
+    generation_date: date,
+    max_size: int,
+) -> int:
+    """Write the flat, deterministic tar.gz: the ``xml`` (name, bytes) first, then each file under its
+    archive name, streamed; return its size.  DocumentError past ``max_size`` (discard ``out`` then)."""
     mtime = int(
         datetime(generation_date.year, generation_date.month, generation_date.day, tzinfo=UTC).timestamp()
     )
@@ -267,18 +329,11 @@ def build_archive(
     with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=mtime) as gz:  # type: ignore[arg-type]
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             tar.copybufsize = _COPY_CHUNK  # type: ignore[attr-defined]  # large chunks: zlib runs without the GIL
-            for name, data in ((envelope, envelope_xml), (message, acte_xml)):
+            for name, data in xml:
                 tar.addfile(_tarinfo(name, len(data), mtime), BytesIO(data))
-            for file in (act.main_document, *act.annexes):
-                _add_file(tar, file, names[file.source_name], mtime)
-    return Transmission(
-        archive_name=archive,
-        envelope_name=envelope,
-        message_name=message,
-        id_acte=act.id_acte,
-        file_names=names,
-        size=writer.size,
-    )
+            for file, name in files:
+                _add_file(tar, file, name, mtime)
+    return writer.size
 
 
 _COPY_CHUNK = 1 << 20
