@@ -164,9 +164,9 @@ class AnswerPoller:
         for scoped, group in self._by_collectivite(connector, recent):
             for delivery in group:
                 known = {m["message_id"] for m in ledger.messages_of(delivery.id)}
+                if RECEIPTS not in known:
+                    done += self._receipts_now(scoped, delivery.id)
                 try:
-                    if RECEIPTS not in known:
-                        done += self._receipts(scoped, delivery)
                     messages = scoped.messages(delivery.remote_id, known)
                 except DocumentError as exc:  # this submission is unknown to the platform: the others go on
                     log.error("follow-up messages of delivery %s: %s", delivery.id, redact(str(exc)))
@@ -197,12 +197,13 @@ class AnswerPoller:
             finally:
                 scoped.close()
 
-    def _receipts_now(self, connector: Any, delivery_id: str) -> None:
-        """Right after the acknowledgment; a failure is only logged: the follow-up poll asks again."""
+    def _receipts_now(self, connector: Any, delivery_id: str) -> int:
+        """Ask for them; a failure is only logged: the next follow-up poll asks again."""
         try:
-            self._receipts(connector, self.runtime.ledger.get_delivery(delivery_id))
+            return self._receipts(connector, self.runtime.ledger.get_delivery(delivery_id))
         except HentError as exc:
             log.warning("stamped act of delivery %s not fetched yet: %s", delivery_id, redact(str(exc)))
+            return 0
 
     def _receipts(self, connector: Any, delivery: Any) -> int:
         """The stamped act and the acknowledgment receipt (bordereau), where the endpoint offers
@@ -210,6 +211,8 @@ class AnswerPoller:
         fetch = getattr(connector, "receipts", None)
         if fetch is None or not delivery.remote_id:
             return 0
+        if self.runtime.ledger.get_document(delivery.document_id).id_acte is None:
+            return 0  # an answer to a letter (or a file relayed): no stamped act for it
         files: dict[str, bytes] = fetch(delivery.remote_id)
         if not files:
             return 0  # not ready yet at the platform: asked again at the next follow-up poll

@@ -24,7 +24,7 @@ default for the others::
 
 from __future__ import annotations
 
-__all__ = ["CredentialSet", "credentials_model"]
+__all__ = ["CredentialSet", "credentials_field", "credentials_model"]
 
 from typing import Annotated, Any
 
@@ -57,3 +57,9 @@ def credentials_model(name: str, base: type[BaseModel], fields: tuple[str, ...])
         declared[field] = (info.annotation | None, Field(None, description=info.description,  # type: ignore[operator]
                                                          json_schema_extra=info.json_schema_extra))
     return create_model(name, __base__=CredentialSet, **declared)
+
+
+def credentials_field() -> Any:
+    """The ``credentials:`` option of a connector's Config (a list of its :func:`credentials_model`)."""
+    return Field(default_factory=list, description="Credentials of their own for some collectivités (by SIREN) "
+                 "or groups; the options above are the default (connectors/_credentials.py).")

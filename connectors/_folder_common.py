@@ -4,12 +4,13 @@ from __future__ import annotations
 
 __all__ = [
     "fsync_dir", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
-    "remove_abandoned_temps", "plain_name", "glob_escape", "free_name", "write_reply",
+    "remove_abandoned_temps", "plain_name", "plain_file_name", "glob_escape", "free_name", "write_reply",
 ]
 
 import errno
 import json
 import os
+import re
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -132,6 +133,16 @@ def folder_errors(connector: str, path: Path) -> Iterator[None]:
         ) from exc
 
 
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
+
+
+def plain_file_name(name: str | None, default: str) -> str:
+    """``name`` as a plain file name (no folder, no control or reserved character, no leading dot);
+    ``default`` when nothing is left of it."""
+    last = re.split(r"[\\/]", name or "")[-1]
+    return _UNSAFE.sub("_", last).strip(" .") or default
+
+
 def plain_name(name: str) -> bool:
     """A file name with no folder in it: what a sidecar may name."""
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
@@ -172,24 +183,25 @@ def write_reply(
     stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
     label = code or "message"
     body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+    files = [(f"{label}.xml", payload)] if payload is not None else []
+    files += [(f"{label}.{name if plain_name(name) else 'attachment'}", data)  # letters, stamped acts...
+              for name, data in (attachments or {}).items()]
+    files.append(("", body))  # the summary, last
     taken = names()
     seq = 1
-    while True:
+    while True:  # the first file takes the number
         if any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
             seq += 1
             continue
-        first = (f"{stem}.{seq}.{label}.xml", payload) if payload is not None else (f"{stem}.{seq}.json", body)
-        if put_new(*first):  # type: ignore[arg-type]
+        first = f"{stem}.{seq}.{files[0][0] or 'json'}"
+        if put_new(first, files[0][1]):
             break
         taken = names()  # someone else took that number meanwhile
         seq += 1
-    taken.add(first[0])
-    written = [first[0]]
-    for name, data in (attachments or {}).items():  # letters that came with the message
-        target = free_name(f"{stem}.{seq}.{label}.{name if plain_name(name) else 'attachment'}", taken)
+    taken.add(first)
+    written = [first]
+    for suffix, data in files[1:]:
+        target = f"{stem}.{seq}.json" if not suffix else free_name(f"{stem}.{seq}.{suffix}", taken)
         put_new(target, data)
         written.append(target)
-    if payload is not None:
-        put_new(f"{stem}.{seq}.json", body)
-        written.append(f"{stem}.{seq}.json")
     return written

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "FIELD_LABELS", "UNKNOWN_OUTCOME", "MultipartFile", "NotFound", "PastellClient", "RateLimited",
-    "TransientAlert", "file_name_of", "requests_errors",
+    "TransientAlert", "file_name_of", "plain_file_name", "requests_errors",
 ]
 
 import email.message
@@ -37,6 +37,7 @@ import requests
 
 from bus.errors import DocumentError, HentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
+from connectors._folder_common import plain_file_name
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,13 @@ class MultipartFile:
 
 
 def file_name_of(response: requests.Response, default: str) -> str:
-    """The file name in a ``Content-Disposition`` header, else ``default``."""
+    """The file name in a ``Content-Disposition`` header, made plain; else ``default``."""
     header = response.headers.get("Content-Disposition")
     if not header:
         return default
     message = email.message.Message()
     message["Content-Disposition"] = header
-    name = message.get_filename()
-    return Path(name).name if name else default
+    return plain_file_name(message.get_filename(), default)
 
 
 def _said(response: requests.Response) -> str:

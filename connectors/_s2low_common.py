@@ -19,7 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "STATUS_LABELS", "MultipartBody", "Reply", "S2lowAnswer", "S2lowHttp", "StatusAnswer", "TransientAlert",
-    "http_errors", "plain", "read_answer", "read_status", "refused_login",
+    "http_errors", "plain", "plain_file_name", "read_answer", "read_status", "refused_login",
 ]
 
 import hashlib
@@ -40,6 +40,7 @@ import requests
 
 from bus.errors import DocumentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
+from connectors._folder_common import plain_file_name
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "DuplicateSubmission", "OfflineTransport", "RemoteFetchRefused", "SoapClient", "TransientAlert", "build_session",
-    "fault_detail", "items", "load_client", "open_client", "text", "unique_name", "zeep_errors",
+    "fault_detail", "items", "load_client", "open_client", "plain_file_name", "text", "unique_name", "zeep_errors",
 ]
 
 import logging
@@ -33,6 +33,7 @@ from zeep.transports import Transport
 
 from bus.errors import ConfigError, DocumentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
+from connectors._folder_common import plain_file_name
 
 log = logging.getLogger(__name__)
 

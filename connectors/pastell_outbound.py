@@ -21,12 +21,14 @@ ACKNOWLEDGED with the ARActe as message; ``erreur-verif-tdt``, ``tdt-error``, ``
 that message only, and a transaction its TdT lost can only be mended by a person in Pastell);
 ``annuler-tdt`` → CANCELLED; ``document-transmis-tdt`` and ``teletransmission-tdt`` → IN_TRANSIT
 waiting "to-be-posted" (a person must confirm the teletransmission); anything else IN_TRANSIT
-with the action in ``detail``.  The préfecture's later messages are the blocks Pastell keeps
-(courrier simple, demande de pièces complémentaires, lettre d'observations, déféré): their
-unpacked files, the XML as the message and the letters as attachments.  Pastell keeps no
-ARAnnulation (6-2): a cancellation shows as the document's ``annuler-tdt`` only.  The
-classification is the 7-2 file the entity's TdT connector keeps (``classification_connector``),
-when configured: Pastell's API cannot request one (7-1).
+with the action in ``detail``.  Once acknowledged, :meth:`PastellOutbound.receipts` brings back
+what Pastell's TdT fetched with the ARActe: the stamped act (``acte_tamponne``), the stamped
+annexes (``annexes_tamponnees``) and the bordereau d'acquittement (``bordereau``).  The
+préfecture's later messages are the blocks Pastell keeps (courrier simple, demande de pièces
+complémentaires, lettre d'observations, déféré): their unpacked files, the XML as the message and
+the letters as attachments.  Pastell keeps no ARAnnulation (6-2): a cancellation shows as the
+document's ``annuler-tdt`` only.  The classification is the 7-2 file the entity's TdT connector
+keeps (``classification_connector``), when configured: Pastell's API cannot request one (7-1).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from bus.connector import CANONICAL, Artifact, OutboundConnector, RemoteMessage,
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from bus.yamlconf import describe
-from connectors._credentials import credentials_model
+from connectors._credentials import credentials_field, credentials_model
 from connectors._pastell_common import (
     UNKNOWN_OUTCOME,
     MultipartFile,
@@ -92,6 +94,9 @@ class PastellFields(BaseModel):
     type_piece: str = Field("type_piece", description="The piece typology (external data, type_pj[]).")
     aractes: str = Field("aractes", description="The ministry's ARActe (file).")
     acte_unique_id: str = Field("acte_unique_id", description="The IDActe Pastell read from the ARActe.")
+    bordereau: str = Field("bordereau", description="The TdT's bordereau d'acquittement (file).")
+    acte_tamponne: str = Field("acte_tamponne", description="The act stamped by the TdT (file).")
+    annexes_tamponnees: str = Field("annexes_tamponnees", description="The annexes stamped by the TdT (files).")
 
 
 class PastellOutboundConfig(ConnectorConfig):
@@ -120,10 +125,7 @@ class PastellOutboundConfig(ConnectorConfig):
     classification_connector: str | None = Field(
         None, min_length=1, description="id_ce of the entity's TdT connector, to read the classification it keeps.")
     fields: PastellFields = Field(default_factory=lambda: PastellFields(), description="Field names of the flow.")
-    credentials: list[PastellCredentials] = Field(  # type: ignore[valid-type]  # built from the fields above
-        default_factory=list, description="Credentials of their own for some collectivités (by SIREN) or "
-        "groups; the options above are the default (connectors/_credentials.py).",
-    )
+    credentials: list[PastellCredentials] = credentials_field()  # type: ignore[valid-type]  # built from the fields above
 
     @field_validator("url")
     @classmethod
@@ -418,6 +420,22 @@ class PastellOutbound(OutboundConnector):
             attachments = {n: d for n, d in files if (n, d) != xml}
             result.append(RemoteMessage(remote_id, message_id, xml[0], xml[1], attachments))
         return result
+
+    def receipts(self, remote_id: str) -> dict[str, bytes]:
+        """The stamped act, the stamped annexes and the bordereau Pastell's TdT fetched at the
+        acknowledgment, by the names Pastell gives them (made plain); {} while the document holds
+        neither the bordereau nor the stamped act."""
+        f = self.config.fields
+        data = _data(self._detail(remote_id))
+        if not (data.get(f.bordereau) or data.get(f.acte_tamponne)):
+            return {}
+        files: dict[str, bytes] = {}
+        for field, limit in ((f.acte_tamponne, 1), (f.annexes_tamponnees, _MAX_FILES), (f.bordereau, 1)):
+            if not data.get(field):
+                continue
+            for name, content in self._files(remote_id, field, limit=limit):
+                files[name if name not in files else f"{field}-{len(files)}-{name}"] = content
+        return files
 
     def cancel(self, remote_id: str, id_acte: str) -> RemoteStatus:
         """Ask Pastell's TdT for the cancellation (6-1) of the acknowledged act ``id_acte``."""

@@ -19,7 +19,10 @@ Later messages of the préfecture are listed per act (``actes_transac_get_docume
 ``type-status-id`` lines), each downloaded once (the ministry's ``.tar.gz``, handed to the
 runtime as it came: the route layer opens it), and marked read at S2LOW once the bus has
 recorded it (when it comes back in ``known``).  The 6-2 of a cancellation is the status 4
-answer of the cancellation transaction.  One connector is one S2LOW account, hence one
+answer of the cancellation transaction.  Once the act is acknowledged, :meth:`S2lowOutbound.receipts`
+brings back the bordereau d'acquittement (``actes_create_pdf.php``) and the PDFs of the act
+stamped by S2LOW (``actes_download_file.php?tampon=true``, one per PDF that
+``actes_transac_get_files_list.php`` lists).  One connector is one S2LOW account, hence one
 collectivité: set ``siren`` to refuse acts of another.
 """
 
@@ -45,7 +48,7 @@ from bus.connector import CANONICAL, Artifact, OutboundConnector, RemoteMessage,
 from bus.errors import ConfigError, DocumentError, HentError, Problem, TransientError
 from bus.secrets import Secret, redact_url
 from bus.yamlconf import describe
-from connectors._credentials import credentials_model
+from connectors._credentials import credentials_field, credentials_model
 from connectors._s2low_common import (
     STATUS_LABELS,
     MultipartBody,
@@ -54,6 +57,7 @@ from connectors._s2low_common import (
     StatusAnswer,
     TransientAlert,
     plain,
+    plain_file_name,
     read_answer,
     read_status,
 )
@@ -68,6 +72,7 @@ _WAITING = {17: "to-be-posted", 18: "to-be-signed"}
 _PREFECTURE_TYPES, _PREFECTURE_STATUSES = {2, 3, 4, 5}, {7, 8, 11, 21}
 _LISTED = re.compile(r"^\s*(\d+)-(-?\d+)-(\d+)\s*$")
 _ID_ACTE = re.compile(rb'IDActe="([^"]+)"')
+_ACTE_MESSAGE = re.compile(r"(?P<id_acte>.+)-1-1_[0-9]+\.xml")  #: the Acte message in S2LOW's files list
 #: words of S2LOW's refusals that mean "already there", "S2LOW failed", and the field a refusal is about
 _DUPLICATE = ("numero interne existe deja", "already used", "deja utilise", "doublon", "duplicate")
 _SERVER_FAULT = ("erreur lors de l'enregistrement", "erreur d'initialisation", "erreur lors de la generation",
@@ -114,10 +119,7 @@ class S2lowOutboundConfig(ConnectorConfig):
     siren: str | None = Field(None, pattern=r"^[0-9]{9}$",
                               description="SIREN of the account's collectivité: acts of another are refused.")
     max_size: int = Field(MAX_SIZE, gt=0, description="Bytes of an act's files together (S2LOW: 150 MiB).")
-    credentials: list[S2lowCredentials] = Field(  # type: ignore[valid-type]  # built from the fields above
-        default_factory=list, description="Credentials of their own for some collectivités (by SIREN) or "
-        "groups; the options above are the default (connectors/_credentials.py).",
-    )
+    credentials: list[S2lowCredentials] = credentials_field()  # type: ignore[valid-type]  # built from the fields above
 
     @field_validator("url")
     @classmethod
@@ -465,6 +467,62 @@ class S2lowOutbound(OutboundConnector):
             return current
         raise DocumentError(f"connector {self.name!r}: S2LOW refused to cancel act {id_acte} (transaction "
                             f"{remote_id}): {answer.text}", connector=self.name, rule="s2low-cancel")
+
+    def receipts(self, remote_id: str) -> dict[str, bytes]:
+        """The bordereau (``<IDActe>-bordereau.pdf``) and the act and annexes stamped by S2LOW
+        (``<posted name>-tampon.pdf``) of an acknowledged act, all or none: {} while S2LOW has no
+        acknowledgment to stamp with (it answers KO)."""
+        bordereau = self._pdf(remote_id, "modules/actes/actes_create_pdf.php", "bordereau", trans_id=remote_id)
+        if bordereau is None:
+            return {}
+        listed = self._files_list(remote_id)
+        names = [str(entry.get("name") or "") for entry in listed]
+        id_acte = next((found["id_acte"] for name in names if (found := _ACTE_MESSAGE.fullmatch(name))),
+                       f"s2low-{remote_id}")
+        files: dict[str, bytes] = {}
+        for index, entry in enumerate(listed):
+            posted = str(entry.get("posted_filename") or entry.get("name") or "")
+            if entry.get("mimetype") != "application/pdf" and not posted.lower().endswith(".pdf"):
+                continue  # S2LOW stamps PDFs only (the first file is the Acte message)
+            stamped = self._pdf(remote_id, "modules/actes/actes_download_file.php", "download_file",
+                                file=str(entry.get("id")), tampon="true")
+            if stamped is None:
+                return {}
+            stem = Path(plain_file_name(posted, f"s2low-{remote_id}-{index}.pdf")).stem
+            name = f"{stem}-tampon.pdf" if f"{stem}-tampon.pdf" not in files else f"{stem}-{index}-tampon.pdf"
+            files[name] = stamped
+        files[plain_file_name(f"{id_acte}-bordereau.pdf", f"s2low-{remote_id}-bordereau.pdf")] = bordereau
+        return files
+
+    def _pdf(self, remote_id: str, script: str, operation: str, **params: str) -> bytes | None:
+        """A PDF S2LOW makes about ``remote_id``; None when it answers KO (not acknowledged yet): the
+        runtime asks again later."""
+        body = self._get(script, operation, **params)
+        if body.lstrip().startswith(b"%PDF-"):
+            return body
+        answer = read_answer(body, connector=self.name, operation=operation)  # neither PDF nor OK/KO: raises
+        if not answer.ok and "invalide" in plain(answer.text):
+            raise DocumentError(f"connector {self.name!r}: {operation}: S2LOW knows no transaction {remote_id} "
+                                f"({answer.text})", connector=self.name, rule="s2low-receipts")
+        if answer.ok:
+            raise TransientError(f"connector {self.name!r}: {operation}: S2LOW answered OK but no PDF for "
+                                 f"transaction {remote_id} ({answer.text[:100]!r}); asked again later",
+                                 connector=self.name, rule="s2low-answer")
+        log.info("connector %r: %s of transaction %s not given by S2LOW yet: %s", self.name, operation, remote_id,
+                 answer.text)
+        return None
+
+    def _files_list(self, remote_id: str) -> list[dict[str, Any]]:
+        body = self._get("modules/actes/actes_transac_get_files_list.php", "files_list", transaction=remote_id)
+        try:
+            listed = json.loads(body)
+        except ValueError:
+            listed = None
+        if not isinstance(listed, list) or not all(isinstance(entry, dict) and "id" in entry for entry in listed):
+            raise TransientError(f"connector {self.name!r}: files_list: S2LOW's answer is not the JSON list of "
+                                 f"files expected ({body[:80]!r}); asked again later", connector=self.name,
+                                 rule="s2low-answer")
+        return listed
 
     def classification(self, siren: str, current: str | None) -> tuple[str, bytes]:
         """Ask S2LOW for a 7-1 (``actes_classification_request``), then give what it holds (a 7-2)."""

@@ -5,7 +5,8 @@ transaction id; the acknowledgment poller then asks :meth:`SoapOutbound.statuses
 is sent twice: when the platform answers DUPLICATE, or when the outcome is unknown (a
 timeout or a connection lost after the request left, a 5xx), the submission is looked up by
 its client key (FindSubmission) before anything else; the runtime's retry sends the very
-same bytes, from the spool.
+same bytes, from the spool.  Once the act is acknowledged, :meth:`SoapOutbound.receipts`
+brings back the stamped act, its stamped annexes and the bordereau (GetReceipts).
 
 The WSDL is read from a local file once per connector and never fetched at run time; TLS is
 verified unless ``verify_tls: false`` (a warning in the log when the client is built).
@@ -30,13 +31,14 @@ from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from bus.yamlconf import describe
 from connectors._archive_options import ArchiveOptions
-from connectors._credentials import credentials_model
+from connectors._credentials import credentials_field, credentials_model
 from connectors._soap_common import (
     DuplicateSubmission,
     SoapClient,
     TransientAlert,
     items,
     open_client,
+    plain_file_name,
     text,
     unique_name,
     zeep_errors,
@@ -73,10 +75,7 @@ class SoapOutboundConfig(ConnectorConfig, ArchiveOptions):
     password: Secret | None = Field(
         None, description="WS-Security UsernameToken password.", json_schema_extra={"secret": True}
     )
-    credentials: list[SoapCredentials] = Field(  # type: ignore[valid-type]  # built from the fields above
-        default_factory=list, description="Credentials of their own for some collectivités (by SIREN) or "
-        "groups; the options above are the default (connectors/_credentials.py).",
-    )
+    credentials: list[SoapCredentials] = credentials_field()  # type: ignore[valid-type]  # built from the fields above
 
     @field_validator("endpoint")
     @classmethod
@@ -282,6 +281,22 @@ class SoapOutbound(OutboundConnector):
         status = getattr(answer, "Status", None)
         return RemoteStatus(text(getattr(answer, "TransactionId", None)) or remote_id, _state(status),
                             detail=str(status or ""))
+
+    def receipts(self, remote_id: str) -> dict[str, bytes]:
+        """The stamped act, its stamped annexes and the bordereau of an acknowledged act (GetReceipts),
+        by the names the platform gives them, made plain (``<transaction>-<kind>.pdf`` when it gives
+        none); {} while the platform has none."""
+        answer = self._call("GetReceipts", TransactionId=remote_id)
+        files: dict[str, bytes] = {}
+        for receipt in items(answer, "Receipt"):
+            data = bytes(getattr(receipt, "Content", None) or b"")
+            if not data:
+                continue
+            kind = text(getattr(receipt, "Kind", None)) or "receipt"
+            name = plain_file_name(text(getattr(receipt, "Name", None)),
+                                   plain_file_name(f"{remote_id}-{kind}.pdf", f"{kind}.pdf"))
+            files[unique_name(name, files)] = data
+        return files
 
     def classification(self, siren: str, current: str | None) -> tuple[str, bytes]:
         """Request the classification (7-1) of ``siren``: (file name, the 7-2 or the 7-3)."""

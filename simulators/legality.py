@@ -27,6 +27,14 @@ HTTP routes, on one port:
   received for it, in order, ``calls`` every SOAP request received, per operation
   (malformed ones under ``"?"``).
 
+Once an act is acknowledged, ``GetReceipts`` gives its stamped act (``<IDActe>-tampon.pdf``),
+its stamped annexes (``<annex>-tampon.pdf``) and the bordereau d'acquittement
+(``<IDActe>-bordereau.pdf``).  The platform does not keep the documents it received, only the
+names read from the Acte when SubmitArchive took it: each stamped file is therefore a new PDF
+(:func:`simulators.pdf.make_pdf`) showing "Acte reçu en préfecture le <date> — <IDActe>" and the
+name of the document it stands for, not the document itself with a stamp on it.  Nothing is
+given before the acknowledgment, nor for an answer to a letter (the ministry stamps no answer).
+
 Over TLS: give ``tls`` an :class:`ssl.SSLContext` (:func:`server_context` builds one from a
 certificate, its key and, for mutual TLS, the CA that client certificates must chain to);
 ``url`` then starts with ``https://``.  From the command line: ``--certfile``, ``--keyfile``,
@@ -46,14 +54,20 @@ __all__ = ["FAULT_KINDS", "WSDL_PATH", "XSD_PATH", "DEFAULT_CLASSIFICATION", "Fa
 import hmac
 import logging
 import ssl
+import tarfile
 from datetime import date
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from lxml import etree
+
 from simulators._http_sim import DEFAULT_CLASSIFICATION, HttpSimulator, InjectedFault, SimulatorCommand, server_context
 from simulators.legality_http import LegalityHandler, LegalityServer
+from simulators.legality_messages import ACTES_NS
 from simulators.legality_sftp import ANSWER_FORMATS, LegalityDesk
 from simulators.legality_soap import LegalityFault, MalformedRequest, SoapRequest, Value
+from simulators.pdf import make_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
 WSDL_PATH = ROOT / "schemas" / "legality" / "legality.wsdl"
@@ -62,6 +76,7 @@ XSD_PATH = ROOT / "schemas" / "legality" / "legality.xsd"
 #: answering; hang: answer nothing until ``seconds`` (default an hour) or stop(); lost_reply:
 #: do the call (record the submission), then close without answering
 FAULT_KINDS = ("latency", "http500", "soapfault", "drop", "hang", "lost_reply")
+_MAX_XML = 10 * 1024 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -88,6 +103,8 @@ class LegalitySimulator(HttpSimulator[Fault]):
         super().__init__(host, port, ack_delay=ack_delay, classification=classification, departement=departement,
                          faults=faults, latency=latency, tls=tls)
         self.username, self.password = username, password
+        #: transaction id → the NomFichier of its act's document and annexes, as SubmitArchive took them
+        self._documents: dict[str, list[str]] = {}
 
     def wsdl_text(self) -> str:
         """The WSDL, with this server as the service's address."""
@@ -136,6 +153,9 @@ class LegalitySimulator(HttpSimulator[Fault]):
                     request.required("ArchiveName"), request.required("ClientKey"),
                     request.text("ExpectedIDActe") or "", archive,
                 )
+                documents = _act_documents(archive)
+                with self._lock:
+                    self._documents[transaction.transaction_id] = documents
                 return [("TransactionId", transaction.transaction_id), ("Status", "TRANSMITTED")]
             case "FindSubmission":
                 found = platform.find(request.required("ClientKey"))
@@ -171,7 +191,35 @@ class LegalitySimulator(HttpSimulator[Fault]):
                     raise MalformedRequest(f"CurrentDate {current!r} is not a date") from exc
                 code, name, content = platform.request_classification(siren, day)
                 return [("Code", code), ("Name", name), ("Content", content)]
+            case "GetReceipts":
+                return [("Receipt", [("Name", name), ("Kind", kind), ("Content", data)])
+                        for name, kind, data in self.receipts(request.required("TransactionId"))]
         raise MalformedRequest(f"unknown operation {request.operation}")
+
+    def receipts(self, transaction_id: str) -> list[tuple[str, str, bytes]]:
+        """(name, kind, PDF) of the stamped act, its stamped annexes and the bordereau of an
+        acknowledged act (see the module's docstring); [] before; UNKNOWN_TRANSACTION fault."""
+        transaction = self.platform.transaction(transaction_id)
+        if transaction is None:
+            raise LegalityFault("UNKNOWN_TRANSACTION", f"no transaction {transaction_id}", transaction_id)
+        id_acte = transaction.id_acte
+        if id_acte is None or transaction.response_key is not None \
+                or self.platform.status(transaction_id) not in ("ACKNOWLEDGED", "CANCELLED"):
+            return []
+        with self._lock:
+            documents = list(self._documents.get(transaction_id, []))
+        stamp = f"Acte reçu en préfecture le {transaction.date_reception:%d/%m/%Y} — {id_acte}"
+        note = "(simulateur Hent : un PDF nouveau qui tient lieu du document tamponné)"
+        main, annexes = (documents[0], documents[1:]) if documents else ("", [])
+        receipts = [(f"{id_acte}-tampon.pdf", "stamped-act", make_pdf([stamp, f"Document : {main}", note]))]
+        receipts += [(f"{Path(annex).stem}-tampon.pdf", "stamped-annex", make_pdf([stamp, f"Annexe : {annex}", note]))
+                     for annex in annexes]
+        bordereau = make_pdf([
+            "Bordereau d'acquittement de transmission (simulateur Hent)", f"Identifiant de l'acte : {id_acte}",
+            f"Transaction : {transaction_id}", f"Date de réception : {transaction.date_reception:%d/%m/%Y}",
+            f"Archive : {transaction.archive_name}", "Documents :", *documents,
+        ])
+        return [*receipts, (f"{id_acte}-bordereau.pdf", "bordereau", bordereau)]
 
     def _status_fields(self, transaction_id: str) -> list[tuple[str, Value]]:
         transaction = self.platform.transaction(transaction_id)
@@ -190,6 +238,28 @@ class LegalitySimulator(HttpSimulator[Fault]):
             return super()._control_followup(payload)
         except ValueError as exc:  # not acknowledged, or an unknown code
             return 409, {"error": str(exc)}
+
+
+def _act_documents(archive: bytes) -> list[str]:
+    """The NomFichier of the Acte's document, then of its annexes, in an archive ([] when it holds no Acte)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    ns = f"{{{ACTES_NS}}}"
+    try:
+        with tarfile.open(fileobj=BytesIO(archive), mode="r:gz") as tar:
+            for member in tar:
+                stream = tar.extractfile(member) if member.isfile() and member.size <= _MAX_XML else None
+                if stream is None or not member.name.lower().endswith(".xml"):
+                    continue
+                try:
+                    root = etree.fromstring(stream.read(), parser)
+                except etree.XMLSyntaxError:
+                    continue
+                if root.tag == f"{ns}Acte":
+                    paths = (f"{ns}Document/{ns}NomFichier", f"{ns}Annexes/{ns}Annexe/{ns}NomFichier")
+                    return [(e.text or "").strip() for path in paths for e in root.iterfind(path)]
+    except (OSError, EOFError, tarfile.TarError):
+        pass
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

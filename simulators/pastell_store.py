@@ -6,8 +6,10 @@ builds the ACTES archive (:func:`transformers.actes_out.build_archive`, ISO-8859
 rather than transliterated, its *own* classification date) and submits it to the ministry
 (:class:`simulators.legality_platform.Platform`, which checks the archive and answers ARActe or an
 anomaly).  Like Pastell's ``verif-tdt`` job, the ministry's answer is collected when the document
-is next read: ``acquiter-tdt`` with the ``aractes``, ``bordereau`` and ``acte_tamponne`` files, or
-``erreur-verif-tdt`` with the TdT's message.  Refusals are raised as
+is next read: ``acquiter-tdt`` with the ``aractes``, ``bordereau``, ``acte_tamponne`` and
+``annexes_tamponnees`` files (each stamped file a new PDF showing "Acte reçu en préfecture le <date>
+— <IDActe>" and the name of the file it stands for: the TdT's real stamp is written on the PDF it
+received), or ``erreur-verif-tdt`` with the TdT's message.  Refusals are raised as
 :class:`simulators.pastell_form.PastellError` with the HTTP status and Pastell's wording.
 """
 
@@ -294,11 +296,15 @@ class PastellStore:
                 return
             numero = document.data["numero_de_lacte"]
             document.put(self.folder, "aractes", f"{numero}-ar-actes.xml", transaction.message)
-            document.put(self.folder, "bordereau", f"{numero}-bordereau-tdt.pdf",
-                      make_pdf(["Bordereau d'acquittement", f"Acte {transaction.id_acte}"]))
-            stem = Path(document.names("arrete")[0]).stem
-            document.put(self.folder, "acte_tamponne", f"{stem}-tampon.pdf",
-                      make_pdf([f"Acte {transaction.id_acte}", f"Reçu en préfecture le {transaction.date_reception}"]))
+            document.put(self.folder, "bordereau", f"{numero}-bordereau-tdt.pdf", make_pdf([
+                "Bordereau d'acquittement (simulateur Pastell de Hent)", f"Acte {transaction.id_acte}",
+                f"Date de réception : {transaction.date_reception:%d/%m/%Y}"]))
+            stamp = f"Acte reçu en préfecture le {transaction.date_reception:%d/%m/%Y} — {transaction.id_acte}"
+            stamped = [("acte_tamponne", 0, document.names("arrete")[0])]
+            stamped += [("annexes_tamponnees", num, annex)
+                        for num, annex in enumerate(document.names("autre_document_attache"))]
+            for field, num, name in stamped:
+                document.put(self.folder, field, f"{Path(name).stem}-tampon.pdf", make_pdf([stamp, name]), num)
             document.data.update({"has_bordereau": "1", "acte_unique_id": transaction.id_acte or "",
                                   "date_ar": transaction.date_reception.isoformat()})
             document.act("acquiter-tdt", "L'acte a été acquitté par le contrôle de légalité")

@@ -30,8 +30,10 @@ Pages (``KO\\n<message>`` on a refusal, in S2LOW's words where they are known):
   ``number``, ``decision_date``...), ``.../api/list_document_prefecture.php`` (unread
   messages of the préfecture), ``.../api/document_prefecture_mark_as_read.php?transaction_id=``,
   ``.../actes_transac_get_document.php?id=`` (an act: ``type-status-id`` lines of what relates to
-  it; a message: its ``.tar.gz``), ``.../actes_transac_get_files_list.php?transaction=``,
-  ``.../actes_create_pdf.php?trans_id=`` (a bordereau).
+  it; a message: its ``.tar.gz``), ``.../actes_transac_get_files_list.php?transaction=``, and once
+  the act is acknowledged (4; ``KO`` before) ``.../actes_create_pdf.php?trans_id=`` (its bordereau)
+  and ``.../actes_download_file.php?file=<id>&tampon=true`` (a PDF of it stamped; without
+  ``tampon``, the file as received).
 - Control: ``GET /control/received``, ``POST|DELETE /control/faults``, ``POST /control/followup``
   ``{"id_acte", "code"}``, ``POST /control/classification`` ``{"date"}``, ``POST /control/post``.
 

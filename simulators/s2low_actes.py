@@ -10,14 +10,20 @@ not posted it yet (1), then follows the ministry's answer: 3 transmitted, 4 with
 -1 with the anomaly, 0 once cancelled.  A number is taken once per collectivité, whatever
 became of the act that took it (S2LOW's ``isUnique``).
 
+Once an act is acknowledged (4), S2LOW gives its bordereau d'acquittement and stamps its PDFs
+(``actes_download_file.php?tampon=true``); before, it answers ``KO`` with its words of
+``actes_transac_get_tampon.php`` (:data:`NOT_ACKNOWLEDGED`).  S2LOW writes its stamp on the PDF it
+received; this simulator makes a new PDF instead (:func:`simulators.pdf.make_pdf`), showing "Acte
+reçu en préfecture le <date> — <IDActe>" and the name of the file it stands for.
+
 Every refusal of a field is counted in :attr:`S2lowOffice.refused` (``{"subject": n,
 "number": n, ...}``): the tests assert that the bus never made S2LOW refuse anything.
 """
 
 from __future__ import annotations
 
-__all__ = ["DUPLICATE", "NOT_FOUND", "NUMBER", "Authority", "Form", "Refused", "S2lowOffice", "S2lowTransaction",
-           "Upload", "check_subject", "read_form"]
+__all__ = ["DUPLICATE", "FILE_NOT_FOUND", "NOT_ACKNOWLEDGED", "NOT_FOUND", "NUMBER", "Authority", "Form", "Refused",
+           "S2lowOffice", "S2lowTransaction", "Upload", "check_subject", "read_form"]
 
 import io
 import itertools
@@ -35,6 +41,7 @@ from bus.errors import DocumentError
 from simulators import legality_messages as messages
 from simulators.legality_platform import Platform
 from simulators.legality_soap import LegalityFault
+from simulators.pdf import make_pdf
 from transformers.actes_model import ActFile, CanonicalAct
 from transformers.actes_out import build_archive
 from transformers.text_policy import TextPolicy
@@ -46,6 +53,9 @@ TYPE_CODE = re.compile(r"[0-9A-Z_]{5}")
 DUPLICATE = ("Un acte portant le même numéro interne existe déjà dans la base de données.\n"
              "Il faut peut-être ajouter un suffixe au numéro.")
 NOT_FOUND = "Numéro de transaction invalide."
+#: S2LOW's words (sic) when a transaction has no acknowledgment to stamp with (actes_transac_get_tampon.php)
+NOT_ACKNOWLEDGED = "Pas d'aquittement recu"
+FILE_NOT_FOUND = "Fichier introuvable"  #: assumed: S2LOW's page for an unknown file is not public
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _NATURES = {1: "Délibérations", 2: "Actes réglementaires", 3: "Actes individuels", 4: "Contrats et conventions",
@@ -402,6 +412,55 @@ class S2lowOffice:
         """``actes_classification_fetch.php``: the RetourClassification S2LOW holds."""
         with self._lock:
             return messages.retour_classification(self.platform.classification_bytes, self.classification_date)
+
+    # -- after the acknowledgment: the bordereau, the stamped files -------------------------------
+
+    def _acknowledged_on(self, transaction: S2lowTransaction) -> date:
+        """The day the ministry received an act S2LOW holds the ARActe of (4); Refused otherwise."""
+        if transaction.type != 1 or self.current(transaction)[0] != 4:
+            raise Refused(NOT_ACKNOWLEDGED)
+        answer = self.platform.transaction(transaction.platform_id or "")
+        assert answer is not None
+        return answer.date_reception
+
+    def bordereau(self, transaction: S2lowTransaction) -> bytes:
+        """``actes_create_pdf.php``: the bordereau d'acquittement of an acknowledged act; Refused before."""
+        with self._lock:
+            day = self._acknowledged_on(transaction)
+            names = [f["posted_filename"] or f["name"] for f in transaction.files]
+        return make_pdf(["Bordereau d'acquittement de transmission (simulateur S2LOW de Hent)",
+                         f"Transaction {transaction.id}", f"Identifiant unique : {transaction.unique_id}",
+                         f"Objet : {transaction.subject}", f"Date de réception : {day:%d/%m/%Y}", "Fichiers :", *names])
+
+    def download(self, file_id: str, tampon: bool) -> tuple[str, bytes]:
+        """``actes_download_file.php?file=<transaction>-<n>``: (media type, the file as received);
+        with ``tampon``, a PDF of an acknowledged act stamped (a new PDF, see the module's docstring)."""
+        transaction_id, _, number = file_id.partition("-")
+        with self._lock:
+            transaction = self.find(transaction_id)
+            files = transaction.files if transaction is not None else []
+            if transaction is None or not number.isdigit() or int(number) >= len(files):
+                raise Refused(FILE_NOT_FOUND)
+            entry = files[int(number)]
+            if not (tampon and entry["mimetype"] == "application/pdf"):
+                return entry["mimetype"], _member(transaction.archive, entry["name"])
+            day = self._acknowledged_on(transaction)
+        return "application/pdf", make_pdf([
+            f"Acte reçu en préfecture le {day:%d/%m/%Y} — {transaction.unique_id}",
+            f"Document : {entry['posted_filename'] or entry['name']}",
+            "(simulateur S2LOW de Hent : un PDF nouveau qui tient lieu du document tamponné)"])
+
+
+def _member(archive: bytes, name: str) -> bytes:
+    """A file of the archive S2LOW built, as it was received."""
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        try:
+            stream = tar.extractfile(name)
+        except KeyError:
+            stream = None
+        if stream is None:
+            raise Refused(FILE_NOT_FOUND)
+        return stream.read()
 
 
 def _pack(files: dict[str, bytes]) -> bytes:

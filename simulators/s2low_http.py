@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from simulators._http_sim import BaseSimHandler, QuietHTTPServer
-from simulators.pdf import make_pdf
 from simulators.s2low_actes import NOT_FOUND, Refused, Upload
 
 if TYPE_CHECKING:
@@ -196,7 +195,8 @@ class S2lowHandler(BaseSimHandler):
             found = office.find(query.get("trans_id"))
             if found is None:
                 return 200, f"KO\n{NOT_FOUND}".encode(), "text/plain; charset=utf-8"
-            lines = ["Bordereau d'acquittement (simulateur S2LOW de Hent)", f"Transaction {found.id}",
-                     f"Acte {found.unique_id or found.number}", f"Objet : {found.subject}"]
-            return 200, make_pdf(lines), "application/pdf"
+            return 200, office.bordereau(found), "application/pdf"
+        if script == "actes_download_file.php":
+            media_type, data = office.download(query.get("file", ""), query.get("tampon") == "true")
+            return 200, data, media_type
         return 404, b"<html><body>Not Found</body></html>", "text/html"

@@ -59,7 +59,8 @@ def test_a_dropped_act_is_acknowledged_and_the_araacte_goes_back_to_the_software
     expected = f"044-214400152-{TODAY - timedelta(days=1):%Y%m%d}-DEL2026_300-DE"
     assert delivery.state == "ACKNOWLEDGED" and delivery.id_acte == expected
     files = replies(tmp_path)
-    assert sorted(files) == ["DEL2026_300.1.1-2.xml", "DEL2026_300.1.json"]
+    assert [name for name in files if name.startswith("DEL2026_300.1.")] == ["DEL2026_300.1.1-2.xml",
+                                                                              "DEL2026_300.1.json"]
     assert b"ARActe" in files["DEL2026_300.1.1-2.xml"] and expected.encode() in files["DEL2026_300.1.1-2.xml"]
     summary = json.loads(files["DEL2026_300.1.json"])
     assert summary["state"] == "ACKNOWLEDGED" and summary["id_acte"] == expected
@@ -175,9 +176,38 @@ def test_a_later_letter_of_the_prefecture_reaches_the_software_once(
     finally:
         runtime.shutdown()
     files = replies(tmp_path)
-    letters = [name for name in files if ".2.2-1." in name]
-    assert "DEL2026_306.2.2-1.xml" in letters and any(name.endswith(".pdf") for name in letters)
-    assert b"CourrierSimple" in files["DEL2026_306.2.2-1.xml"]
+    letters = [name for name in files if ".3.2-1." in name]
+    assert "DEL2026_306.3.2-1.xml" in letters and any(name.endswith(".pdf") for name in letters)
+    assert b"CourrierSimple" in files["DEL2026_306.3.2-1.xml"]
+
+
+def test_the_stamped_act_and_the_bordereau_reach_the_software_once(
+    tmp_path: Path, simulator: LegalitySimulator
+) -> None:
+    # Given an act with two annexes, acknowledged by the ministry
+    config_path = soap_config(tmp_path, simulator)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_311", decision=TODAY, annexes=2)
+    [delivery] = run(config_path)["DEL2026_311.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"
+    # Then right after the acknowledgment the platform's stamped files and its bordereau came back, once
+    id_acte, stem = delivery.id_acte, f"044-214400152-{TODAY:%Y%m%d}-DEL2026_311-DE-1-1"
+    stamped = [f"{id_acte}-bordereau.pdf", f"{id_acte}-tampon.pdf", f"21_RP-{stem}_2-tampon.pdf",
+               f"99_DE-{stem}_3-tampon.pdf"]
+    files = replies(tmp_path)
+    assert [name for name in files if name.startswith("DEL2026_311.2.")] == [
+        "DEL2026_311.2.json", *(f"DEL2026_311.2.receipts.{name}" for name in stamped)]
+    assert all(files[f"DEL2026_311.2.receipts.{name}"].startswith(b"%PDF-") for name in stamped)
+    summary = json.loads(files["DEL2026_311.2.json"])
+    assert (summary["state"], summary["message"]) == ("ACKNOWLEDGED", {"kind": "receipts", "files": stamped})
+    # When the follow-up poll asks again, Then nothing new is fetched nor returned
+    runtime = Runtime(load_config(config_path), Pipeline.for_runtime, retry=FAST, serve_http=False)
+    try:
+        assert runtime.answers.poll_follow_ups("prefecture") == 0
+        assert [m["code"] for m in runtime.ledger.messages_of(delivery.id)] == ["receipts"]
+    finally:
+        runtime.shutdown()
+    assert replies(tmp_path) == files
+    assert simulator.received()["calls"]["GetReceipts"] == 1
 
 
 def test_a_request_for_documents_not_answered_yet_is_listed_and_counted(
@@ -246,11 +276,11 @@ def test_an_acknowledged_act_is_cancelled_and_the_6_2_comes_back(tmp_path: Path,
     runtime = Runtime(config, Pipeline.for_runtime, retry=FAST, serve_http=False)
     try:
         assert runtime.answers.poll_follow_ups("prefecture") == 1
-        [message] = runtime.ledger.messages_of(delivery.id)
+        [message] = [m for m in runtime.ledger.messages_of(delivery.id) if m["code"] != "receipts"]
     finally:
         runtime.shutdown()
     assert message["code"] == "6-2"
-    assert "DEL2026_309.2.6-2.xml" in replies(tmp_path)
+    assert "DEL2026_309.3.6-2.xml" in replies(tmp_path)
     # and cancelling what is not acknowledged is refused with the reason
     again = run_cli("cancel", "044-214400152-20200101-NOPE-DE", "-c", str(config_path))
     assert again.returncode == 1 and "no delivery has that IDActe" in again.stderr

@@ -209,8 +209,9 @@ def test_the_wsdl_loads_offline_with_every_operation(monkeypatch: pytest.MonkeyP
     assert signatures["SubmitArchive"][0] == (
         "ArchiveName: xsd:string, ClientKey: xsd:string, ExpectedIDActe: xsd:string, Archive: xsd:base64Binary")
     assert signatures["GetStatus"] == ("TransactionId: xsd:string[]", "Transaction: ns0:TransactionInfo[]")
-    assert sorted(signatures) == ["CancelAct", "FindSubmission", "GetMessage", "GetStatus", "ListMessages",
-                                  "RequestClassification", "SubmitArchive"]
+    assert signatures["GetReceipts"] == ("TransactionId: xsd:string", "Receipt: ns0:ReceiptFile[]")
+    assert sorted(signatures) == ["CancelAct", "FindSubmission", "GetMessage", "GetReceipts", "GetStatus",
+                                  "ListMessages", "RequestClassification", "SubmitArchive"]
 
 
 def test_the_wsdl_is_served_with_this_server_as_address(simulator: LegalitySimulator) -> None:

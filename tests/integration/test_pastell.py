@@ -83,7 +83,8 @@ def test_a_dropped_act_is_acknowledged_and_the_aractes_goes_back_to_the_software
     expected = f"044-214400152-{yesterday:%Y%m%d}-DEL2026_400-DE"
     assert (delivery.state, delivery.id_acte) == ("ACKNOWLEDGED", expected)
     files = replies(tmp_path)
-    assert sorted(files) == ["DEL2026_400.1.1-2.xml", "DEL2026_400.1.json"]
+    assert [name for name in files if name.startswith("DEL2026_400.1.")] == ["DEL2026_400.1.1-2.xml",
+                                                                              "DEL2026_400.1.json"]
     assert b"ARActe" in files["DEL2026_400.1.1-2.xml"] and expected.encode() in files["DEL2026_400.1.1-2.xml"]
     summary = json.loads(files["DEL2026_400.1.json"])
     assert summary["state"] == "ACKNOWLEDGED" and summary["id_acte"] == expected
@@ -198,14 +199,46 @@ def test_a_later_letter_of_the_prefecture_reaches_the_software_once(tmp_path: Pa
     try:
         assert runtime.answers.poll_follow_ups("prefecture") == 1
         assert runtime.answers.poll_follow_ups("prefecture") == 0  # recorded once
-        [message] = runtime.ledger.messages_of(delivery.id)
+        [message] = [m for m in runtime.ledger.messages_of(delivery.id) if m["code"] != "receipts"]
     finally:
         runtime.shutdown()
     assert message["code"] == "2-1"
     files = replies(tmp_path)
-    letters = [name for name in files if name.startswith("DEL2026_407.2.")]
-    assert "DEL2026_407.2.2-1.xml" in letters and any(name.endswith(".pdf") for name in letters)
-    assert b"CourrierSimple" in files["DEL2026_407.2.2-1.xml"]
+    letters = [name for name in files if name.startswith("DEL2026_407.3.")]
+    assert "DEL2026_407.3.2-1.xml" in letters and any(name.endswith(".pdf") for name in letters)
+    assert b"CourrierSimple" in files["DEL2026_407.3.2-1.xml"]
+
+
+def test_the_stamped_act_and_annexes_and_the_bordereau_reach_the_software_once(
+    tmp_path: Path, pastell: PastellSimulator
+) -> None:
+    # Given an act with two annexes, acknowledged: Pastell's TdT fetched the stamped files and the bordereau
+    config_path = pastell_config(tmp_path, pastell)
+    drop_deliberation(tmp_path / BUNDLE, "DEL2026_412", decision=TODAY, annexes=2)
+    [delivery] = run(config_path)["DEL2026_412.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"
+    data = pastell.document(delivery.remote_id)["data"]
+    assert (data["acte_tamponne"], data["annexes_tamponnees"].split("\n"), data["bordereau"]) == (
+        "DEL2026_412-tampon.pdf", ["DEL2026_412_annexe1-tampon.pdf", "DEL2026_412_annexe2-tampon.pdf"],
+        "DEL2026_412-bordereau-tdt.pdf")
+    # Then they came back to the software right after the acknowledgment, under Pastell's names
+    stamped = ["DEL2026_412-bordereau-tdt.pdf", "DEL2026_412-tampon.pdf", "DEL2026_412_annexe1-tampon.pdf",
+               "DEL2026_412_annexe2-tampon.pdf"]
+    files = replies(tmp_path)
+    assert [name for name in files if name.startswith("DEL2026_412.2.")] == [
+        "DEL2026_412.2.json", *(f"DEL2026_412.2.receipts.{name}" for name in stamped)]
+    assert all(files[f"DEL2026_412.2.receipts.{name}"].startswith(b"%PDF-") for name in stamped)
+    assert delivery.id_acte.encode() in files["DEL2026_412.2.receipts.DEL2026_412-tampon.pdf"]
+    assert json.loads(files["DEL2026_412.2.json"])["message"] == {"kind": "receipts", "files": stamped}
+    # When the follow-up poll asks again, Then nothing new is fetched nor returned
+    fetched = pastell.received()["calls"]["getDocumentFile"]
+    runtime = Runtime(load_config(config_path), Pipeline.for_runtime, retry=FAST, serve_http=False)
+    try:
+        assert runtime.answers.poll_follow_ups("prefecture") == 0
+    finally:
+        runtime.shutdown()
+    assert replies(tmp_path) == files
+    assert pastell.received()["calls"]["getDocumentFile"] == fetched
 
 
 def test_an_acknowledged_act_is_cancelled_through_pastell(tmp_path: Path, pastell: PastellSimulator) -> None:

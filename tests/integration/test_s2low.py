@@ -109,10 +109,44 @@ def test_a_dropped_act_is_acknowledged_and_the_aracte_goes_back_to_the_software(
     assert transaction.subject == "Cession - parcelle « BK 112 » à l'euro symbolique, coeur de ville"
     assert delivery.remote_id == str(transaction.id)
     files = replies(tmp_path)
-    assert sorted(files) == ["DEL2026_400.1.1-2.xml", "DEL2026_400.1.json"]
+    assert [name for name in files if name.startswith("DEL2026_400.1.")] == ["DEL2026_400.1.1-2.xml",
+                                                                              "DEL2026_400.1.json"]
     assert b"ARActe" in files["DEL2026_400.1.1-2.xml"] and expected.encode() in files["DEL2026_400.1.1-2.xml"]
     summary = json.loads(files["DEL2026_400.1.json"])
     assert (summary["state"], summary["id_acte"], summary["message"]["kind"]) == ("ACKNOWLEDGED", expected, "ARActe")
+
+
+def test_the_stamped_act_and_the_bordereau_come_back_once_even_when_s2low_failed_at_the_acknowledgment(
+    tmp_path: Path, s2low: S2lowSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given S2LOW failing to give the bordereau right after the acknowledgment
+    s2low.inject("http500", operation="actes_create_pdf", count=1)
+    config_path = s2low_config(tmp_path, s2low)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_410", decision=TODAY, annexes=2)
+    [delivery] = run(config_path)["DEL2026_410.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"
+    assert not any(name.startswith("DEL2026_410.2.") for name in replies(tmp_path))
+    assert f"stamped act of delivery {delivery.id} not fetched yet" in caplog.text
+    # When the follow-up poll asks again, Then the bordereau and S2LOW's stamped PDFs come back, once
+    runtime = Runtime(load_config(config_path), Pipeline.for_runtime, retry=FAST, serve_http=False)
+    try:
+        assert runtime.answers.poll_follow_ups("prefecture") == 1
+        assert runtime.answers.poll_follow_ups("prefecture") == 0
+    finally:
+        runtime.shutdown()
+    stem = f"{delivery.id_acte}-1-1"
+    stamped = [f"{delivery.id_acte}-bordereau.pdf", f"21_RP-{stem}_2-tampon.pdf", f"99_DE-{stem}_1-tampon.pdf",
+               f"99_DE-{stem}_3-tampon.pdf"]
+    files = replies(tmp_path)
+    assert [name for name in files if name.startswith("DEL2026_410.2.")] == [
+        "DEL2026_410.2.json", *(f"DEL2026_410.2.receipts.{name}" for name in stamped)]
+    assert all(files[f"DEL2026_410.2.receipts.{name}"].startswith(b"%PDF-") for name in stamped)
+    assert f"Acte reçu en préfecture le {TODAY:%d/%m/%Y}".encode("cp1252") in \
+        files[f"DEL2026_410.2.receipts.99_DE-{stem}_1-tampon.pdf"]
+    assert json.loads(files["DEL2026_410.2.json"])["message"] == {"kind": "receipts", "files": stamped}
+    calls = s2low.received()["calls"]
+    assert (calls["actes_create_pdf"], calls["actes_transac_get_files_list"], calls["actes_download_file"]) == (
+        2, 1, 3)
 
 
 def test_an_act_stamped_with_s2lows_old_classification_gets_odt_verif_01_until_s2low_asks_for_the_new_one(
@@ -153,11 +187,11 @@ def test_an_acknowledged_act_is_cancelled_and_the_6_2_comes_back_once(tmp_path: 
     try:
         until(lambda: runtime.answers.poll_follow_ups("prefecture") == 1)
         assert runtime.answers.poll_follow_ups("prefecture") == 0
-        [message] = runtime.ledger.messages_of(delivery.id)
+        [message] = [m for m in runtime.ledger.messages_of(delivery.id) if m["code"] != "receipts"]
     finally:
         runtime.shutdown()
     assert message["code"] == "6-2"
-    assert b"ARAnnulation" in replies(tmp_path)["DEL2026_403.2.6-2.xml"]
+    assert b"ARAnnulation" in replies(tmp_path)["DEL2026_403.3.6-2.xml"]
     # and asking again sends no second cancellation: S2LOW says one is under way
     again = run_cli("cancel", delivery.id_acte, "-c", str(config_path))
     assert again.returncode == 0, again.stderr
@@ -301,9 +335,9 @@ def test_a_letter_of_the_prefecture_reaches_the_software_once_with_its_pdf(
         runtime.shutdown()
     assert s2low.received()["unread"] == 0
     files = replies(tmp_path)
-    letters = [name for name in files if ".2.2-1." in name]
-    assert "DEL2026_408.2.2-1.xml" in letters and any(name.endswith(".pdf") for name in letters)
-    assert b"CourrierSimple" in files["DEL2026_408.2.2-1.xml"]
+    letters = [name for name in files if ".3.2-1." in name]
+    assert "DEL2026_408.3.2-1.xml" in letters and any(name.endswith(".pdf") for name in letters)
+    assert b"CourrierSimple" in files["DEL2026_408.3.2-1.xml"]
     assert not any(b"EnveloppeMISILLCL" in data for data in files.values())  # the ministry's envelope stays out
 
 

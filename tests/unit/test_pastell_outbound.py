@@ -363,6 +363,32 @@ def test_the_prefectures_messages_are_the_unpacked_files_of_pastells_blocks() ->
     assert message.attachments == {"a-2-1_3_1.pdf": b"%PDF"}
 
 
+def test_the_stamped_files_and_the_bordereau_are_read_from_their_fields_under_pastells_names() -> None:
+    def pdf(name: str) -> requests.Response:
+        return response(200, content=b"%PDF-1.4 " + name.encode(),
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    missing = response(404, {"status": "error", "error-message": "Ce fichier n'existe pas"})
+    connector, session = endpoint([
+        ("GET", DOC, response(200, document("abc", "send-tdt"))),
+        ("GET", DOC, response(200, document("abc", "acquiter-tdt", acte_tamponne="acte-tampon.pdf",
+                                            annexes_tamponnees="a1-tampon.pdf\na2-tampon.pdf",
+                                            bordereau="DEL2026_042-bordereau-tdt.pdf"))),
+        ("GET", DOC + r"/file/acte_tamponne/0", pdf("acte-tampon.pdf")),
+        ("GET", DOC + r"/file/annexes_tamponnees/0", pdf("../a1-tampon.pdf")),
+        ("GET", DOC + r"/file/annexes_tamponnees/1", pdf("acte-tampon.pdf")),
+        ("GET", DOC + r"/file/annexes_tamponnees/2", missing),
+        ("GET", DOC + r"/file/bordereau/0", pdf("DEL2026_042-bordereau-tdt.pdf")),
+    ])
+    assert connector.receipts("abc") == {}  # not acknowledged yet: nothing asked but the document
+    assert connector.receipts("abc") == {
+        "acte-tampon.pdf": b"%PDF-1.4 acte-tampon.pdf", "a1-tampon.pdf": b"%PDF-1.4 ../a1-tampon.pdf",
+        "annexes_tamponnees-2-acte-tampon.pdf": b"%PDF-1.4 acte-tampon.pdf",
+        "DEL2026_042-bordereau-tdt.pdf": b"%PDF-1.4 DEL2026_042-bordereau-tdt.pdf",
+    }
+    assert session.paths()[:2] == ["GET entite/12/document/abc", "GET entite/12/document/abc"]
+
+
 def test_an_act_is_looked_up_by_the_number_and_date_of_its_expected_idacte() -> None:
     connector, session = endpoint([
         ("GET", DOCS, response(200, [{"id_d": "abc"}])),

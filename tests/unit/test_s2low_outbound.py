@@ -404,3 +404,51 @@ def test_an_html_page_instead_of_a_status_is_a_transient_error_not_a_crash() -> 
     connector, _ = endpoint({"actes_transac_get_status.php": [(200, b"<html><title>Maintenance</title></html>")]})
     with pytest.raises(TransientError, match=r"S2LOW answered an HTML page \('Maintenance'\)"):
         connector.statuses(["1"])
+
+
+# -------------------------------------------------------------------- the stamped act and the bordereau
+
+FILES_LIST = json.dumps([
+    {"id": 3967, "name": f"{ID_ACTE}-1-1_0.xml", "posted_filename": "", "mimetype": "text/xml", "size": 836, "sign": "", "code_pj": ""},
+    {"id": 3968, "name": f"99_DE-{ID_ACTE}-1-1_1.pdf", "posted_filename": "C:\\Actes\\Délibération 1.pdf", "mimetype": "application/pdf", "size": 9, "sign": "", "code_pj": "99_DE"},
+    {"id": 3969, "name": f"21_RP-{ID_ACTE}-1-1_2.pdf", "posted_filename": "annexe.pdf", "mimetype": "application/pdf", "size": 9, "sign": "", "code_pj": "21_RP"},
+    {"id": 3970, "name": f"41_NC-{ID_ACTE}-1-1_3.xml", "posted_filename": "budget.xml", "mimetype": "text/xml", "size": 9, "sign": "", "code_pj": "41_NC"},
+    {"id": 3971, "name": f"21_RP-{ID_ACTE}-1-1_4.pdf", "posted_filename": "annexe.pdf", "mimetype": "application/pdf", "size": 9, "sign": "", "code_pj": "21_RP"},
+]).encode()
+
+
+def test_the_bordereau_and_the_stamped_pdfs_are_fetched_and_named_after_what_was_posted() -> None:
+    stamped = {"3968": b"%PDF-1.4 acte", "3969": b"%PDF-1.4 annexe", "3971": b"%PDF-1.4 autre annexe"}
+    connector, s2low = endpoint({
+        "actes_create_pdf.php": [(200, b"%PDF-1.4 bordereau")],
+        "actes_transac_get_files_list.php": [(200, FILES_LIST)],
+        "actes_download_file.php": lambda r: (200, stamped[str(r.url).split("file=")[1].split("&")[0]]),
+    })
+    assert connector.receipts("42") == {
+        "Délibération 1-tampon.pdf": b"%PDF-1.4 acte", "annexe-tampon.pdf": b"%PDF-1.4 annexe",
+        "annexe-4-tampon.pdf": b"%PDF-1.4 autre annexe", f"{ID_ACTE}-bordereau.pdf": b"%PDF-1.4 bordereau",
+    }
+    assert [url.split("/modules/actes/")[1] for _, url, _ in s2low.calls] == [
+        "actes_create_pdf.php?trans_id=42", "actes_transac_get_files_list.php?transaction=42",
+        "actes_download_file.php?file=3968&tampon=true", "actes_download_file.php?file=3969&tampon=true",
+        "actes_download_file.php?file=3971&tampon=true"]
+
+
+def test_nothing_is_given_before_s2low_has_the_acknowledgment_and_an_unknown_transaction_is_said() -> None:
+    connector, s2low = endpoint({"actes_create_pdf.php": [(200, b"KO\nPas d'aquittement recu\n"),
+                                                          (200, "KO\nNuméro de transaction invalide.".encode())]})
+    assert connector.receipts("42") == {}
+    assert s2low.pages() == ["actes_create_pdf"]
+    with pytest.raises(DocumentError, match=r"bordereau: S2LOW knows no transaction 43 \(Numéro de transaction invalide.\)"):
+        connector.receipts("43")
+
+
+def test_a_stamp_not_given_yet_gives_nothing_at_all_and_a_wrong_answer_is_retried() -> None:
+    connector, _ = endpoint({
+        "actes_create_pdf.php": [(200, b"%PDF-1.4 bordereau")],
+        "actes_transac_get_files_list.php": [(200, FILES_LIST), (200, b"<html><body>Erreur</body></html>")],
+        "actes_download_file.php": [(200, b"%PDF-1.4 acte"), (200, b"KO\nPas d'aquittement recu")],
+    })
+    assert connector.receipts("42") == {}  # all or nothing: the runtime keeps the receipts once
+    with pytest.raises(TransientError, match="files_list: S2LOW's answer is not the JSON list of files expected"):
+        connector.receipts("42")

@@ -488,6 +488,33 @@ def test_cancel_and_classification(platform: Callable[..., tuple[SoapOutbound, P
         endpoint.classification("214400152", "18/04/2019")
 
 
+def test_receipts_are_named_as_the_platform_names_them_made_plain(
+    platform: Callable[..., tuple[SoapOutbound, Platform]]
+) -> None:
+    def receipt(name: str | None, kind: str, content: str) -> str:
+        named = f"<Name>{name}</Name>" if name is not None else "<Name></Name>"
+        return f"<Receipt>{named}<Kind>{kind}</Kind><Content>{content}</Content></Receipt>"
+
+    endpoint, stub = platform({"GetReceipts": [
+        ok("GetReceipts", receipt("044-X-DE-tampon.pdf", "stamped-act", "JVBERi0x")
+           + receipt("../../etc/annexe-tampon.pdf", "stamped-annex", "JVBERi0y")
+           + receipt("annexe-tampon.pdf", "stamped-annex", "JVBERi0z")
+           + receipt("C:\\tmp\\..", "stamped-annex", "JVBERi00")
+           + receipt("vide.pdf", "stamped-annex", "")
+           + receipt(None, "bordereau", "JVBERi01")),
+        ok("GetReceipts"),
+        fault("UNKNOWN_TRANSACTION", "no transaction T-9", "T-9"),
+    ]})
+    assert endpoint.receipts("T-1") == {
+        "044-X-DE-tampon.pdf": b"%PDF-1", "annexe-tampon.pdf": b"%PDF-2", "annexe-tampon-2.pdf": b"%PDF-3",
+        "T-1-stamped-annex.pdf": b"%PDF-4", "T-1-bordereau.pdf": b"%PDF-5",
+    }
+    assert b"<ns0:TransactionId>T-1</ns0:TransactionId>" in stub.calls[0][1]
+    assert endpoint.receipts("T-1") == {}  # not acknowledged yet
+    with pytest.raises(DocumentError, match=r"GetReceipts refused by the platform \(UNKNOWN_TRANSACTION"):
+        endpoint.receipts("T-9")
+
+
 def test_reachable_answers_without_raising(platform: Callable[..., tuple[SoapOutbound, Platform]]) -> None:
     endpoint, stub = platform({"FindSubmission": [NOT_FOUND, refused()]})
     assert endpoint.reachable() == (True, "http://127.0.0.1:9/soap")
