@@ -25,7 +25,8 @@ HTTP routes, on one port:
   included; calls cut short by an injected fault or refused for AUTH are not),
   ``recorded`` the transactions recorded for it, ``archives`` the sha256 of each archive
   received for it, in order, ``calls`` every SOAP request received, per operation
-  (malformed ones under ``"?"``).
+  (malformed ones under ``"?"``), ``clients`` the subject of the TLS client certificate each
+  act's SubmitArchive came with (over mutual TLS).
 
 Once an act is acknowledged, ``GetReceipts`` gives its stamped act (``<IDActe>-tampon.pdf``),
 its stamped annexes (``<annex>-tampon.pdf``) and the bordereau d'acquittement
@@ -105,6 +106,7 @@ class LegalitySimulator(HttpSimulator[Fault]):
         self.username, self.password = username, password
         #: transaction id → the NomFichier of its act's document and annexes, as SubmitArchive took them
         self._documents: dict[str, list[str]] = {}
+        self._clients: dict[str, list[str]] = {}  #: act key → subject of the TLS client certificate of each submission
 
     def wsdl_text(self) -> str:
         """The WSDL, with this server as the service's address."""
@@ -128,7 +130,8 @@ class LegalitySimulator(HttpSimulator[Fault]):
         """``{"by_act": {...}, "recorded": {...}, "calls": {...}}`` (see the module's docstring)."""
         with self._lock:
             calls = dict(self._calls)
-        return {**self.platform.counts(), "calls": calls}
+            clients = {key: list(names) for key, names in self._clients.items()}
+        return {**self.platform.counts(), "calls": calls, "clients": clients}
 
     # -- what the handler asks ----------------------------------------------------------
 
@@ -156,6 +159,8 @@ class LegalitySimulator(HttpSimulator[Fault]):
                 documents = _act_documents(archive)
                 with self._lock:
                     self._documents[transaction.transaction_id] = documents
+                    if request.client is not None and transaction.act_key:
+                        self._clients.setdefault(transaction.act_key, []).append(request.client)
                 return [("TransactionId", transaction.transaction_id), ("Status", "TRANSMITTED")]
             case "FindSubmission":
                 found = platform.find(request.required("ClientKey"))

@@ -10,7 +10,8 @@ from __future__ import annotations
 __all__ = ["LegalityHandler", "LegalityServer"]
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from simulators._http_sim import BaseSimHandler, QuietHTTPServer
 from simulators.legality_soap import LegalityFault, MalformedRequest, fault_xml, parse_request, reply_xml
@@ -55,6 +56,7 @@ class LegalityHandler(BaseSimHandler):
             simulator._count_call("?")
             self._fault("soap:Client", f"malformed request: {exc}")
             return
+        request = replace(request, client=_client_subject(self.connection))
         answering, fault = self._apply_faults(request.operation)
         if not answering:
             return
@@ -86,3 +88,14 @@ class LegalityHandler(BaseSimHandler):
             self._drop()
             return
         self._send(status, reply, "text/xml; charset=utf-8")
+
+
+def _client_subject(connection: Any) -> str | None:
+    """``CN=...`` of the client certificate a mutual-TLS connection presented, else None."""
+    getpeercert = getattr(connection, "getpeercert", None)
+    certificate = getpeercert() if getpeercert is not None else None
+    if not certificate:
+        return None
+    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C"}
+    names = [f"{short.get(key, key)}={value}" for rdn in certificate.get("subject", ()) for key, value in rdn]
+    return ",".join(names) or None

@@ -68,6 +68,7 @@ class SoapRequest:
     username: str | None = None
     password: str | None = None
     password_type_ok: bool = True
+    client: str | None = None  #: the subject of the TLS client certificate, over mutual TLS
 
     def text(self, name: str) -> str | None:
         """The first parameter named ``name``, stripped; None when absent."""

@@ -239,3 +239,53 @@ def test_the_insecure_request_warning_is_urllib3s(https: LegalitySimulator, arti
     """verify_tls: false also makes urllib3 warn on each request (a Python warning, not Hent's log)."""
     with pytest.warns(InsecureRequestWarning):
         assert send(https, artifact, verify_tls=False) == "SENT"
+
+
+# -------------------------------------------------------------------- one endpoint, many collectivités
+
+
+def test_two_collectivites_on_one_endpoint_each_send_with_their_own_certificate(
+    pki: Pki, mutual: LegalitySimulator, tmp_path: Path
+) -> None:
+    import yaml
+
+    from bus import metrics
+    from bus.certs import certificate_expiry
+    from simulators.backoffice import drop_deliberation
+    from tests.harness import run_cli, run_until_idle, write_config
+
+    # Given one SOAP endpoint over mutual TLS: Saint-Herblain has a certificate of its own, the
+    # other collectivité uses the endpoint's default one
+    own_cert, own_key = issue(pki.ca.parent, "saint-herblain", "/CN=saint-herblain",
+                              "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                              "extendedKeyUsage=clientAuth\n", 40)
+    other = "200012345"
+    path = write_config(tmp_path, sweep="0.2s", lease="2s", extra_bus={"answers": "0.2s"})
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["collectivites"].append({**config["collectivites"][0], "siren": other})
+    config["connectors"]["prefecture"] = {
+        "type": "soap", "endpoint": mutual.url, "ca_file": str(pki.ca), "connect_timeout": "2s",
+        "read_timeout": "2s", "trigram": "HNT", "quadrigram": "TACT",
+        "client_cert": str(pki.client_cert), "client_key": str(pki.client_key),
+        "credentials": [{"sirens": [SIREN], "client_cert": str(own_cert), "client_key": str(own_key)}],
+    }
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    decision = date.today()
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_501", decision=decision)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_502", decision=decision, siren=other)
+    # When the bus runs
+    outcome = run_until_idle(path)
+    # Then each act was acknowledged, and each was sent with its collectivité's certificate
+    assert [d.state for o in outcome.values() for d in o["deliveries"]] == ["ACKNOWLEDGED", "ACKNOWLEDGED"]
+    clients = mutual.received()["clients"]
+    assert clients == {f"{SIREN}:DEL2026_501:{decision}": ["CN=saint-herblain"],
+                       f"{other}:DEL2026_502:{decision}": ["CN=hent-bus"]}
+    # and each certificate's expiry is exported and shown by check
+    expiry = certificate_expiry(own_cert)
+    assert expiry is not None
+    gauge = metrics.CERTIFICATE_EXPIRY.labels(connector="prefecture", sirens=SIREN)._value.get()
+    assert gauge == expiry.timestamp()
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"certificate of prefecture ({SIREN}): CN=saint-herblain, expires " in result.stdout
+    assert "certificate of prefecture (default): CN=hent-bus, expires " in result.stdout
