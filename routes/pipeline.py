@@ -222,6 +222,7 @@ class Pipeline:
         sidecar_path = self.spool.path(document.sidecar_sha256)
         files = {name: self.spool.path(sha) for name, sha in document.files.items()}
         taken = self.map(document.source, document.bundle, sidecar_path.read_bytes(), files)
+        self._check_precedent(taken[0][1])
         self._recheck_refusal(taken[0][1])
         fetched = self.fetched_classification(taken[0][1].siren)
         if fetched is not None and fetched.date is not None:  # it dates the act (ClassificationDateVersion)
@@ -249,6 +250,19 @@ class Pipeline:
             canonical=act_to_json(act),
             deliveries=tuple(deliveries),
         )
+
+    def _check_precedent(self, act: CanonicalAct) -> None:
+        """An act that replaces another (PrecedentIdentifiantActe) names one the ministry acknowledged:
+        when this bus sent that one, it must have been acknowledged."""
+        if not act.precedent_id_acte:
+            return
+        previous = self.previous_delivery(act.precedent_id_acte)
+        if previous is not None and previous.state != "ACKNOWLEDGED":
+            raise DocumentError(
+                f"{act.sidecar}: PrecedentIdentifiantActe {act.precedent_id_acte} names an act the ministry has not "
+                f"acknowledged (its delivery to {previous.endpoint} is {previous.state}): an act re-transmits an "
+                "acknowledged one only", path=act.sidecar, field="precedent_id_acte", rule="precedent-acknowledged",
+            )
 
     def _recheck_refusal(self, act: CanonicalAct) -> None:
         """Before an act the ministry refused is sent again, the refusal's cause is checked anew:

@@ -143,6 +143,43 @@ def test_an_act_refused_by_the_ministry_is_sent_again_as_a_new_attempt_of_the_sa
     assert list(simulator.received()["by_act"].values()) == [2]
 
 
+def test_an_act_that_replaces_an_acknowledged_one_names_it_and_one_that_names_a_refused_act_fails(
+    tmp_path: Path, simulator: LegalitySimulator
+) -> None:
+    import tarfile
+
+    from bus.spool import Spool
+
+    config = soap_config(tmp_path, simulator)
+    folder = tmp_path / "drop" / "deliberations"
+    # Given an acknowledged act, and another the ministry refused
+    drop_deliberation(folder, "DEL2026_311", decision=TODAY - timedelta(days=3))
+    [acknowledged] = run(config)["DEL2026_311.json"]["deliveries"]
+    simulator.publish_classification(TODAY)
+    simulator.inject("soapfault", operation="RequestClassification", count=None)
+    drop_deliberation(folder, "DEL2026_312", decision=TODAY - timedelta(days=3))
+    [refused] = run(config)["DEL2026_312.json"]["deliveries"]
+    assert (acknowledged.state, refused.state) == ("ACKNOWLEDGED", "REJECTED")
+    simulator.clear_faults()
+    # When two new acts name them as the act they replace (acte_precedent in the vendor's JSON)
+    for numero, precedent in (("DEL2026_313", acknowledged.id_acte), ("DEL2026_314", refused.id_acte)):
+        sidecar = drop_deliberation(folder, numero, decision=TODAY - timedelta(days=1))
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+        sidecar.write_text(json.dumps({**data, "acte_precedent": precedent}), encoding="utf-8")
+    outcome = run(config)
+    # Then the first goes with its PrecedentIdentifiantActe, the second fails with its reason
+    [replacing] = outcome["DEL2026_313.json"]["deliveries"]
+    assert replacing.state == "ACKNOWLEDGED"
+    spool = Spool(Path(load_config(config).bus.spool))
+    with tarfile.open(spool.path(replacing.artifact_sha256), "r:gz") as archive:
+        acte = next(m for m in archive.getmembers() if m.name.endswith("-1-1_0.xml"))
+        stream = archive.extractfile(acte)
+        assert stream is not None
+        assert f'IDActe="{acknowledged.id_acte}"'.encode() in stream.read()
+    failed = outcome["DEL2026_314.json"]["doc"]
+    assert failed.state == "FAILED" and "[precedent-acknowledged]" in (failed.reason or "")
+
+
 def test_the_same_act_dropped_twice_is_transmitted_once(tmp_path: Path, simulator: LegalitySimulator) -> None:
     config = soap_config(tmp_path, simulator)
     folder = tmp_path / "drop" / "deliberations"
