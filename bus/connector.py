@@ -27,6 +27,7 @@ __all__ = [
     "ARCHIVE",
     "FILE",
     "CANONICAL",
+    "CANONICAL_RESPONSE",
 ]
 
 import threading
@@ -41,6 +42,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 ARCHIVE = "actes-archive"
 FILE = "file"
 CANONICAL = "canonical-act"
+#: the collectivité's answer to a letter of the préfecture as JSON (transformers/actes_responses.py)
+CANONICAL_RESPONSE = "canonical-response"
 
 
 @dataclass(frozen=True)

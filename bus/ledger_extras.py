@@ -156,7 +156,8 @@ class LedgerExtras:
 
     def letters_of(self, id_acte: str, code: str) -> list[dict[str, Any]]:
         """The letters ``code`` (2-1, 3-1, 4-1) received about the act ``id_acte``, oldest first."""
-        query = (select(messages_table, deliveries_table.c.endpoint, deliveries_table.c.document_id)
+        query = (select(messages_table, deliveries_table.c.endpoint, deliveries_table.c.document_id,
+                        deliveries_table.c.remote_id)
                  .join(deliveries_table, deliveries_table.c.id == messages_table.c.delivery_id)
                  .where(deliveries_table.c.id_acte == id_acte, messages_table.c.code == code)
                  .order_by(messages_table.c.received_at))

@@ -9,14 +9,14 @@ from pathlib import Path
 from bus import registry
 from bus.certs import describe_certificate
 from bus.config import load_config
-from bus.connector import ARCHIVE, CANONICAL, FILE
+from bus.connector import ARCHIVE, CANONICAL, CANONICAL_RESPONSE, FILE
 from bus.errors import ConfigError, HentError, Problem
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
 from transformers.mapping import Mapping
 
 #: what each route transform builds, and the schemas it compiles
-TRANSFORM_KINDS = {"actes": (ARCHIVE, CANONICAL), "passthrough": (FILE,), "response": (ARCHIVE,)}
+TRANSFORM_KINDS = {"actes": (ARCHIVE, CANONICAL), "passthrough": (FILE,), "response": (ARCHIVE, CANONICAL_RESPONSE)}
 
 
 def check_configuration(path: Path) -> tuple[list[Problem], str]:

@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bus.connector import ARCHIVE, CANONICAL, FILE
+from bus.connector import ARCHIVE, CANONICAL, CANONICAL_RESPONSE, FILE
 from bus.document import Answer, PlannedDelivery, PreparedDocument
 from bus.errors import DocumentError, HentError, TransientError
 from routes.router import condition_failures
@@ -27,7 +27,12 @@ from transformers.actes_canonical import build_canonical
 from transformers.actes_in import parse_message
 from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.actes_out import build_archive
-from transformers.actes_responses import build_response_archive, read_response, response_members
+from transformers.actes_responses import (
+    build_canonical_response,
+    build_response_archive,
+    read_response,
+    response_members,
+)
 from transformers.actes_return import unpack_answer
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
@@ -298,11 +303,23 @@ class Pipeline:
         for route in routes:
             for endpoint in route.to:
                 kinds, options = self.endpoint(endpoint)
-                if ARCHIVE not in kinds:
-                    raise DocumentError(f"endpoint {endpoint!r} takes {' or '.join(kinds)}: it cannot carry the "
-                                        f"answer {request.code} of route {route.name!r} yet", rule="endpoint-kind")
                 if any(d.endpoint == endpoint for d in deliveries):
                     continue
+                if ARCHIVE not in kinds and CANONICAL_RESPONSE in kinds:  # the platform builds the archive
+                    with self.spool.writer(sync=False) as out:
+                        name = build_canonical_response(
+                            request, out, letter_date=letter_date, letter_id=letter["message_id"],
+                            departement=collectivite.departement, shas=document.files, validator=self.validator,
+                        )
+                    deliveries.append(PlannedDelivery(
+                        route=route.name, endpoint=endpoint, artifact_name=name, artifact_sha256=out.sha256,
+                        artifact_kind=CANONICAL_RESPONSE, client_key=f"{request.id_acte}-{request.code}",
+                        id_acte=request.id_acte,
+                    ))
+                    continue
+                if ARCHIVE not in kinds:
+                    raise DocumentError(f"endpoint {endpoint!r} takes {' or '.join(kinds)}: it cannot carry the "
+                                        f"answer {request.code} of route {route.name!r}", rule="endpoint-kind")
                 with self.spool.writer(sync=False) as out:
                     transmission = build_response_archive(
                         request, out, letter_date=letter_date, departement=collectivite.departement,

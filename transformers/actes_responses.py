@@ -54,10 +54,12 @@ Both XML files are validated against Hent's ACTES schema before anything is writ
 from __future__ import annotations
 
 __all__ = [
+    "CANONICAL_RESPONSE_FORMAT",
     "DOCUMENT_COUNTS",
     "LETTER_OF",
     "RESPONSE_ROOTS",
     "ResponseRequest",
+    "build_canonical_response",
     "build_response_archive",
     "build_response_xml",
     "check_response",
@@ -65,6 +67,7 @@ __all__ = [
     "response_members",
 ]
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -113,6 +116,8 @@ LETTER_OF: dict[str, str] = {
 DOCUMENT_COUNTS: dict[str, tuple[int, int | None]] = {
     "2-2": (1, 1), "3-2": (0, 0), "3-3": (1, 1), "3-4": (1, None), "4-2": (0, 0), "4-3": (1, 1), "4-4": (1, 1),
 }
+#: the format of the answer sent to a platform that builds the archive itself
+CANONICAL_RESPONSE_FORMAT = "hent-canonical-response/1"
 _KEYS = ("reponse",)
 _RESPONSE_KEYS = ("acte", "type", "date_courrier", "documents")
 _DOCUMENT_KEYS = ("fichier",)
@@ -345,26 +350,11 @@ def build_response_archive(
     (archive-max-size; ``out`` then holds a partial archive: discard it).
     """
     check_application_names(quadrigram, trigram)
-    problems = check_response(request)
-    reading = _Reading(request.sidecar)
-    if request.letter_date is not None:
-        reading.bad(request.letter_date == letter_date, "reponse.date_courrier", "letter-date",
-                    f"the bundle answers the letter of {request.letter_date}, not the one of {letter_date}")
-    reading.bad(request.id_acte.startswith(f"{departement}-"), "reponse.acte", "idacte-departement",
-                f"IDActe {request.id_acte} is not of département {departement} (the collectivité's)")
-    problems += reading.problems
-    if problems:
-        raise ValidationFailed(f"{len(problems)} problem(s) in the answer {request.code} for {request.id_acte}",
-                               problems=problems, path=request.sidecar, field=problems[0].field,
-                               rule=problems[0].rule)
+    _check_all(request, letter_date, departement)
     envelope = envelope_name(quadrigram, request.siren, generation_date, serial)
     archive = archive_name(trigram, envelope)
-    base = f"{request.id_acte}-{request.code}"
-    message = f"{base}_0.xml"
-    names = {
-        document.source_name: f"{base}_{index}.{document.source_name.rsplit('.', 1)[-1].lower()}"
-        for index, document in enumerate(request.documents, start=1)
-    }
+    message = f"{request.id_acte}-{request.code}_0.xml"
+    names = _document_names(request)
     message_xml = build_response_xml(request, letter_date, list(names.values()))
     envelope_xml = build_collectivite_envelope_xml(
         siren=request.siren, departement=departement, arrondissement=arrondissement, nature=nature_collectivite,
@@ -382,3 +372,64 @@ def build_response_archive(
     )
     return Transmission(archive_name=archive, envelope_name=envelope, message_name=message,
                         id_acte=request.id_acte, file_names=names, size=size)
+
+
+def _check_all(request: ResponseRequest, letter_date: date, departement: str) -> None:
+    """The rules of :func:`check_response`, the letter's date and the département: ValidationFailed."""
+    problems = check_response(request)
+    reading = _Reading(request.sidecar)
+    if request.letter_date is not None:
+        reading.bad(request.letter_date == letter_date, "reponse.date_courrier", "letter-date",
+                    f"the bundle answers the letter of {request.letter_date}, not the one of {letter_date}")
+    reading.bad(request.id_acte.startswith(f"{departement}-"), "reponse.acte", "idacte-departement",
+                f"IDActe {request.id_acte} is not of département {departement} (the collectivité's)")
+    problems += reading.problems
+    if problems:
+        raise ValidationFailed(f"{len(problems)} problem(s) in the answer {request.code} for {request.id_acte}",
+                               problems=problems, path=request.sidecar, field=problems[0].field,
+                               rule=problems[0].rule)
+
+
+def _document_names(request: ResponseRequest) -> dict[str, str]:
+    """Source name → ACTES name of each document: ``<IDActe>-<code>_<n>.<ext>`` from 1."""
+    base = f"{request.id_acte}-{request.code}"
+    return {document.source_name: f"{base}_{index}.{document.source_name.rsplit('.', 1)[-1].lower()}"
+            for index, document in enumerate(request.documents, start=1)}
+
+
+def build_canonical_response(
+    request: ResponseRequest,
+    out: BinaryIO,
+    *,
+    letter_date: date,
+    letter_id: str,
+    departement: str,
+    shas: dict[str, str],
+    validator: ActesValidator | None = None,
+) -> str:
+    """For a platform that builds the archive itself (S2LOW, Pastell): the checked answer as JSON
+    (``hent-canonical-response/1``: ``id_acte``, ``siren``, ``code``, ``letter_code``, ``letter_date``,
+    ``letter_id`` — the platform's id of the letter answered —, ``documents``: ``{name, source_name,
+    sha256, size}``), its message built and validated like the archive's.  Returns the artifact's name."""
+    _check_all(request, letter_date, departement)
+    names = _document_names(request)
+    message = f"{request.id_acte}-{request.code}_0.xml"
+    problems = (validator or default_validator()).validate_xml(
+        build_response_xml(request, letter_date, list(names.values())), message)
+    if problems:
+        raise ValidationFailed(f"{len(problems)} schema problem(s) in the answer", problems=problems, path=message,
+                               field=problems[0].field, rule=problems[0].rule)
+    documents = []
+    for document in request.documents:
+        sha = document.sha256 or shas.get(document.source_name)
+        if sha is None:
+            raise DocumentError(f"{document.source_name} is not in the spool", path=document.source_name,
+                                rule="file-missing")
+        documents.append({"name": names[document.source_name], "source_name": document.source_name,
+                          "sha256": sha, "size": document.path.stat().st_size})
+    out.write(json.dumps({
+        "format": CANONICAL_RESPONSE_FORMAT, "id_acte": request.id_acte, "siren": request.siren,
+        "code": request.code, "letter_code": request.letter_code, "letter_date": letter_date.isoformat(),
+        "letter_id": letter_id, "documents": documents,
+    }, ensure_ascii=False, indent=1).encode("utf-8"))
+    return f"{request.id_acte}-{request.code}.json"
