@@ -161,6 +161,8 @@ class AnswerPoller:
         done = 0
         recent = [d for d in ledger.deliveries(state=DeliveryState.ACKNOWLEDGED, endpoint=endpoint)
                   if d.remote_id and not (d.final_at and d.final_at < since)]
+        acts = ledger.acts_of([d.document_id for d in recent])
+        recent = [d for d in recent if acts.get(d.document_id)]  # an answer to a letter has no follow-ups
         for scoped, group in self._by_collectivite(connector, recent):
             for delivery in group:
                 known = {m["message_id"] for m in ledger.messages_of(delivery.id)}
@@ -211,7 +213,7 @@ class AnswerPoller:
         fetch = getattr(connector, "receipts", None)
         if fetch is None or not delivery.remote_id:
             return 0
-        if self.runtime.ledger.get_document(delivery.document_id).id_acte is None:
+        if not self.runtime.ledger.acts_of([delivery.document_id]).get(delivery.document_id):
             return 0  # an answer to a letter (or a file relayed): no stamped act for it
         files: dict[str, bytes] = fetch(delivery.remote_id)
         if not files:

@@ -461,12 +461,19 @@ class Ledger(LedgerExtras):
 
     def sirens_of(self, document_ids: list[str]) -> dict[str, str | None]:
         """The SIREN of each document (for an endpoint that logs in per collectivité)."""
+        return self._column_of(document_ids, "siren")
+
+    def acts_of(self, document_ids: list[str]) -> dict[str, str | None]:
+        """The IDActe of each document (None: an answer to a letter, a file relayed)."""
+        return self._column_of(document_ids, "id_acte")
+
+    def _column_of(self, document_ids: list[str], column: str) -> dict[str, str | None]:
         if not document_ids:
             return {}
         table = documents_table
         with self._read() as conn:
-            rows = conn.execute(select(table.c.id, table.c.siren).where(table.c.id.in_(sorted(set(document_ids)))))
-            return {row.id: row.siren for row in rows}
+            rows = conn.execute(select(table.c.id, table.c[column]).where(table.c.id.in_(sorted(set(document_ids)))))
+            return {row[0]: row[1] for row in rows}
 
     def refused(self, document_id: str) -> bool:
         """Whether the ministry refused the document (a delivery REJECTED, none acknowledged or

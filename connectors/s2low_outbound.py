@@ -24,6 +24,24 @@ brings back the bordereau d'acquittement (``actes_create_pdf.php``) and the PDFs
 stamped by S2LOW (``actes_download_file.php?tampon=true``, one per PDF that
 ``actes_transac_get_files_list.php`` lists).  One connector is one S2LOW account, hence one
 collectivité: set ``siren`` to refuse acts of another.
+
+The collectivité's answers to the préfecture's letters (``hent-canonical-response/1``,
+:func:`transformers.actes_responses.build_canonical_response`) go to
+``actes_transac_reponse_create.php``: ``id`` the letter's S2LOW transaction (``letter_id``, the
+part before a ``/``), ``type_envoie`` 3 for a refusal (3-3, 4-3) and 4 for an answer (2-2, 3-4,
+4-4), ``type_acte`` (and ``type_pj[]`` per further document) the typology ``99_<nature>`` of the
+act's nature (``response_typology`` to set another), the first document as ``acte_pdf_file``, the
+others as ``acte_attachments[]``; ``OK\n<id>`` → SENT.  That transaction's status 4 brings the
+ministry's ARPieceComplementaire (3-5) or ARReponseRejetLettreObservations (4-5); a 2-2 gets
+status 4 with no message (the ministry acknowledges none).
+
+Assumed, as S2LOW's code is not at hand: 3-2 and 4-2 (acknowledgments of receipt of a letter)
+are not posted: S2LOW sends them itself when the letter comes (its status 8 "document reçu, AR
+envoyé"; Pastell's S2LOW connector too only posts ``type_envoie`` 3 or 4).  Such an answer ends
+DELIVERED at once with that said; ``type_envoie: {"3-2": <n>}`` in the YAML posts it instead.
+S2LOW offers no lookup of an answer by the letter it answers: an answer whose outcome is unknown
+(the request left, no answer read) is not sent again: its document fails, saying to look at the
+letter's answers at S2LOW before replaying it.
 """
 
 from __future__ import annotations
@@ -44,7 +62,15 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bus.config import ConnectorConfig, Duration, ExistingFile
-from bus.connector import CANONICAL, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
+from bus.connector import (
+    CANONICAL,
+    CANONICAL_RESPONSE,
+    Artifact,
+    OutboundConnector,
+    RemoteMessage,
+    RemoteStatus,
+    SendResult,
+)
 from bus.errors import ConfigError, DocumentError, HentError, Problem, TransientError
 from bus.secrets import Secret, redact_url
 from bus.yamlconf import describe
@@ -72,6 +98,12 @@ _WAITING = {17: "to-be-posted", 18: "to-be-signed"}
 _PREFECTURE_TYPES, _PREFECTURE_STATUSES = {2, 3, 4, 5}, {7, 8, 11, 21}
 _LISTED = re.compile(r"^\s*(\d+)-(-?\d+)-(\d+)\s*$")
 _ID_ACTE = re.compile(rb'IDActe="([^"]+)"')
+#: the root of a message S2LOW gives with status 4 → its code (the ARActe unless said otherwise)
+_ACK_CODES = ((b"ARPieceComplementaire", "3-5"), (b"ARReponseRejetLettreObservations", "4-5"),
+              (b"ARAnnulation", "6-2"))
+#: the answer's code → S2LOW's type_envoie (3 refus, 4 réponse); 3-2 and 4-2: S2LOW sends them itself
+TYPE_ENVOIE = {"2-2": 4, "3-3": 3, "3-4": 4, "4-3": 3, "4-4": 4}
+_RESPONSE_CODES = ("2-2", "3-2", "3-3", "3-4", "4-2", "4-3", "4-4")
 _ACTE_MESSAGE = re.compile(r"(?P<id_acte>.+)-1-1_[0-9]+\.xml")  #: the Acte message in S2LOW's files list
 #: words of S2LOW's refusals that mean "already there", "S2LOW failed", and the field a refusal is about
 _DUPLICATE = ("numero interne existe deja", "already used", "deja utilise", "doublon", "duplicate")
@@ -92,6 +124,12 @@ def state_of(status: int) -> str:
     if status in _REJECTED:
         return "REJECTED"
     return "CANCELLED" if status in _CANCELLED else "IN_TRANSIT"
+
+
+def _acknowledgment_code(message: bytes) -> str:
+    """1-2 for an ARActe, 3-5 / 4-5 for the receipt of an answer to a letter, 6-2 for a cancellation."""
+    head = message[:2000]
+    return next((code for root, code in _ACK_CODES if re.search(rb"<(?:[\w.-]+:)?" + root + rb"[\s/>]", head)), "1-2")
 
 
 def _named(message: bytes, code: str, transaction: str) -> str:
@@ -119,6 +157,13 @@ class S2lowOutboundConfig(ConnectorConfig):
     siren: str | None = Field(None, pattern=r"^[0-9]{9}$",
                               description="SIREN of the account's collectivité: acts of another are refused.")
     max_size: int = Field(MAX_SIZE, gt=0, description="Bytes of an act's files together (S2LOW: 150 MiB).")
+    type_envoie: dict[str, int] = Field(
+        default_factory=lambda: dict(TYPE_ENVOIE),
+        description="Answer code → S2LOW's type_envoie (3 refus, 4 réponse); a code left out (3-2, 4-2) is "
+                    "not posted: S2LOW sends the acknowledgment of receipt of a letter itself.")
+    response_typology: str | None = Field(
+        None, pattern=r"^[0-9A-Z_]{5}$",
+        description="Typology (type_acte, type_pj[]) of an answer's documents; default 99_<nature of the act>.")
     credentials: list[S2lowCredentials] = credentials_field()  # type: ignore[valid-type]  # built from the fields above
 
     @field_validator("url")
@@ -140,6 +185,10 @@ class S2lowOutboundConfig(ConnectorConfig):
             raise PydanticCustomError("s2low-credentials", "login and password go together", {})
         if self.auth == "nonce" and self.login is None:
             raise PydanticCustomError("s2low-credentials", "auth: nonce needs login and password", {})
+        unknown = sorted(set(self.type_envoie) - set(_RESPONSE_CODES))
+        if unknown:
+            raise PydanticCustomError("s2low-type-envoie", "type_envoie: {got} is not an answer code ({known})",
+                                      {"got": ", ".join(unknown), "known": ", ".join(_RESPONSE_CODES)})
         return self
 
 
@@ -150,7 +199,7 @@ S2lowOutboundConfig.model_rebuild()
 
 class S2lowOutbound(OutboundConnector):
     Config = S2lowOutboundConfig
-    consumes = (CANONICAL,)
+    consumes = (CANONICAL, CANONICAL_RESPONSE)
     config: S2lowOutboundConfig
 
     def __init__(self, name: str, config: S2lowOutboundConfig) -> None:
@@ -207,6 +256,8 @@ class S2lowOutbound(OutboundConnector):
     # ------------------------------------------------------------ send
 
     def send(self, artifact: Artifact) -> SendResult:
+        if artifact.kind == CANONICAL_RESPONSE:
+            return self._send_response(artifact)
         act = self._read_act(artifact)
         id_acte = str(artifact.client_key or act.get("id_acte") or "")
         fields, files = self._form(artifact, act)
@@ -245,26 +296,82 @@ class S2lowOutbound(OutboundConnector):
             + (f" (field {field})" if field else "") + "; fix the act, then replay it",
             connector=self.name, path=artifact.name, field=field, rule="s2low-refused")
 
-    def _read_act(self, artifact: Artifact) -> dict[str, Any]:
+    def _send_response(self, artifact: Artifact) -> SendResult:
+        """An answer to a letter: ``actes_transac_reponse_create.php`` (see the module's docstring)."""
+        answer = self._read_json(artifact, "hent-canonical-response/1")
+        code, letter = str(answer.get("code")), str(answer.get("letter_id") or "").split("/", 1)[0]
+        what = f"answer {code} of act {answer.get('id_acte')} to the letter {letter}"
+        type_envoie = self.config.type_envoie.get(code)
+        if type_envoie is None:
+            return SendResult("DELIVERED", remote_id=letter or None, detail=(
+                f"{what} not posted: S2LOW sends the acknowledgment of receipt of a letter itself (status 8, "
+                f"document reçu, AR envoyé); set type_envoie: {{{code!r}: <n>}} to post it"))
+        fields, files = self._response_form(artifact, answer, letter, type_envoie)
         try:
-            act = json.loads(artifact.path.read_bytes())
+            body = self._client().call("POST", "modules/actes/actes_transac_reponse_create.php",
+                                       operation="reponse_create", body=lambda: MultipartBody(fields, files))
+            said = read_answer(body, connector=self.name, operation="reponse_create")
+        except TransientError as failure:
+            if failure.rule == "s2low-connect" or isinstance(failure, TransientAlert):
+                raise  # the request never left, or was refused before being read
+            raise self._unknown_outcome(artifact, what, failure.message) from failure
+        if said.ok and said.first.isdigit():
+            return SendResult("SENT", remote_id=said.first)
+        if said.ok:
+            raise self._unknown_outcome(artifact, what, f"S2LOW answered OK without a transaction id "
+                                                        f"({said.text[:100]!r})")
+        if any(words in plain(said.text) for words in _SERVER_FAULT):
+            raise TransientError(f"connector {self.name!r}: reponse_create: S2LOW failed ({said.text}); retried "
+                                 "later", connector=self.name, rule="s2low-server")
+        field = next((name for words, name in _FIELDS if any(w in plain(said.text) for w in words)), None)
+        raise DocumentError(f"connector {self.name!r}: S2LOW refused the {what}: {said.text}"
+                            + (f" (field {field})" if field else "") + "; fix the answer, then replay it",
+                            connector=self.name, path=artifact.name, field=field, rule="s2low-refused")
+
+    def _unknown_outcome(self, artifact: Artifact, what: str, cause: str) -> DocumentError:
+        return DocumentError(
+            f"connector {self.name!r}: the outcome of the {what} is unknown ({cause}); S2LOW offers no lookup of an "
+            "answer, so it is not sent again: look at the letter's answers at S2LOW and replay this document only "
+            "if S2LOW has none", connector=self.name, path=artifact.name, rule="s2low-answer-unknown")
+
+    def _response_form(self, artifact: Artifact, answer: dict[str, Any], letter: str, type_envoie: int,
+                       ) -> tuple[list[tuple[str, bytes]], list[tuple[str, str, Path, str]]]:
+        """S2LOW's fields and files for an answer to the letter ``letter`` (files as paths in the spool)."""
+        if not letter.isdigit():
+            raise DocumentError(f"connector {self.name!r}: {artifact.name} answers the letter {letter!r}, which is "
+                                "not an S2LOW transaction id: answer a letter received through S2LOW",
+                                connector=self.name, path=artifact.name, field="letter_id", rule="s2low-letter")
+        typology = self.config.response_typology or f"99_{str(answer['id_acte']).rsplit('-', 1)[-1]}"
+        documents = list(answer.get("documents") or [])
+        fields = [("api", "1"), ("id", letter), ("type_envoie", str(type_envoie)), ("type_acte", typology),
+                  *(("type_pj[]", typology) for _ in documents[1:])]
+        described = [("acte_pdf_file", d) for d in documents[:1]] + [("acte_attachments[]", d) for d in documents[1:]]
+        return [(name, value.encode()) for name, value in fields], self._spooled(artifact, described)
+
+    def _read_json(self, artifact: Artifact, expected: str, key: str | None = None) -> dict[str, Any]:
+        """The canonical document (act or answer), its format and SIREN checked."""
+        try:
+            found = json.loads(artifact.path.read_bytes())
         except OSError as exc:
             raise TransientError(f"connector {self.name!r}: cannot read {artifact.name} from the spool "
                                  f"({exc.strerror or exc}); retried later", connector=self.name,
                                  path=str(artifact.path), rule="spool-read") from exc
         except ValueError as exc:
-            act = {"format": f"not JSON ({exc})"}
-        if not isinstance(act, dict) or act.get("format") != "hent-canonical-act/1" or artifact.blob is None \
-                or not (artifact.client_key or act.get("id_acte")):
-            raise DocumentError(f"connector {self.name!r}: {artifact.name} is not a hent-canonical-act/1 document "
+            found = {"format": f"not JSON ({exc})"}
+        if not isinstance(found, dict) or found.get("format") != expected or artifact.blob is None \
+                or not (key or found.get("id_acte")):
+            raise DocumentError(f"connector {self.name!r}: {artifact.name} is not a {expected} document "
                                 "with its files: replay its document so that it is prepared again",
                                 connector=self.name, path=artifact.name, rule="s2low-canonical")
-        if self.config.siren and act.get("siren") != self.config.siren:
+        if self.config.siren and found.get("siren") != self.config.siren:
             raise DocumentError(
-                f"connector {self.name!r}: act {act.get('id_acte')} is of SIREN {act.get('siren')}, but this S2LOW "
+                f"connector {self.name!r}: act {found.get('id_acte')} is of SIREN {found.get('siren')}, but this S2LOW "
                 f"account sends for {self.config.siren}: route it to that collectivité's S2LOW connector",
                 connector=self.name, path=artifact.name, field="siren", rule="s2low-siren")
-        return act
+        return found
+
+    def _read_act(self, artifact: Artifact) -> dict[str, Any]:
+        return self._read_json(artifact, "hent-canonical-act/1", key=artifact.client_key)
 
     def _form(self, artifact: Artifact, act: dict[str, Any]) -> tuple[list[tuple[str, bytes]],
                                                                       list[tuple[str, str, Path, str]]]:
@@ -288,6 +395,12 @@ class S2lowOutbound(OutboundConnector):
         except (KeyError, TypeError, IndexError) as exc:
             raise DocumentError(f"connector {self.name!r}: {artifact.name} lacks {exc}: replay its document",
                                 connector=self.name, path=artifact.name, rule="s2low-canonical") from exc
+        files = self._spooled(artifact, described)
+        return [(name, value.encode()) for name, value in fields] + [("subject", subject)], files
+
+    def _spooled(self, artifact: Artifact, described: list[tuple[str, dict[str, Any]]],
+                 ) -> list[tuple[str, str, Path, str]]:
+        """(field, name, path in the spool, media type) of each file, their size together checked."""
         assert artifact.blob is not None
         files, total = [], 0
         for field, file in described:
@@ -304,7 +417,7 @@ class S2lowOutbound(OutboundConnector):
             raise DocumentError(f"connector {self.name!r}: the files of {artifact.name} weigh {total} bytes, more than "
                                 f"max_size ({self.config.max_size}): send fewer or smaller annexes",
                                 connector=self.name, path=artifact.name, field="size", rule="s2low-max-size")
-        return [(name, value.encode()) for name, value in fields] + [("subject", subject)], files
+        return files
 
     def _after_duplicate(self, artifact: Artifact, act: dict[str, Any], id_acte: str, said: str) -> SendResult:
         found = self._lookup_after(id_acte, f"S2LOW refused act {id_acte} as already received ({said})")
@@ -397,13 +510,16 @@ class S2lowOutbound(OutboundConnector):
         message = answer.xml if state in ("ACKNOWLEDGED", "REJECTED") else None
         name = None
         if message is not None:
-            name = _named(message, "1-2", remote_id) if status == 4 else f"s2low-{remote_id}-{status}.xml"
+            name = _named(message, _acknowledgment_code(message), remote_id) if status == 4 \
+                else f"s2low-{remote_id}-{status}.xml"
         return RemoteStatus(remote_id, state, message=message, message_name=name, detail=detail,
                             waiting=_WAITING.get(status))
 
     def messages(self, remote_id: str, known: set[str]) -> list[RemoteMessage]:
         """The préfecture's messages about ``remote_id`` and its cancellation's 6-2, but those in ``known``."""
         body = self._get("modules/actes/actes_transac_get_document.php", "list_messages", id=remote_id)
+        if body[:2] == b"\x1f\x8b":  # a package, not a list: remote_id is itself a message (an answer to a letter)
+            return []
         if body.lstrip()[:2].upper() == b"KO":
             said = read_answer(body, connector=self.name, operation="list_messages").text
             error = DocumentError if "invalide" in plain(said) else TransientError

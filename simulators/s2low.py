@@ -22,6 +22,10 @@ Pages (``KO\\n<message>`` on a refusal, in S2LOW's words where they are known):
   :meth:`S2lowSimulator.post_waiting`.
 - ``GET .../actes_transac_get_status.php?transaction=<id>`` or ``?unique_id=<IDActe>`` (or
   ``<IDActe>-1-1``, the Acte message's name) → ``OK\\n<status>\\n<XML><message>``.
+- ``POST .../actes_transac_reponse_create.php`` (``api=1``, ``id`` of the letter, ``type_envoie``
+  3 refus / 4 réponse, ``type_acte``, ``type_pj[]``, files ``acte_pdf_file``,
+  ``acte_attachments[]``) → ``OK\n<id>``; its status is 4 with the ministry's 3-5 / 4-5 (nothing
+  for a 2-2) after ``ack_delay``.
 - ``POST .../actes_transac_cancel.php`` (``api=1``, ``id``) → ``OK\\n<cancellation id>``; the
   cancellation transaction reaches 4 with the 6-2 after ``ack_delay``.
 - ``GET .../actes_classification_fetch.php?api=1`` (the 7-2 S2LOW holds),
@@ -157,12 +161,14 @@ class S2lowSimulator(HttpSimulator[Fault]):
 
     def received(self) -> dict[str, Any]:
         """``by_act`` (create calls that reached S2LOW, per ``SIREN:NUMBER:DATE``, duplicates included),
-        ``recorded`` (transactions), ``duplicates``, ``refused`` (per field), ``unread``, ``calls`` (per page)."""
+        ``recorded`` (transactions), ``duplicates``, ``answers`` (answers to letters accepted, per
+        ``<IDActe>:<code>``), ``refused`` (per field), ``unread``, ``calls`` (per page)."""
         office = self.office
         with office._lock:
             recorded = Counter(f"{self.authority.siren}:{t.number}:{t.decision_date}"
                                for t in office.transactions.values() if t.type == 1)
             counts = {"by_act": dict(office.by_act), "recorded": dict(recorded), "duplicates": office.duplicates,
+                      "answers": dict(office.by_answer),
                       "refused": dict(office.refused), "unread": len(office.unread())}
         with self._lock:
             return {**counts, "calls": dict(self._calls)}

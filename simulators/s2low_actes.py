@@ -16,14 +16,26 @@ Once an act is acknowledged (4), S2LOW gives its bordereau d'acquittement and st
 received; this simulator makes a new PDF instead (:func:`simulators.pdf.make_pdf`), showing "Acte
 reçu en préfecture le <date> — <IDActe>" and the name of the file it stands for.
 
+The collectivité answers a letter (2-1, 3-1, 4-1) through ``actes_transac_reponse_create.php``
+(:meth:`S2lowOffice.respond`), checked strictly (:func:`read_response_form`): ``id`` a letter
+of this account's acts S2LOW received (not an answer, not a 5-1), ``type_envoie`` 3 (refus) or
+4 (réponse) — only 4 for a courrier simple, which has no refusal in ACTES (S2LOW itself does not
+check this) —, ``type_acte`` (and a ``type_pj[]`` per attachment) of five characters, one PDF as
+``acte_pdf_file``, attachments only for the pieces of a 3-4.  S2LOW builds the answer's archive
+(:func:`transformers.actes_responses.build_response_archive`, DateCourrierPref the letter's)
+and hands it to the ministry, which answers 3-5 / 4-5, or nothing for a 2-2: the answer's
+transaction is 4 with that message (or with none).  3-2 and 4-2 are not posted: S2LOW sends
+them itself when the letter comes (assumed, see :mod:`connectors.s2low_outbound`).
+
 Every refusal of a field is counted in :attr:`S2lowOffice.refused` (``{"subject": n,
 "number": n, ...}``): the tests assert that the bus never made S2LOW refuse anything.
 """
 
 from __future__ import annotations
 
-__all__ = ["DUPLICATE", "FILE_NOT_FOUND", "NOT_ACKNOWLEDGED", "NOT_FOUND", "NUMBER", "Authority", "Form", "Refused",
-           "S2lowOffice", "S2lowTransaction", "Upload", "check_subject", "read_form"]
+__all__ = ["ANSWER_CODES", "DUPLICATE", "FILE_NOT_FOUND", "NOT_ACKNOWLEDGED", "NOT_FOUND", "NUMBER", "Authority",
+           "Form", "Refused", "ResponseForm", "S2lowOffice", "S2lowTransaction", "Upload", "check_subject", "read_form",
+           "read_response_form"]
 
 import io
 import itertools
@@ -44,6 +56,7 @@ from simulators.legality_soap import LegalityFault
 from simulators.pdf import make_pdf
 from transformers.actes_model import ActFile, CanonicalAct
 from transformers.actes_out import build_archive
+from transformers.actes_responses import ResponseRequest, build_response_archive
 from transformers.text_policy import TextPolicy
 
 #: S2LOW's ActesTransaction::NUMBER_REGEXP
@@ -61,6 +74,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _NATURES = {1: "Délibérations", 2: "Actes réglementaires", 3: "Actes individuels", 4: "Contrats et conventions",
             5: "Documents budgétaires et financiers", 6: "Autres"}
 _LETTERS = {"2-1": 21, "5-1": 21}  #: no AR expected from the collectivité (S2LOW 21), the others 7
+#: (letter's type, type_envoie) → the answer's code
+ANSWER_CODES = {(2, 4): "2-2", (3, 3): "3-3", (3, 4): "3-4", (4, 3): "4-3", (4, 4): "4-4"}
 
 
 class Refused(Exception):
@@ -104,6 +119,17 @@ class Form:
     annexes: tuple[tuple[Upload, str], ...]
 
 
+@dataclass(frozen=True)
+class ResponseForm:
+    """What ``actes_transac_reponse_create.php`` accepted."""
+
+    letter: int
+    type_envoie: int
+    type_acte: str
+    main: Upload
+    attachments: tuple[tuple[Upload, str], ...]
+
+
 @dataclass
 class S2lowTransaction:
     id: int
@@ -125,6 +151,9 @@ class S2lowTransaction:
     message: str = ""
     due: float = 0.0
     read: bool = False
+    letter_date: str = ""  #: a letter's DateCourrierPref
+    answers: int | None = None  #: an answer: the letter it answers (``related`` is that letter too)
+    code: str = ""  #: an answer's code (3-4...)
 
 
 def _one(fields: dict[str, list[bytes]], name: str) -> str:
@@ -195,6 +224,34 @@ def read_form(fields: dict[str, list[bytes]], files: dict[str, list[Upload]]) ->
                 tuple(zip(annexes, types, strict=False)))
 
 
+def read_response_form(fields: dict[str, list[bytes]], files: dict[str, list[Upload]]) -> ResponseForm:
+    """The fields of ``actes_transac_reponse_create.php``, strictly; Refused naming the first wrong one
+    (the letter itself is checked by :meth:`S2lowOffice.respond`)."""
+    letter = _one(fields, "id")
+    if not letter.isdigit():
+        raise Refused(NOT_FOUND, "id")
+    type_envoie = _one(fields, "type_envoie")
+    if type_envoie not in ("3", "4"):
+        raise Refused("Le type d'envoi vaut 3 (refus) ou 4 (réponse)", "type_envoie")
+    type_acte = _one(fields, "type_acte")
+    if not type_acte:
+        raise Refused("Erreur lors de la réception du fichier : typologie absente", "type_acte")
+    if not TYPE_CODE.fullmatch(type_acte):
+        raise Refused("Le code de la PJ doit faire 5 caractères", "type_acte")
+    main = (files.get("acte_pdf_file") or [Upload("", b"")])[0]
+    if not main.data:
+        raise Refused("Aucun fichier acte n'a été posté ", "acte_pdf_file")
+    if not main.data.startswith(b"%PDF-"):
+        raise Refused(f"Le fichier {main.filename} n'est pas un PDF", "acte_pdf_file")
+    attachments = [upload for upload in files.get("acte_attachments[]", []) if upload.data]
+    types = [value.decode("iso-8859-1").strip() for value in fields.get("type_pj[]", [])]
+    for index, attachment in enumerate(attachments):
+        if index >= len(types) or not TYPE_CODE.fullmatch(types[index]):
+            raise Refused(f"Erreur lors de la réception du fichier annexe {attachment.filename} : typologie absente",
+                          "type_pj")
+    return ResponseForm(int(letter), int(type_envoie), type_acte, main, tuple(zip(attachments, types, strict=False)))
+
+
 class S2lowOffice:
     """The S2LOW account of one collectivité and the ministry behind it, thread-safe."""
 
@@ -205,6 +262,7 @@ class S2lowOffice:
         self.hold: int | None = None  #: 17 or 18: every new act waits for a person
         self.refused: Counter[str] = Counter()
         self.by_act: Counter[str] = Counter()
+        self.by_answer: Counter[str] = Counter()  #: answers accepted, per ``<IDActe>:<code>``
         self.duplicates = 0
         self.transactions: dict[int, S2lowTransaction] = {}
         self._lock = threading.RLock()
@@ -302,6 +360,8 @@ class S2lowOffice:
             self._advance(transaction)
             if transaction.type == 6:
                 return (4, transaction.flux, "") if time.monotonic() >= transaction.due else (3, b"", "")
+            if transaction.answers is not None and transaction.platform_id is not None:
+                return self._answer_status(transaction)
             if transaction.type != 1 or transaction.platform_id is None:
                 return transaction.status, b"", transaction.message
             state = self.platform.status(transaction.platform_id)
@@ -313,6 +373,18 @@ class S2lowOffice:
             if state == "REJECTED":
                 return -1, answer.message, f"Le ministère a refusé l'acte : {answer.detail or ''}".strip()
             return (0, b"", "") if state == "CANCELLED" else (3, b"", "")
+
+    def _answer_status(self, transaction: S2lowTransaction) -> tuple[int, bytes, str]:
+        """An answer's status: 3 until the ministry has judged it, then 4 with its receipt (or none), or -1."""
+        assert transaction.platform_id is not None
+        state = self.platform.status(transaction.platform_id)
+        answer = self.platform.transaction(transaction.platform_id)
+        assert answer is not None
+        if state == "ACKNOWLEDGED":
+            return 4, answer.message, ""
+        if state == "REJECTED":
+            return -1, answer.message, f"Le ministère a refusé la réponse : {answer.detail or ''}".strip()
+        return 3, b"", ""
 
     def find(self, transaction_id: str | None = None, unique_id: str | None = None) -> S2lowTransaction | None:
         """By id; or as ``getTransactionFromUniqueId``: by IDActe, else by the Acte message's name."""
@@ -375,7 +447,8 @@ class S2lowOffice:
             package = _pack({envelope: messages.enveloppe_misillcl(a.departement, a.siren, [message.name]),
                              message.name: message.content, **message.attachments})
             letter = S2lowTransaction(next(self._ids), int(code[0]), act.number, related=act.id,
-                                      unique_id=id_acte, status=_LETTERS.get(code, 7), package=package)
+                                      unique_id=id_acte, status=_LETTERS.get(code, 7), package=package,
+                                      letter_date=message.day.isoformat())
             self.transactions[letter.id] = letter
             return {"transaction_id": str(letter.id), "code": code, "name": message.name}
 
@@ -390,13 +463,78 @@ class S2lowOffice:
         with self._lock:
             return [{"id": str(t.id), "type": str(t.type), "related_transaction_id": str(t.related),
                      "number": t.number, "unique_id": t.unique_id or "", "last_status_id": str(t.status)}
-                    for t in self.transactions.values() if 2 <= t.type <= 5 and not t.read]
+                    for t in self.transactions.values() if 2 <= t.type <= 5 and t.answers is None and not t.read]
 
     def mark_read(self, transaction_id: str) -> None:
         with self._lock:
             found = self.find(transaction_id)
-            if found is not None and 2 <= found.type <= 5:
+            if found is not None and 2 <= found.type <= 5 and found.answers is None:
                 found.read = True
+
+    # -- the collectivité's answers to the letters ------------------------------------------------
+
+    def respond(self, fields: dict[str, list[bytes]], files: dict[str, list[Upload]]) -> int:
+        """``actes_transac_reponse_create.php``: the answer's transaction id; Refused (KO) otherwise."""
+        with self._lock:
+            try:
+                form = read_response_form(fields, files)
+                letter = self.transactions.get(form.letter)
+                if letter is None:
+                    raise Refused(NOT_FOUND, "id")
+                code = ANSWER_CODES.get((letter.type, form.type_envoie))
+                if letter.answers is not None or letter.type not in (2, 3, 4) or not letter.unique_id:
+                    raise Refused("Accès refusé : la transaction n'est pas un courrier de la préfecture à "
+                                  "répondre", "id")
+                if code is None:
+                    raise Refused("Un courrier simple n'admet pas de refus (type_envoie 4 seulement)", "type_envoie")
+                if form.attachments and code != "3-4":
+                    raise Refused("Seule une réponse à une demande de pièces complémentaires a des pièces jointes",
+                                  "acte_attachments")
+            except Refused as refusal:
+                self.refused[refusal.field or "other"] += 1
+                raise
+            self.by_answer[f"{letter.unique_id}:{code}"] += 1
+            answer = S2lowTransaction(next(self._ids), letter.type, letter.number, related=letter.id,
+                                      unique_id=letter.unique_id, answers=letter.id, code=code, status=1)
+            self._build_answer(answer, letter, form)
+            try:
+                sent = self.platform.submit(answer.archive_name, f"s2low-{answer.id}", letter.unique_id,
+                                            answer.archive)
+            except LegalityFault as fault:
+                answer.status, answer.message = -1, f"Erreur lors de la transmission au ministère : {fault}"
+            else:
+                answer.platform_id, answer.status = sent.transaction_id, 3
+            self.transactions[answer.id] = answer
+            return answer.id
+
+    def _build_answer(self, answer: S2lowTransaction, letter: S2lowTransaction, form: ResponseForm) -> None:
+        """Write the uploads, build and keep the answer's ACTES archive."""
+        folder = self.workdir / str(answer.id)
+        folder.mkdir(parents=True)
+        documents = []
+        for index, upload in enumerate([form.main, *(a for a, _ in form.attachments)], start=1):
+            path = folder / f"{index}-{_SAFE_NAME.sub('_', Path(upload.filename).name) or 'reponse.pdf'}"
+            if path.suffix.lower() != ".pdf":
+                path = path.with_name(path.name + ".pdf")
+            path.write_bytes(upload.data)
+            documents.append(ActFile(path.name, path))
+        assert letter.unique_id is not None
+        request = ResponseRequest(letter.unique_id, answer.code, None, tuple(documents),
+                                  "actes_transac_reponse_create.php")
+        a, today = self.authority, date.today()
+        self._serials[today] += 1
+        out = io.BytesIO()
+        try:
+            built = build_response_archive(
+                request, out, letter_date=date.fromisoformat(letter.letter_date), departement=a.departement,
+                return_emails=(a.email,), nature_collectivite=a.nature, arrondissement=a.arrondissement,
+                quadrigram="TACT", trigram="SLO", serial=self._serials[today], generation_date=today)
+        except DocumentError as exc:
+            self.refused[exc.field or "archive"] += 1
+            raise Refused(f"Erreur de validation de la réponse :\n{exc}", exc.field) from exc
+        answer.archive, answer.archive_name, answer.acte_name = out.getvalue(), built.archive_name, built.message_name
+        answer.files = [{"name": built.message_name, "posted_filename": built.message_name, "mimetype": "text/xml",
+                         "size": 0, "code_pj": ""}]
 
     # -- classification -----------------------------------------------------------------------
 

@@ -141,7 +141,8 @@ class S2lowHandler(BaseSimHandler):
         script = path.removeprefix("/modules/actes/")
         if method == "GET" and path == "/api/test-connexion.php":
             return 200, b"OK", _TEXT
-        if method == "POST" and script in ("actes_transac_create.php", "actes_transac_cancel.php"):
+        if method == "POST" and script in ("actes_transac_create.php", "actes_transac_cancel.php",
+                                           "actes_transac_reponse_create.php"):
             try:
                 fields, files = parse_form(self.headers.get("Content-Type", ""), body)
             except ValueError as exc:
@@ -151,6 +152,8 @@ class S2lowHandler(BaseSimHandler):
                 return 200, b"<!DOCTYPE html><html><head><title>S2LOW</title></head><body></body></html>", "text/html"
             if script == "actes_transac_create.php":
                 return 200, _lines(True, str(office.create(fields, files))), _TEXT
+            if script == "actes_transac_reponse_create.php":
+                return 200, _lines(True, str(office.respond(fields, files))), _TEXT
             return 200, _lines(True, str(office.cancel((fields.get("id") or [b""])[0].decode().strip()))), _TEXT
         if method != "GET":
             return 405, b"Method Not Allowed", _TEXT
@@ -170,6 +173,8 @@ class S2lowHandler(BaseSimHandler):
                 return 200, f"KO\n{NOT_FOUND}".encode(), "text/plain; charset=utf-8"
             if found.type == 1:
                 return 200, "".join(f"{line}\n" for line in office.related(str(found.id))).encode(), _TEXT
+            if found.answers is not None:  # an answer to a letter: the archive S2LOW built
+                return 200, found.archive, "application/x-gzip"
             return 200, found.package, "application/x-gzip"
         if script == "actes_classification_fetch.php":
             return 200, office.classification(), "text/xml; charset=ISO-8859-1"

@@ -38,7 +38,9 @@ from simulators.backoffice import drop_deliberation
 from simulators.legality import server_context
 from simulators.pdf import make_pdf
 from simulators.s2low import S2lowSimulator
+from simulators.s2low_actes import ANSWER_CODES
 from tests.harness import ledger_outcome, run_cli, run_until_idle, write_config
+from tests.integration.test_responses_loop import awaiting, drop_response
 from transformers.actes_canonical import build_canonical
 from transformers.actes_model import ActFile, CanonicalAct
 
@@ -501,3 +503,61 @@ def test_a_client_certificate_s2low_does_not_trust_is_refused(mutual: S2lowSimul
         endpoint.send(canonical_artifact(tmp_path, "DEL2026_413"))
     assert caught.value.connector == "prefecture"
     assert mutual.received()["calls"] == {} and mutual.received()["recorded"] == {}
+
+
+# -------------------------------------------------------------------- answering the préfecture's letters
+
+
+def s2low_answers_config(workspace: Path, simulator: S2lowSimulator) -> Path:
+    """S2LOW as the préfecture's endpoint, and a source of response bundles routed to it."""
+    path = write_config(workspace, sweep="0.2s", lease="2s", extra_bus={"answers": "0.2s", "follow_ups": "0.2s"})
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["connectors"]["prefecture"] = {"type": "s2low", "url": simulator.url, "read_timeout": "1s",
+                                          "connect_timeout": "1s"}
+    config["connectors"]["reponses"] = {"type": "folder", "path": str(workspace / "drop" / "reponses"),
+                                        "pattern": "*.json", "poll": "0.2s",
+                                        "ready": {"min_age": "0s", "stable": False}}
+    config["routes"].append({"name": "reponses", "from": "reponses", "transform": "response", "to": "prefecture"})
+    (workspace / "drop" / "reponses").mkdir(parents=True)
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("letter", "answer", "receipt", "documents", "type_envoie"), [
+    ("3-1", "3-4", "3-5", 2, 4),
+    ("4-1", "4-3", "4-5", 1, 3),
+])
+def test_a_letter_answered_through_s2low_is_acknowledged_by_the_ministrys_receipt(
+    tmp_path: Path, s2low: S2lowSimulator, letter: str, answer: str, receipt: str, documents: int, type_envoie: int,
+) -> None:
+    # Given an act acknowledged through S2LOW and a letter of the préfecture about it, received by the bus
+    config_path = s2low_answers_config(tmp_path, s2low)
+    drop_deliberation(tmp_path / "drop" / "deliberations", "DEL2026_420", decision=TODAY)
+    [delivery] = run(config_path)["DEL2026_420.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"
+    id_acte = str(delivery.id_acte)
+    letter_id = s2low.followup(id_acte, letter)["transaction_id"]
+    run(config_path)
+    assert any(name.endswith(f".{letter}.xml") for name in replies(tmp_path))
+    assert [(a["id_acte"], a["code"]) for a in awaiting(config_path)] == [(id_acte, letter)]
+    # When the software drops its answer
+    drop_response(tmp_path, "REP_420", id_acte, answer, documents=documents)
+    outcome = run(config_path)["REP_420.json"]
+    # Then S2LOW took it for that letter, and the ministry's receipt came back
+    assert outcome["doc"].state == "ROUTED", outcome["doc"].reason
+    [sent] = outcome["deliveries"]
+    assert (sent.state, sent.id_acte) == ("ACKNOWLEDGED", id_acte)
+    [posted] = [t for t in s2low.office.transactions.values() if t.answers is not None]
+    assert (str(posted.answers), posted.code, sent.remote_id) == (letter_id, answer, str(posted.id))
+    assert ANSWER_CODES[(posted.type, type_envoie)] == answer
+    folder = tmp_path / "drop" / "reponses" / "replies"
+    names = sorted(p.name for p in folder.iterdir())
+    assert f"REP_420.1.{receipt}.xml" in names, names
+    summary = json.loads((folder / "REP_420.1.json").read_text())
+    assert summary["state"] == "ACKNOWLEDGED" and summary["message"]["code"] == receipt
+    # and the letter no longer awaits an answer; S2LOW received the answer once and refused nothing
+    assert awaiting(config_path) == []
+    assert s2low.received()["answers"] == {f"{id_acte}:{answer}": 1}
+    assert s2low.refused == {}
+    run(config_path)  # the follow-up polls of the answer's transaction bring nothing new
+    assert sorted(p.name for p in folder.iterdir()) == names

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from requests.adapters import BaseAdapter
 
 from bus import registry
-from bus.connector import CANONICAL, AnsweringEndpoint, Artifact
+from bus.connector import CANONICAL, CANONICAL_RESPONSE, AnsweringEndpoint, Artifact
 from bus.errors import ConfigError, DocumentError, TransientError
 from bus.secrets import MASK
 from connectors._s2low_common import MultipartBody, StatusAnswer, TransientAlert, read_answer, read_status, split_xml
@@ -152,7 +152,7 @@ def test_the_configuration_says_what_is_wrong() -> None:
 
 def test_the_registry_finds_it_and_it_answers_later() -> None:
     cls = registry.connector_class("s2low", "outbound")
-    assert cls is S2lowOutbound and cls.consumes == (CANONICAL,)
+    assert cls is S2lowOutbound and cls.consumes == (CANONICAL, CANONICAL_RESPONSE)
     assert isinstance(S2lowOutbound("prefecture", S2lowOutboundConfig(url=URL)), AnsweringEndpoint)
 
 
@@ -452,3 +452,93 @@ def test_a_stamp_not_given_yet_gives_nothing_at_all_and_a_wrong_answer_is_retrie
     assert connector.receipts("42") == {}  # all or nothing: the runtime keeps the receipts once
     with pytest.raises(TransientError, match="files_list: S2LOW's answer is not the JSON list of files expected"):
         connector.receipts("42")
+
+
+# -------------------------------------------------------------------- answers to the préfecture's letters
+
+
+def answer_artifact(tmp_path: Path, code: str, documents: int, letter_id: str = "2002") -> Artifact:
+    files, listed = {}, []
+    for n in range(1, documents + 1):
+        data = f"%PDF-1.4 reponse {n}".encode()
+        sha = hashlib.sha256(data).hexdigest()
+        (tmp_path / f"r{n}.pdf").write_bytes(data)
+        files[sha] = tmp_path / f"r{n}.pdf"
+        listed.append({"name": f"{ID_ACTE}-{code}_{n}.pdf", "source_name": f"r{n}.pdf", "sha256": sha, "size": len(data)})
+    document = {"format": "hent-canonical-response/1", "id_acte": ID_ACTE, "siren": "214400152", "code": code,
+                "letter_code": code[0] + "-1", "letter_date": "2026-02-01", "letter_id": letter_id, "documents": listed}
+    path = tmp_path / f"{ID_ACTE}-{code}.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return Artifact(name=path.name, path=path, sha256="0" * 64, kind=CANONICAL_RESPONSE, client_key=f"{ID_ACTE}-{code}",
+                    blob=files.__getitem__)
+
+
+def posted(body: bytes) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    boundary = body.split(b"\r\n", 1)[0][2:].decode()
+    fields, files = parse_form(f"multipart/form-data; boundary={boundary}", body)
+    return ({k: [v.decode() for v in values] for k, values in fields.items()},
+            {k: [u.filename for u in uploads] for k, uploads in files.items()})
+
+
+@pytest.mark.parametrize(("code", "documents", "letter_id", "type_envoie"), [
+    ("3-4", 2, "2002", "4"), ("3-3", 1, "2002/x-3-1_0.xml", "3"), ("4-3", 1, "2002", "3"), ("4-4", 1, "2002", "4"),
+    ("2-2", 1, "2002", "4"),
+])
+def test_an_answer_posts_s2lows_reponse_form_for_the_letters_transaction(
+    tmp_path: Path, code: str, documents: int, letter_id: str, type_envoie: str
+) -> None:
+    connector, s2low = endpoint({"actes_transac_reponse_create.php": [(200, b"OK\n3003\n")]})
+    result = connector.send(answer_artifact(tmp_path, code, documents, letter_id))
+    assert (result.state, result.remote_id) == ("SENT", "3003")
+    [(_, url, body)] = s2low.calls
+    assert url == f"{URL}/modules/actes/actes_transac_reponse_create.php"
+    fields, files = posted(body)
+    assert fields == {"api": ["1"], "id": ["2002"], "type_envoie": [type_envoie], "type_acte": ["99_DE"],
+                      **({"type_pj[]": ["99_DE"]} if documents > 1 else {})}
+    assert files == {"acte_pdf_file": [f"{ID_ACTE}-{code}_1.pdf"],
+                     **({"acte_attachments[]": [f"{ID_ACTE}-{code}_2.pdf"]} if documents > 1 else {})}
+
+
+def test_an_acknowledgment_of_receipt_is_left_to_s2low_unless_the_yaml_says_how_to_post_it(tmp_path: Path) -> None:
+    connector, s2low = endpoint({"actes_transac_reponse_create.php": [(200, b"OK\n3004\n")]})
+    result = connector.send(answer_artifact(tmp_path, "3-2", 0))
+    assert (result.state, result.remote_id, s2low.calls) == ("DELIVERED", "2002", [])
+    assert "S2LOW sends the acknowledgment of receipt of a letter itself" in result.detail
+    connector, s2low = endpoint({"actes_transac_reponse_create.php": [(200, b"OK\n3004\n")]},
+                                type_envoie={"3-2": 2, "3-4": 4}, response_typology="99_AU")
+    assert connector.send(answer_artifact(tmp_path, "3-2", 0)).remote_id == "3004"
+    assert posted(s2low.calls[0][2]) == ({"api": ["1"], "id": ["2002"], "type_envoie": ["2"], "type_acte": ["99_AU"]}, {})
+    with pytest.raises(ValidationError, match="type_envoie: 3-1 is not an answer code"):
+        S2lowOutboundConfig.model_validate({"url": URL, "type_envoie": {"3-1": 4}})
+
+
+def test_an_answer_refused_fails_its_document_and_an_unknown_outcome_is_not_sent_again(tmp_path: Path) -> None:
+    refused = "Le code de la PJ doit faire 5 caractères"
+    connector, _ = endpoint({"actes_transac_reponse_create.php": [(200, f"KO\n{refused}\n".encode("iso-8859-1"))]})
+    with pytest.raises(DocumentError) as caught:
+        connector.send(answer_artifact(tmp_path, "3-4", 1))
+    assert caught.value.rule == "s2low-refused" and refused in caught.value.message
+    connector, s2low = endpoint({"actes_transac_reponse_create.php": [(500, b"<html>Internal Server Error</html>")]})
+    with pytest.raises(DocumentError) as caught:
+        connector.send(answer_artifact(tmp_path, "3-4", 1))
+    assert caught.value.rule == "s2low-answer-unknown" and "replay this document only if S2LOW has none" in caught.value.message
+    assert s2low.pages() == ["actes_transac_reponse_create"]
+    connector, _ = endpoint({"actes_transac_reponse_create.php": [requests.exceptions.ConnectTimeout("connect timeout")]})
+    with pytest.raises(TransientError):  # never left: retried
+        connector.send(answer_artifact(tmp_path, "3-4", 1))
+
+
+def test_the_receipt_of_an_answer_is_named_by_its_code_and_one_without_message_is_acknowledged() -> None:
+    ar = (b'<?xml version="1.0" encoding="ISO-8859-1"?>\n<actes:ARPieceComplementaire xmlns:actes="http://www.interieur.gouv.fr/ACTES#v1.1-20040216" '
+          b'actes:DateReception="2026-02-03"><actes:InfosCourrierPref actes:IDActe="' + ID_ACTE.encode() + b'" actes:DateCourrierPref="2026-02-01"/>'
+          b"</actes:ARPieceComplementaire>")
+    answers = {"1": (200, b"OK\n4\n" + ar), "2": (200, b"OK\n4\n")}
+    connector, _ = endpoint({"actes_transac_get_status.php": lambda r: answers[str(r.url).rsplit("=", 1)[1]]})
+    with_receipt, without = connector.statuses(["1", "2"])
+    assert (with_receipt.state, with_receipt.message_name, with_receipt.message) == ("ACKNOWLEDGED", f"{ID_ACTE}-3-5_0.xml", ar)
+    assert (without.state, without.message, without.message_name) == ("ACKNOWLEDGED", None, None)
+
+
+def test_an_answers_transaction_has_no_messages_of_its_own() -> None:
+    connector, _ = endpoint({"actes_transac_get_document.php": [(200, b"\x1f\x8b\x08\x00 the answer's archive")]})
+    assert connector.messages("3003", set()) == []
