@@ -68,18 +68,20 @@ class AnswerPoller:
         call each: less often than :meth:`poll`); the number of new messages."""
         return self._round(endpoint, self._follow_ups)
 
-    def _round(self, endpoint: str, step: Any) -> int:
+    def _round(self, endpoint: str, step: Any, *, inbox: bool = False) -> int:
+        """``step(endpoint, connector)`` between connect and close, its failure logged and counted."""
         connector = self.runtime.endpoints[endpoint]
-        if not isinstance(connector, AnsweringEndpoint):
+        if not (isinstance(connector, InboxEndpoint) and connector.has_inbox if inbox
+                else isinstance(connector, AnsweringEndpoint)):
             return 0
-        assert isinstance(connector, OutboundConnector)
         done = 0
         try:
             connector.connect()
             done += step(endpoint, connector)
         except HentError as exc:
             metrics.POLL_FAILURES.labels(connector=endpoint).inc()
-            log.error("asking %s for answers failed: %s", endpoint, redact(str(exc)))
+            log.error("asking %s for %s failed: %s", endpoint, "the files of its answer folder" if inbox else "answers",
+                      redact(str(exc)))
         finally:
             connector.close()
         return done
@@ -334,22 +336,14 @@ class AnswerPoller:
         is settled (deleted or moved to done/); one that matches nothing goes to error/ with a
         note and an alert in the log; one whose delivery is not yet recorded as SENT waits.
         """
-        connector = self.runtime.endpoints[endpoint]
-        if not (isinstance(connector, InboxEndpoint) and connector.has_inbox):
-            return 0
-        assert isinstance(connector, OutboundConnector)
+        return self._round(endpoint, self._inbox, inbox=True)
+
+    def _inbox(self, endpoint: str, connector: Any) -> int:
         done = 0
-        try:
-            connector.connect()
-            for item in connector.inbox():
-                if self.runtime.stop_event.is_set():
-                    break
-                done += self._inbox_item(endpoint, connector, item)
-        except HentError as exc:
-            metrics.POLL_FAILURES.labels(connector=endpoint).inc()
-            log.error("reading the answers of %s failed: %s", endpoint, redact(str(exc)))
-        finally:
-            connector.close()
+        for item in connector.inbox():
+            if self.runtime.stop_event.is_set():
+                break
+            done += self._inbox_item(endpoint, connector, item)
         return done
 
     def _inbox_item(self, endpoint: str, connector: InboxEndpoint, item: InboxItem) -> int:
