@@ -92,6 +92,7 @@ class AnswerPoller:
                    if d.remote_id}
         done = 0
         held: Counter[str] = Counter()
+        acts = ledger.acts_of([d.document_id for d in waiting.values()])
         for scoped, group in self._by_collectivite(connector, list(waiting.values())):
             ids = [d.remote_id for d in group]
             for start in range(0, len(ids), BATCH):
@@ -102,10 +103,13 @@ class AnswerPoller:
                     if status.state == "IN_TRANSIT" and status.waiting:
                         held[status.waiting] += 1
                         self._on_hold(delivery, status)
-                    elif self._on_status(delivery, status):
+                        continue
+                    self._held.pop(delivery.id, None)
+                    concluded = self._on_status(delivery, status)
+                    if concluded is not None:
                         done += 1
-                        if status.state == "ACKNOWLEDGED":
-                            self._receipts_now(scoped, delivery.id)
+                        if concluded.state == DeliveryState.ACKNOWLEDGED and acts.get(delivery.document_id):
+                            self._receipts_now(scoped, concluded)  # an answer to a letter has none
         for reason in {*held, *HELD_REASONS}:
             metrics.PLATFORM_WAITING.labels(connector=endpoint, waiting=reason).set(held[reason])
         return done
@@ -122,15 +126,15 @@ class AnswerPoller:
             log.warning("delivery %s to %s is %s", delivery.id, delivery.endpoint, reason)
         self._held[delivery.id] = reason
 
-    def _on_status(self, delivery: Any, status: RemoteStatus) -> bool:
+    def _on_status(self, delivery: Any, status: RemoteStatus) -> Any:
+        """The delivery as the answer left it (ACKNOWLEDGED, REJECTED), or None when it says nothing final."""
         if status.state not in ("ACKNOWLEDGED", "REJECTED"):
-            return False
+            return None
         data = status.message or b""
         answer = self.runtime.processor.read_answer(data, status.message_name) if data else None
-        self._conclude(delivery, status.state, data, answer, status.detail)
-        return True
+        return self._conclude(delivery, status.state, data, answer, status.detail)
 
-    def _conclude(self, delivery: Any, state: str, data: bytes, answer: Answer | None, detail: str = "") -> None:
+    def _conclude(self, delivery: Any, state: str, data: bytes, answer: Answer | None, detail: str = "") -> Any:
         """SENT → ``state`` (ACKNOWLEDGED or REJECTED) with the message that says so, returned to the source."""
         runtime = self.runtime
         sha = runtime.spool.put_bytes(data) if data else None
@@ -156,6 +160,7 @@ class AnswerPoller:
         )
         runtime.delivery_answered(updated, final=True, code=answer.code if answer else None, payload=data or None,
                                   answer=answer.summary if answer else None)
+        return updated
 
     def _follow_ups(self, endpoint: str, connector: AnsweringEndpoint) -> int:
         ledger = self.runtime.ledger
@@ -169,7 +174,7 @@ class AnswerPoller:
             for delivery in group:
                 known = {m["message_id"] for m in ledger.messages_of(delivery.id)}
                 if RECEIPTS not in known:
-                    done += self._receipts_now(scoped, delivery.id)
+                    done += self._receipts_now(scoped, delivery)
                 try:
                     messages = scoped.messages(delivery.remote_id, known)
                 except DocumentError as exc:  # this submission is unknown to the platform: the others go on
@@ -201,22 +206,21 @@ class AnswerPoller:
             finally:
                 scoped.close()
 
-    def _receipts_now(self, connector: Any, delivery_id: str) -> int:
+    def _receipts_now(self, connector: Any, delivery: Any) -> int:
         """Ask for them; a failure is only logged: the next follow-up poll asks again."""
         try:
-            return self._receipts(connector, self.runtime.ledger.get_delivery(delivery_id))
+            return self._receipts(connector, delivery)
         except HentError as exc:
-            log.warning("stamped act of delivery %s not fetched yet: %s", delivery_id, redact(str(exc)))
+            log.warning("stamped act of delivery %s not fetched yet: %s", delivery.id, redact(str(exc)))
             return 0
 
     def _receipts(self, connector: Any, delivery: Any) -> int:
         """The stamped act and the acknowledgment receipt (bordereau), where the endpoint offers
-        them: kept once (ledger message ``receipts``) and returned to the source; 1 when new."""
+        them, for an act (its callers leave answers to letters out): kept once (ledger message
+        ``receipts``) and returned to the source; 1 when new."""
         fetch = getattr(connector, "receipts", None)
         if fetch is None or not delivery.remote_id:
             return 0
-        if not self.runtime.ledger.acts_of([delivery.document_id]).get(delivery.document_id):
-            return 0  # an answer to a letter (or a file relayed): no stamped act for it
         files: dict[str, bytes] = fetch(delivery.remote_id)
         if not files:
             return 0  # not ready yet at the platform: asked again at the next follow-up poll
