@@ -15,6 +15,7 @@ __all__ = [
     "Duration",
     "ExistingFile",
     "Schedule",
+    "http_url",
     "parse_duration",
     "parse_schedule",
 ]
@@ -22,11 +23,13 @@ __all__ = [
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import AfterValidator, BeforeValidator, PlainValidator, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from bus.secrets import redact_url
 from bus.yamlconf import describe
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
@@ -187,3 +190,16 @@ def _matiere(value: Any) -> str:
 
 
 _Listed = BeforeValidator(_as_list)
+
+
+def http_url(value: str, *, rule: str, option: str, credentials: str) -> str:
+    """``value`` if it is an http:// or https:// URL holding no credentials (they go in
+    ``credentials``, options of their own), else the connector's ``rule`` error naming ``option``."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError(rule, "{option} must be an http:// or https:// URL, got {got}",
+                                  {"option": option, "got": describe(redact_url(value))})
+    if parts.username or parts.password:
+        raise PydanticCustomError(rule, "{option} must not hold credentials: set {credentials}",
+                                  {"option": option, "credentials": credentials})
+    return value

@@ -40,16 +40,15 @@ import re
 import threading
 from datetime import date
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bus.config import ConnectorConfig, Duration, ExistingFile
+from bus.config_types import http_url
 from bus.connector import CANONICAL, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
-from bus.yamlconf import describe
 from connectors._credentials import credentials_field, credentials_model
 from connectors._pastell_common import (
     UNKNOWN_OUTCOME,
@@ -130,13 +129,7 @@ class PastellOutboundConfig(ConnectorConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PydanticCustomError("pastell-url", "url must be an http:// or https:// URL, got {got}",
-                                      {"got": describe(redact_url(value))})
-        if parts.password or parts.username:
-            raise PydanticCustomError("pastell-url", "url must not hold credentials: set token, or login and password",
-                                      {})
+        value = http_url(value, rule="pastell-url", option="url", credentials="token, or login and password")
         return re.sub(r"/api(/v2)?/?$", "", value.rstrip("/"))
 
     @model_validator(mode="after")

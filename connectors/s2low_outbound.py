@@ -56,12 +56,12 @@ import ssl
 import threading
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bus.config import ConnectorConfig, Duration, ExistingFile
+from bus.config_types import http_url
 from bus.connector import (
     CANONICAL,
     CANONICAL_RESPONSE,
@@ -73,7 +73,6 @@ from bus.connector import (
 )
 from bus.errors import ConfigError, DocumentError, HentError, Problem, TransientError
 from bus.secrets import Secret, redact_url
-from bus.yamlconf import describe
 from connectors._credentials import credentials_field, credentials_model
 from connectors._s2low_common import (
     STATUS_LABELS,
@@ -169,13 +168,7 @@ class S2lowOutboundConfig(ConnectorConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PydanticCustomError("s2low-url", "url must be an http:// or https:// URL, got {got}",
-                                      {"got": describe(redact_url(value))})
-        if parts.password or parts.username:
-            raise PydanticCustomError("s2low-url", "url must not hold a login: set login and password", {})
-        return value.rstrip("/")
+        return http_url(value, rule="s2low-url", option="url", credentials="login and password").rstrip("/")
 
     @model_validator(mode="after")
     def _pairs(self) -> S2lowOutboundConfig:

@@ -20,16 +20,15 @@ import threading
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bus.config import ConnectorConfig, Duration, ExistingFile
+from bus.config_types import http_url
 from bus.connector import ARCHIVE, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
-from bus.yamlconf import describe
 from connectors._archive_options import ArchiveOptions
 from connectors._credentials import credentials_field, credentials_model
 from connectors._soap_common import (
@@ -82,16 +81,7 @@ class SoapOutboundConfig(ConnectorConfig, ArchiveOptions):
     def _url(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            got = describe(redact_url(value))
-            raise PydanticCustomError("soap-endpoint", "endpoint must be an http:// or https:// URL, got {got}",
-                                      {"got": got})
-        if parts.password:
-            raise PydanticCustomError(
-                "soap-endpoint", "endpoint must not hold a password: set username and password", {}
-            )
-        return value
+        return http_url(value, rule="soap-endpoint", option="endpoint", credentials="username and password")
 
     @model_validator(mode="after")
     def _pairs(self) -> SoapOutboundConfig:

@@ -141,7 +141,7 @@ def test_the_configuration_says_what_is_wrong() -> None:
         return [e["msg"] for e in caught.value.errors()]
 
     assert errors(url="s2low.example.org") == ["url must be an http:// or https:// URL, got 's2low.example.org'"]
-    assert errors(url="https://hent:pw@s2low.example.org") == ["url must not hold a login: set login and password"]
+    assert errors(url="https://hent:pw@s2low.example.org") == ["url must not hold credentials: set login and password"]
     assert errors(login="hent") == ["login and password go together"]
     assert errors(auth="nonce") == ["auth: nonce needs login and password"]
     assert errors(siren="21440015") == ["String should match pattern '^[0-9]{9}$'"]
