@@ -580,3 +580,33 @@ routes:
         "main.yaml:3: connectors.drop.type: unknown connector type 'foldr' (did you mean 'folder'?) "
         "[unknown-connector-type]",
     ]
+
+
+def test_passthrough_and_response_routes_take_no_map_nor_act_condition_and_a_source_feeds_one_kind(
+    tmp_path: Path,
+) -> None:
+    mapping = write(tmp_path, "m.yaml", "format: json\nfields: {}\n")
+    path = write(
+        tmp_path,
+        "main.yaml",
+        f"""\
+connectors:
+  a: {{type: folder, path: in-a}}
+  b: {{type: folder, path: in-b}}
+  out: {{type: folder, path: out}}
+routes:
+  - {{name: relay, from: a, transform: passthrough, map: {mapping}, when: {{nature: 1}}, to: out}}
+  - {{name: answers, from: b, transform: response, when: {{siren: "214400152", source: b}}, to: out}}
+  - {{name: mapped, from: a, map: {mapping}, to: out}}
+""",
+    )
+    assert relative(problems_of(path), tmp_path) == [
+        "main.yaml:6: routes[0].map: a passthrough route reads no vendor export: remove `map` [passthrough]",
+        "main.yaml:6: routes[0].when.nature: a passthrough route reads no act: `when` may name the source only, "
+        "not 'nature' [passthrough]",
+        "main.yaml:7: routes[1].when.siren: a response route reads no act: `when` may name the source only, "
+        "not 'siren' [response]",
+        "main.yaml:8: routes[2].from: connector 'a' feeds a mapped route here and a passthrough route in "
+        "routes[0]: a source's files are read one way (relayed unchanged, a response bundle or a vendor's "
+        "export); use two sources [route-kind]",
+    ]
