@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -98,20 +99,40 @@ class Sending(threading.Thread):
             self.ended = time.monotonic()
 
 
+@dataclass
+class Upload:
+    """A large upload under way to ``folder`` on the dedicated sshd, in a worker thread."""
+
+    target: SftpOutbound
+    folder: Path
+    part: Path
+    artifact: Artifact
+    sending: Sending
+
+
+def upload_under_way(sshd: DedicatedSshd, tmp_path: Path, *, timeout: str, grown: int = 1 << 20) -> Upload:
+    """Start a 64 MiB send to ``<root>/in`` and wait until ``grown`` bytes reached the ``.part``."""
+    folder = sshd.server.root / "in"
+    folder.mkdir()
+    target = endpoint(sshd.server, folder, timeout=timeout)
+    artifact = big_artifact(tmp_path)
+    upload = Upload(target, folder, folder / f"{NAME}.part", artifact, Sending(target, artifact))
+    try:
+        upload.sending.start()
+        wait_until(lambda: part_size(upload.part) >= grown, 10, "the .part to grow")
+    except BaseException:
+        target.close()
+        raise
+    return upload
+
+
 def test_sshd_killed_mid_upload_fails_transiently_leaves_no_final_file_and_the_retry_delivers(
     dedicated_sshd: DedicatedSshd, tmp_path: Path
 ) -> None:
-    server = dedicated_sshd.server
-    folder = server.root / "in"
-    folder.mkdir()
-    artifact = big_artifact(tmp_path)
-    target = endpoint(server, folder, timeout="3s")
-    part = folder / f"{NAME}.part"
+    # Given a 64 MiB upload under way
+    upload = upload_under_way(dedicated_sshd, tmp_path, timeout="3s")
+    target, folder, part, artifact, sending = upload.target, upload.folder, upload.part, upload.artifact, upload.sending
     try:
-        # Given a 64 MiB upload under way
-        sending = Sending(target, artifact)
-        sending.start()
-        wait_until(lambda: part_size(part) >= 1 << 20, 10, "the .part to grow")
         # When sshd and the process serving the connection are SIGKILLed
         dedicated_sshd.kill()
         killed = time.monotonic()
@@ -218,17 +239,10 @@ def test_a_server_that_accepts_and_never_answers_times_out_and_frees_the_worker(
 def test_a_server_that_stops_answering_mid_upload_times_out_and_frees_the_worker(
     dedicated_sshd: DedicatedSshd, tmp_path: Path
 ) -> None:
-    server = dedicated_sshd.server
-    folder = server.root / "in"
-    folder.mkdir()
-    artifact = big_artifact(tmp_path)
-    target = endpoint(server, folder, timeout="1s")
-    part = folder / f"{NAME}.part"
+    # Given a 64 MiB upload under way
+    upload = upload_under_way(dedicated_sshd, tmp_path, timeout="1s")
+    target, folder, artifact, sending = upload.target, upload.folder, upload.artifact, upload.sending
     try:
-        # Given a 64 MiB upload under way
-        sending = Sending(target, artifact)
-        sending.start()
-        wait_until(lambda: part_size(part) >= 1 << 20, 10, "the .part to grow")
         # When the processes serving the session are stopped (SIGSTOP): the TCP connection stays open
         assert dedicated_sshd.stall(), "no process served the connection"
         stalled = time.monotonic()
@@ -259,15 +273,9 @@ def test_a_server_that_stops_reading_while_the_send_buffer_is_full_times_out(
         return sock
 
     monkeypatch.setattr(socket, "create_connection", small_send_buffer)
-    server = dedicated_sshd.server
-    folder = server.root / "in"
-    folder.mkdir()
-    target = endpoint(server, folder, timeout="1s")
-    part = folder / f"{NAME}.part"
-    sending = Sending(target, big_artifact(tmp_path))
+    upload = upload_under_way(dedicated_sshd, tmp_path, timeout="1s", grown=32 << 10)
+    target, sending = upload.target, upload.sending
     try:
-        sending.start()
-        wait_until(lambda: part_size(part) >= 32 << 10, 10, "the .part to grow")
         # When the server stops reading, Then send fails within a few seconds
         dedicated_sshd.stall()
         sending.join(timeout=5)
