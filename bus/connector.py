@@ -28,6 +28,8 @@ __all__ = [
     "FILE",
     "CANONICAL",
     "CANONICAL_RESPONSE",
+    "DECP_XML",
+    "DECP_JSON",
 ]
 
 import threading
@@ -44,6 +46,9 @@ FILE = "file"
 CANONICAL = "canonical-act"
 #: the collectivité's answer to a letter of the préfecture as JSON (transformers/actes_responses.py)
 CANONICAL_RESPONSE = "canonical-response"
+#: a contract's données essentielles (DECP 2.x) as XML or as JSON, one contract per file (transformers/decp.py)
+DECP_XML = "decp-xml"
+DECP_JSON = "decp-json"
 
 
 @dataclass(frozen=True)
