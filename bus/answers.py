@@ -12,7 +12,7 @@ that sent the act (``<bundle>.<n>.<code>.xml`` beside a summary).
 from __future__ import annotations
 
 __all__ = ["AnswerPoller", "ANSWERS", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS", "LETTERS", "RECEIPTS",
-           "open_letters"]
+           "UNACKNOWLEDGED", "open_letters"]
 
 import json
 import logging
@@ -42,6 +42,9 @@ _RESPONSE_RECEIVED = ("ARPieceComplementaire", "ARReponseRejetLettreObservations
 LETTERS = {"2-1": ("2-2",), "3-1": ("3-3", "3-4"), "4-1": ("4-3", "4-4")}
 #: every answer the collectivité may send to each letter
 ANSWERS = {"2-1": ("2-2",), "3-1": ("3-2", "3-3", "3-4"), "4-1": ("4-2", "4-3", "4-4")}
+#: the answers the ministry acknowledges with no message at all (3-3/3-4 get a 3-5, 4-3/4-4 a 4-5): an
+#: endpoint that answers only by files (an SFTP answer folder) never brings anything back for them
+UNACKNOWLEDGED = ("2-2", "3-2", "4-2")
 #: age buckets of the open letters metric, in days
 LETTER_AGES = ((7, "0-7d"), (30, "7-30d"), (None, "30d+"))
 #: the ledger message that records the stamped act and the bordereau of an acknowledged act

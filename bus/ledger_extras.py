@@ -154,6 +154,13 @@ class LedgerExtras:
                                                         document_id=document_id, code=code, created_at=self.now()))
         return True
 
+    def response_code(self, document_id: str) -> str | None:
+        """The code (2-2, 3-4...) of the answer to a letter that ``document_id`` carries, if it is one."""
+        query = select(responses_table.c.code).where(responses_table.c.document_id == document_id)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else str(row.code)
+
     def letters_of(self, id_acte: str, code: str) -> list[dict[str, Any]]:
         """The letters ``code`` (2-1, 3-1, 4-1) received about the act ``id_acte``, oldest first."""
         query = (select(messages_table, deliveries_table.c.endpoint, deliveries_table.c.document_id,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bus import metrics, registry
-from bus.answers import AnswerPoller, letters_metric
+from bus.answers import UNACKNOWLEDGED, AnswerPoller, letters_metric
 from bus.backbone import DELIVERIES, DOCUMENTS, Backbone
 from bus.certs import certificate_expiry
 from bus.circuit import Circuit
@@ -41,6 +41,7 @@ from bus.connector import (
     InboundContext,
     InboxEndpoint,
     OutboundConnector,
+    SendResult,
 )
 from bus.document import PreparedDocument, Processor
 from bus.errors import DocumentError, HentError, TransientError
@@ -369,6 +370,8 @@ class Runtime:
             self._retry_later(delivery, f"unexpected error in connector {delivery.endpoint!r}: {exc!r}")
             return
         circuit.success()
+        if result.state == DeliveryState.SENT and not isinstance(connector, AnsweringEndpoint):
+            result = self._answered_by_files(delivery, result)
         delivery = self.ledger.transition_delivery(
             delivery.id,
             result.state,
@@ -381,6 +384,15 @@ class Runtime:
         self.ledger.release_lease("delivery", delivery.id, self.actor)
         if delivery.state in FINAL_DELIVERY:
             self._delivery_final(delivery)
+
+    def _answered_by_files(self, delivery: Any, result: SendResult) -> SendResult:
+        """An endpoint that answers only by files (an answer folder) will bring nothing back for an
+        answer the ministry acknowledges with no message (2-2, 3-2, 4-2): delivered once it is there."""
+        code = self.ledger.response_code(delivery.document_id)
+        if code not in UNACKNOWLEDGED:
+            return result
+        return SendResult("DELIVERED", remote_id=result.remote_id, detail=(
+            f"the answer {code} is in the platform's folder; the ministry acknowledges a {code} with no message"))
 
     def _retry_later(self, delivery: Any, reason: str, *, at_least: float = 0.0) -> None:
         """Another try after the back-off, or ``at_least`` seconds when the endpoint asked to wait."""

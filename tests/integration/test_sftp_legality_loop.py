@@ -23,7 +23,8 @@ from bus.runtime import RetryPolicy, Runtime
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_deliberation
 from simulators.legality_sftp import LegalityDesk
-from tests.harness import CLASSIFICATION, MAPPINGS
+from simulators.pdf import make_pdf
+from tests.harness import CLASSIFICATION, MAPPINGS, ledger_outcome
 from tests.sshd import SshServer, sshd_server  # noqa: F401 - the sshd fixture
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,7 @@ def sftp(sshd: SshServer, path: Path, **extra: Any) -> dict[str, Any]:
 
 def write_loop_config(sshd: SshServer, base: Path, workspace: Path, answer_extra: dict[str, Any] | None = None) -> Path:
     """The vendor's outbox and the platform's folders are on the SFTP server (``base``)."""
-    for folder in ("vendor", "relay-in", "relay-out", "platform/inbox", "platform/outbox"):
+    for folder in ("vendor", "vendor-answers", "relay-in", "relay-out", "platform/inbox", "platform/outbox"):
         (base / folder).mkdir(parents=True, exist_ok=True)
     quick = {"min_age": "0s", "stable": False}
     config = {
@@ -56,6 +57,8 @@ def write_loop_config(sshd: SshServer, base: Path, workspace: Path, answer_extra
             "prefecture": sftp(sshd, base / "platform" / "inbox", trigram="HNT", quadrigram="TACT",
                                answers={"path": str(base / "platform" / "outbox"), "ready": quick,
                                         **(answer_extra or {})}),
+            "vendor-answers": sftp(sshd, base / "vendor-answers", pattern="*.json", poll="0.2s", ready=quick,
+                                   local_work_dir=str(workspace / "work-answers")),
             "relay-in": sftp(sshd, base / "relay-in", pattern="*.csv", poll="0.2s", ready=quick,
                              local_work_dir=str(workspace / "work-relay")),
             "relay-out": sftp(sshd, base / "relay-out"),
@@ -63,6 +66,7 @@ def write_loop_config(sshd: SshServer, base: Path, workspace: Path, answer_extra
         "routes": [
             {"name": "deliberations", "from": "vendor", "map": str(MAPPINGS / "deliberations-json.yaml"),
              "to": "prefecture"},
+            {"name": "reponses", "from": "vendor-answers", "transform": "response", "to": "prefecture"},
             {"name": "relay", "from": "relay-in", "transform": "passthrough", "to": "relay-out"},
         ],
     }
@@ -174,6 +178,41 @@ def test_a_letter_of_the_prefecture_over_sftp_reaches_the_vendor_once_with_its_p
         assert [m["code"] for m in ledger.messages_of(delivery.id)] == ["2-1"]
     finally:
         ledger.close()
+
+
+def drop_answer(folder: Path, name: str, id_acte: str, code: str, documents: int = 1) -> None:
+    files = [f"{name}_{n}.pdf" for n in range(1, documents + 1)]
+    for file in files:
+        (folder / file).write_bytes(make_pdf([f"Réponse {code}", f"Acte {id_acte}", file]))
+    sidecar = {"reponse": {"acte": id_acte, "type": code, "documents": [{"fichier": f} for f in files]}}
+    (folder / f"{name}.json").write_text(json.dumps(sidecar), encoding="utf-8")
+
+
+def test_answers_over_sftp_end_delivered_when_the_ministry_sends_nothing_and_acknowledged_by_its_3_5(
+    loop: tuple[Path, Path, LegalityDesk],
+) -> None:
+    config, base, desk = loop
+    drop_deliberation(base / "vendor", "DEL2026_107", decision=TODAY - timedelta(days=2), annexes=0)
+    run(config)
+    id_acte = f"044-{SIREN}-{TODAY - timedelta(days=2):%Y%m%d}-DEL2026_107-DE"
+    desk.followup(id_acte, "3-1")
+    run(config)
+    # When the software acknowledges the request (3-2), for which the ministry sends no message
+    drop_answer(base / "vendor-answers", "AR_107", id_acte, "3-2", documents=0)
+    run(config)
+    # Then that answer is delivered once in the platform's inbox, not left waiting for a message
+    [answer] = ledger_outcome(config)["AR_107.json"]["deliveries"]
+    assert answer.state == "DELIVERED" and "no message" in (answer.reason or ""), answer.reason
+    # and the letter still awaits its answer (a 3-2 only says it was received)
+    # When the documents asked for are sent (3-4)
+    drop_answer(base / "vendor-answers", "REP_107", id_acte, "3-4", documents=2)
+    run(config)
+    # Then the ministry's 3-5 acknowledges it and reaches the software
+    [sent] = ledger_outcome(config)["REP_107.json"]["deliveries"]
+    assert sent.state == "ACKNOWLEDGED", sent.reason
+    names = replies(base / "vendor-answers")
+    assert "REP_107.1.3-5.xml" in names and "AR_107.1.json" in names, names
+    assert json.loads((base / "vendor-answers" / "replies" / "AR_107.1.json").read_text())["state"] == "DELIVERED"
 
 
 def test_an_answer_that_matches_nothing_is_set_aside_with_a_note(loop: tuple[Path, Path, LegalityDesk]) -> None:
