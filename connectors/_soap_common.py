@@ -208,8 +208,9 @@ def unique_name(name: str, taken: Iterable[str]) -> str:
     return candidate
 
 
-def fault_detail(fault: Fault) -> tuple[str | None, str | None, str | None]:
-    """(Code, Message, TransactionId) of the LegalityFault in a fault's detail, leniently."""
+def fault_detail(fault: Fault, element: str = "LegalityFault") -> tuple[str | None, str | None, str | None]:
+    """(Code, Message, TransactionId) of the ``element`` (a LegalityFault unless told) in a fault's
+    detail, leniently."""
     detail = fault.detail
     if isinstance(detail, str | bytes):
         try:
@@ -218,7 +219,7 @@ def fault_detail(fault: Fault) -> tuple[str | None, str | None, str | None]:
             return None, None, None
     if not isinstance(detail, etree._Element):
         return None, None, None
-    node = detail if etree.QName(detail).localname == "LegalityFault" else detail.find(".//{*}LegalityFault")
+    node = detail if etree.QName(detail).localname == element else detail.find(f".//{{*}}{element}")
     if node is None:
         return None, None, None
 
@@ -230,8 +231,8 @@ def fault_detail(fault: Fault) -> tuple[str | None, str | None, str | None]:
     return child_text("Code"), child_text("Message"), child_text("TransactionId")
 
 
-def _fault(connector: str, operation: str, fault: Fault) -> Exception:
-    code, message, transaction_id = fault_detail(fault)
+def _fault(connector: str, operation: str, fault: Fault, element: str = "LegalityFault") -> Exception:
+    code, message, transaction_id = fault_detail(fault, element)
     said = redact(message or fault.message or "no message")
     head = f"connector {connector!r}: {operation} refused by the platform ({code or fault.code or 'fault'}: {said})"
     where: dict[str, Any] = {"connector": connector, "rule": f"soap-fault-{code or 'unknown'}"}
@@ -264,12 +265,13 @@ def _http(connector: str, operation: str, exc: TransportError) -> Exception:
 
 
 @contextmanager
-def zeep_errors(connector: str, operation: str) -> Iterator[None]:
-    """Translate zeep and requests exceptions raised by ``operation`` into Hent's errors."""
+def zeep_errors(connector: str, operation: str, fault_element: str = "LegalityFault") -> Iterator[None]:
+    """Translate zeep and requests exceptions raised by ``operation`` into Hent's errors; a SOAP
+    fault's detail is read from its ``fault_element`` (Code, Message, TransactionId)."""
     try:
         yield
     except Fault as exc:
-        raise _fault(connector, operation, exc) from exc
+        raise _fault(connector, operation, exc, fault_element) from exc
     except TransportError as exc:
         raise _http(connector, operation, exc) from exc
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
