@@ -4,6 +4,12 @@ Every mistake is found in one pass and raised at once in a `ConfigError`, each w
 line and its path in the YAML (``fields.nature.map``) and a rule: yaml-syntax, unknown-key
 ("did you mean ...?"), required, choice, type, encoding, format-option, rule-shape,
 xpath-syntax, file-readable.  XPaths are compiled here, once per mapping.
+
+Two generalisations serve the contract mappings of :mod:`transformers.decp_mapping`, which
+read their ``decp:`` section with this same machinery (``_ConfigReader``, ``_Rules``): the
+act loader accepts and ignores a top-level ``decp:`` (one vendor file may describe the act
+and its données essentielles), and a list rule may say ``parse: json`` (the text found is a
+JSON list: a database column holding the annexes or the holders of a contract).
 """
 
 from __future__ import annotations
@@ -22,21 +28,24 @@ from transformers.mapping import FIELD_KINDS, REQUIRED_FIELDS, Mapping
 from transformers.sidecar import ABSENT, Rule, known_encoding
 from transformers.sidecar_values import text_key
 
-_TOP_KEYS = ("format", "encoding", "description", "csv", "namespaces", "fields", "files", "extra")
+_TOP_KEYS = ("format", "encoding", "description", "csv", "namespaces", "fields", "files", "extra", "decp")
 _CSV_KEYS = ("delimiter", "quotechar", "layout")
-_RULE_KEYS = ("path", "const", "default", "map", "format", "split", "required")
+_RULE_KEYS = ("path", "const", "default", "map", "format", "split", "required", "parse")
 
 
 def load_mapping(path: Path, name: str | None = None) -> Mapping:
     """Read and check the mapping file at ``path``; problems name it ``name`` (default: ``path``)."""
     source = name or str(path)
+    return _ConfigReader(source, _read_text(path, source)).read()
+
+
+def _read_text(path: Path, source: str) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         problem = Problem(f"cannot read the mapping: {reason}", file=source, rule="file-readable")
         raise ConfigError(str(problem), problems=[problem], path=source) from exc
-    return _ConfigReader(source, text).read()
 
 
 class _ConfigReader:
@@ -62,33 +71,8 @@ class _ConfigReader:
                           problems=self.problems, path=self.source)
 
     def read(self) -> Mapping:
-        try:
-            node = yaml.compose(self.text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(self.text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            self.problems.append(Problem(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                                         file=self.source, line=mark.line + 1 if mark else None,
-                                         rule="yaml-syntax"))
-            self.fail()
-        self._index(node, "")
-        if not isinstance(data, dict):
-            self.problem(None, "type", "a mapping file is a YAML mapping with format:, fields: and files:")
-            self.fail()
-        self._keys(data, "", _TOP_KEYS)
-        fmt = data.get("format")
-        if fmt not in ("json", "csv", "xml"):
-            self.problem("format", "required" if fmt is None else "choice",
-                         f"format must be json, csv or xml, not {fmt!r}"
-                         f"{suggest(str(fmt), ['json', 'csv', 'xml'])}")
-        encoding = data.get("encoding")
-        if encoding is not None and not (isinstance(encoding, str) and known_encoding(encoding)):
-            self.problem("encoding", "encoding", f"unknown encoding {encoding!r} (latin-1, cp1252, utf-8...)")
-        if fmt == "csv" and encoding is None:
-            self.problem("encoding", "required", "a CSV export's encoding cannot be guessed: say encoding: "
-                         "latin-1, cp1252 or utf-8")
-        options = self._csv(data.get("csv"), fmt)
-        namespaces = self._namespaces(data.get("namespaces"), fmt)
+        data = self.parse()
+        fmt, encoding, options, namespaces = self.head(data)
         rules = _Rules(self, str(fmt), namespaces)
         fields = self._section(data.get("fields"), "fields", FIELD_KINDS, rules)
         for name in REQUIRED_FIELDS:
@@ -113,6 +97,41 @@ class _ConfigReader:
             annex_type=annexes.get("type"), extra=extra, encoding=encoding, namespaces=namespaces,
             description=str(data.get("description") or ""), **options,
         )
+
+    def parse(self) -> dict[str, Any]:
+        """The YAML as data, its keys' lines indexed and the top-level keys checked."""
+        try:
+            node = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(self.text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            self.problems.append(Problem(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                                         file=self.source, line=mark.line + 1 if mark else None,
+                                         rule="yaml-syntax"))
+            self.fail()
+        self._index(node, "")
+        if not isinstance(data, dict):
+            self.problem(None, "type", "a mapping file is a YAML mapping with format:, fields: and files:")
+            self.fail()
+        self._keys(data, "", _TOP_KEYS)
+        return data
+
+    def head(self, data: dict[str, Any]) -> tuple[str, str | None, dict[str, str], dict[str, str]]:
+        """What every mapping says of its sidecar: format, encoding, csv: options and namespaces."""
+        fmt = data.get("format")
+        if fmt not in ("json", "csv", "xml"):
+            self.problem("format", "required" if fmt is None else "choice",
+                         f"format must be json, csv or xml, not {fmt!r}"
+                         f"{suggest(str(fmt), ['json', 'csv', 'xml'])}")
+        encoding = data.get("encoding")
+        if encoding is not None and not (isinstance(encoding, str) and known_encoding(encoding)):
+            self.problem("encoding", "encoding", f"unknown encoding {encoding!r} (latin-1, cp1252, utf-8...)")
+        if fmt == "csv" and encoding is None:
+            self.problem("encoding", "required", "a CSV export's encoding cannot be guessed: say encoding: "
+                         "latin-1, cp1252 or utf-8")
+        options = self._csv(data.get("csv"), fmt)
+        namespaces = self._namespaces(data.get("namespaces"), fmt)
+        return str(fmt), encoding, options, namespaces
 
     def _index(self, node: Any, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -215,10 +234,15 @@ class _Rules:
             formats = ("%Y-%m-%d",)
         split = spec.get("split")
         if split is not None and kind not in ("ints", "texts", "items"):
-            problem(f"{where}.split", "format-option", "split: applies to matieres, return_emails and "
-                    "annexes.items only")
+            problem(f"{where}.split", "format-option", "split: applies to list fields only (matieres, "
+                    "return_emails, annexes.items...)")
         elif split is not None and not (isinstance(split, str) and split):
             problem(f"{where}.split", "type", f"split: is a separator text, not {split!r}")
+        parse = spec.get("parse")
+        if parse is not None and kind != "items":
+            problem(f"{where}.parse", "format-option", "parse: applies to the items: of a list only")
+        elif parse is not None and parse != "json":
+            problem(f"{where}.parse", "choice", f"parse: is json, not {parse!r}")
         required = spec.get("required", False)
         if not isinstance(required, bool):
             problem(f"{where}.required", "type", f"required: is true or false, not {required!r}")
@@ -227,7 +251,8 @@ class _Rules:
             problem(where, "type", "YAML reads 3.10 as the number 3.1: write matières as a quoted text "
                     "\"3.10\" or a list [3, 10]")
         return Rule(path, spec.get("const", ABSENT), spec.get("default", ABSENT), table, tuple(formats),
-                     split if isinstance(split, str) else None, required is True, self._xpath(where, path))
+                    split if isinstance(split, str) else None, required is True, self._xpath(where, path),
+                    "json" if parse == "json" else None)
 
     def _xpath(self, where: str, path: str | None) -> Any:
         if self.format != "xml" or path is None or path in (".", ""):

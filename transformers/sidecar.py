@@ -4,7 +4,7 @@ A :class:`Sidecar` parses the bytes once and then answers what a :class:`Rule` s
 converted to a canonical kind (text, int, date, bool, a list of them); nothing raises:
 every finding is a :class:`~bus.errors.Problem` naming the sidecar, the canonical field and
 the rule (encoding, json-syntax, csv-syntax, csv-rows, xml-syntax, xml-entities-forbidden,
-required, map-value, integer, text, single-value, date-format, boolean).  XML is read with
+required, map-value, integer, decimal, text, single-value, date-format, boolean).  XML is read with
 no entity expansion and no network; a sidecar declaring entities is refused.  The mapping
 file's syntax is in :mod:`transformers.mapping`.
 """
@@ -24,7 +24,7 @@ from lxml import etree
 
 from bus.errors import Problem
 from bus.registry import suggest
-from transformers.sidecar_values import clean, convert, text_key, xml_value
+from transformers.sidecar_values import clean, convert, scalar, text_key, xml_value
 
 #: a rule's ``const`` or ``default`` when the mapping gives none (None is a value there)
 ABSENT: Any = object()
@@ -45,6 +45,7 @@ class Rule:
     split: str | None = None
     required: bool = False
     xpath: Any = None
+    parse: str | None = None  #: "json": the text found is a JSON document (a list of items in one column)
 
 
 def known_encoding(encoding: str) -> bool:
@@ -165,13 +166,12 @@ class Sidecar:
         assert rule.path is not None
         if rule.path in (".", ""):
             return context
-        if self.format == "xml":
-            if not isinstance(context, etree._Element):
-                return None
+        if self.format == "xml" and isinstance(context, etree._Element):
             result = rule.xpath(context)
             return [xml_value(item) for item in result] if isinstance(result, list) else xml_value(result)
-        if self.format == "csv":
+        if self.format == "csv" and context is self.context:
             return context.get(rule.path) if isinstance(context, dict) else None
+        # JSON, or an item parsed from a JSON text (``parse: json``) in any format: a dotted path
         value = context
         for part in rule.path.split("."):
             if isinstance(value, dict):
@@ -205,6 +205,13 @@ class Sidecar:
     def convert(self, value: Any, kind: str, rule: Rule, field_name: str, from_source: bool) -> Any:
         """``value`` as the canonical ``kind``, or None with the problem recorded."""
         formats = rule.formats if from_source else ("%Y-%m-%d", *rule.formats)
+        if kind == "items" and rule.parse == "json" and isinstance(scalar(value), str):
+            try:
+                value = json.loads(scalar(value))
+            except json.JSONDecodeError as exc:
+                self.problem(field_name, "json-syntax", f"the text is not valid JSON (column {exc.colno}: "
+                             f"{exc.msg})")
+                return None
         converted, problems = convert(value, kind, rule.split, formats)
         for rule_name, message in problems:
             self.problem(field_name, rule_name, message)

@@ -1,4 +1,4 @@
-"""A value read from a sidecar turned into a canonical kind: text, int, date, bool, lists.
+"""A value read from a sidecar turned into a canonical kind: text, int, decimal, date, bool, lists.
 
 Pure functions: :func:`convert` returns the value and the problems as (rule, message)
 pairs, and :class:`~transformers.sidecar.Sidecar` records them against the sidecar and
@@ -11,6 +11,7 @@ __all__ = ["clean", "convert", "scalar", "text_key", "to_int", "xml_value"]
 
 import re
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from lxml import etree
@@ -24,7 +25,7 @@ _DEFAULT_SPLIT = {"ints": ".", "texts": ","}
 def convert(
     value: Any, kind: str, split: str | None, formats: tuple[str, ...]
 ) -> tuple[Any, list[tuple[str, str]]]:
-    """``value`` as ``kind`` (text, int, date, bool, ints, texts, items), or None, with the problems.
+    """``value`` as ``kind`` (text, int, decimal, date, bool, ints, texts, items), or None, with the problems.
 
     ``split`` separates a text into list items (``ints`` and ``texts`` have a default);
     ``formats`` are the strptime formats a date is tried against, in order.
@@ -63,6 +64,11 @@ def convert(
         if to_int(value) is not None:
             return to_int(value), problems
         problems.append(("integer", f"{value!r} is not an integer"))
+    elif kind == "decimal":
+        number = _to_decimal(value)
+        if number is not None:
+            return number, problems
+        problems.append(("decimal", f"{value!r} is not a decimal number (such as 125000.50 or 125000,50)"))
     elif kind == "date":
         if isinstance(value, date):
             return (value.date() if isinstance(value, datetime) else value), problems
@@ -119,6 +125,22 @@ def to_int(value: Any) -> int | None:
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
         return int(value)
     return None
+
+
+def _to_decimal(value: Any) -> Decimal | None:
+    """``value`` as a finite Decimal: 12, 12.5 (its shortest repr), "125 000,50"; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, int | float):
+        value = repr(value)
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"\s", "", value)  # spaces, no-break spaces between thousands
+    if not re.fullmatch(r"[+-]?([0-9]+([.,][0-9]*)?|[.,][0-9]+)([eE][+-]?[0-9]+)?", text):
+        return None
+    return Decimal(text.replace(",", "."))
 
 
 def text_key(value: Any) -> str:
