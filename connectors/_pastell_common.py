@@ -19,8 +19,8 @@ Files are uploaded as multipart streamed from disk (:class:`MultipartFile`), nev
 from __future__ import annotations
 
 __all__ = [
-    "FIELD_LABELS", "UNKNOWN_OUTCOME", "MultipartFile", "NotFound", "PastellClient", "RateLimited",
-    "TransientAlert", "file_name_of", "plain_file_name", "requests_errors",
+    "FIELD_LABELS", "MAX_FILES", "UNKNOWN_OUTCOME", "MultipartFile", "NotFound", "PastellClient", "RateLimited",
+    "TransientAlert", "data_of", "file_name_of", "last_action", "plain_file_name", "requests_errors", "truthy",
 ]
 
 import email.message
@@ -54,6 +54,7 @@ FIELD_LABELS = {
     "arrete": "Acte", "autre_document_attache": "Autre document attaché", "classification": "Classification Actes",
     "type_piece": "Typologie des pièces", "envoi_tdt": "Transmission au contrôle de légalité",
 }
+MAX_FILES = 50  #: files read from one multiple field
 _CHUNK = 1 << 20
 
 
@@ -125,6 +126,25 @@ def file_name_of(response: requests.Response, default: str) -> str:
     message = email.message.Message()
     message["Content-Disposition"] = header
     return plain_file_name(message.get_filename(), default)
+
+
+def last_action(detail: dict[str, Any]) -> tuple[str, str]:
+    """(action, message) of a document's last action, whether Pastell gives an object or a name."""
+    last = detail.get("last_action")
+    if isinstance(last, dict):
+        return str(last.get("action") or ""), str(last.get("message") or "")
+    return str(last or ""), ""
+
+
+def data_of(detail: dict[str, Any]) -> dict[str, Any]:
+    """The form data of a document's detail ({} when Pastell gives none)."""
+    data = detail.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def truthy(value: Any) -> bool:
+    """A checkbox or flag of Pastell's data: "1", "on", true... (not "0", "false", "")."""
+    return bool(value) and str(value).strip().lower() not in ("0", "false", "")
 
 
 def _said(response: requests.Response) -> str:
@@ -282,3 +302,23 @@ class PastellClient:
             raise TransientError(f"connector {self.connector!r}: {operation}: Pastell's answer is not JSON "
                                  f"(HTTP {response.status_code}); retried later", connector=self.connector,
                                  rule="pastell-answer") from exc
+
+    def document(self, entity: str, id_d: str) -> dict[str, Any]:
+        """``getDocument``: the detail of document ``id_d`` of the entity (a TransientError if not an object)."""
+        detail = self.json("GET", f"entite/{entity}/document/{id_d}", operation="getDocument")
+        if not isinstance(detail, dict):
+            raise TransientError(f"connector {self.connector!r}: getDocument {id_d}: unexpected answer from Pastell; "
+                                 "retried later", connector=self.connector, rule="pastell-answer")
+        return detail
+
+    def files(self, entity: str, id_d: str, field: str, *, limit: int = MAX_FILES) -> list[tuple[str, bytes]]:
+        """The files of a document's field, by number until Pastell has no more: (name, content)."""
+        found = []
+        for num in range(limit):
+            try:
+                response = self.call("GET", f"entite/{entity}/document/{id_d}/file/{field}/{num}",
+                                     operation="getDocumentFile")
+            except NotFound:
+                break
+            found.append((file_name_of(response, f"{field}-{num}"), response.content))
+        return found

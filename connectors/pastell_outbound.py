@@ -24,11 +24,12 @@ waiting "to-be-posted" (a person must confirm the teletransmission); anything el
 with the action in ``detail``.  Once acknowledged, :meth:`PastellOutbound.receipts` brings back
 what Pastell's TdT fetched with the ARActe: the stamped act (``acte_tamponne``), the stamped
 annexes (``annexes_tamponnees``) and the bordereau d'acquittement (``bordereau``).  The
-préfecture's later messages are the blocks Pastell keeps (courrier simple, demande de pièces
-complémentaires, lettre d'observations, déféré): their unpacked files, the XML as the message and
-the letters as attachments.  Pastell keeps no ARAnnulation (6-2): a cancellation shows as the
-document's ``annuler-tdt`` only.  The classification is the 7-2 file the entity's TdT connector
-keeps (``classification_connector``), when configured: Pastell's API cannot request one (7-1).
+préfecture's later messages are documents of their own (``actes-reponse-prefecture``), and the
+collectivité's answers to them (``hent-canonical-response/1``) are written and sent on those
+documents: see :mod:`connectors._pastell_answers` (``answers:`` in the YAML).  Pastell keeps no
+ARAnnulation (6-2): a cancellation shows as the document's ``annuler-tdt`` only.  The classification
+is the 7-2 file the entity's TdT connector keeps (``classification_connector``), when configured:
+Pastell's API cannot request one (7-1).
 """
 
 from __future__ import annotations
@@ -46,17 +47,29 @@ from pydantic_core import PydanticCustomError
 
 from bus.config import ConnectorConfig, Duration, ExistingFile
 from bus.config_types import http_url
-from bus.connector import CANONICAL, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
+from bus.connector import (
+    CANONICAL,
+    CANONICAL_RESPONSE,
+    Artifact,
+    OutboundConnector,
+    RemoteMessage,
+    RemoteStatus,
+    SendResult,
+)
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from connectors._credentials import credentials_field, credentials_model
+from connectors._pastell_answers import PastellAnswerOptions, PastellAnswers
 from connectors._pastell_common import (
+    MAX_FILES,
     UNKNOWN_OUTCOME,
     MultipartFile,
     NotFound,
     PastellClient,
     TransientAlert,
+    data_of,
     file_name_of,
+    last_action,
 )
 
 #: Pastell's last action → RemoteStatus.state (others: IN_TRANSIT)
@@ -67,13 +80,9 @@ STATES = {
 }
 DRAFTS = ("creation", "modification", "send-tdt-erreur")
 TO_BE_POSTED = ("document-transmis-tdt", "teletransmission-tdt")
-#: the blocks of actes-generique that hold a message of the préfecture
-MESSAGE_BLOCKS = ("courrier_simple", "demande_piece_complementaire", "lettre_observation",
-                  "defere_tribunal_administratif")
 NUMERO = re.compile(r"[0-9A-Z_]{2,15}")
 MAX_TOTAL = 150 * 1024 * 1024  #: acte + annexes, Pastell's limit
 _FORMAT = "hent-canonical-act/1"
-_MAX_FILES = 50  #: files read from one block
 
 
 class PastellFields(BaseModel):
@@ -96,6 +105,7 @@ class PastellFields(BaseModel):
     bordereau: str = Field("bordereau", description="The TdT's bordereau d'acquittement (file).")
     acte_tamponne: str = Field("acte_tamponne", description="The act stamped by the TdT (file).")
     annexes_tamponnees: str = Field("annexes_tamponnees", description="The annexes stamped by the TdT (files).")
+    tedetis_transaction_id: str = Field("tedetis_transaction_id", description="The act's TdT transaction.")
 
 
 class PastellOutboundConfig(ConnectorConfig):
@@ -124,6 +134,8 @@ class PastellOutboundConfig(ConnectorConfig):
     classification_connector: str | None = Field(
         None, min_length=1, description="id_ce of the entity's TdT connector, to read the classification it keeps.")
     fields: PastellFields = Field(default_factory=lambda: PastellFields(), description="Field names of the flow.")
+    answers: PastellAnswerOptions = Field(default_factory=lambda: PastellAnswerOptions(), description=(
+        "The préfecture's messages (actes-reponse-prefecture) and how the answers to them are sent."))
     credentials: list[PastellCredentials] = credentials_field()  # type: ignore[valid-type]  # built from the fields above
 
     @field_validator("url")
@@ -145,23 +157,6 @@ class PastellOutboundConfig(ConnectorConfig):
         return self
 
 
-def _last(detail: dict[str, Any]) -> tuple[str, str]:
-    """(action, message) of a document's last action, whether Pastell gives an object or a name."""
-    last = detail.get("last_action")
-    if isinstance(last, dict):
-        return str(last.get("action") or ""), str(last.get("message") or "")
-    return str(last or ""), ""
-
-
-def _data(detail: dict[str, Any]) -> dict[str, Any]:
-    data = detail.get("data")
-    return data if isinstance(data, dict) else {}
-
-
-def _truthy(value: Any) -> bool:
-    return bool(value) and str(value).strip().lower() not in ("0", "false", "")
-
-
 PastellCredentials = credentials_model("PastellCredentials", PastellOutboundConfig,
                                        ("token", "login", "password", "client_cert", "client_key", "entity"))
 PastellOutboundConfig.model_rebuild()
@@ -169,13 +164,16 @@ PastellOutboundConfig.model_rebuild()
 
 class PastellOutbound(OutboundConnector):
     Config = PastellOutboundConfig
-    consumes = (CANONICAL,)
+    consumes = (CANONICAL, CANONICAL_RESPONSE)
     config: PastellOutboundConfig
 
     def __init__(self, name: str, config: PastellOutboundConfig) -> None:
         super().__init__(name, config)
         self._lock = threading.Lock()
         self._client: PastellClient | None = None
+        self.answers = PastellAnswers(name, config.answers, config.entity, self._http,
+                                      numero_field=config.fields.numero_de_lacte,
+                                      transaction_field=config.fields.tedetis_transaction_id)
 
     # ------------------------------------------------------------ life cycle
 
@@ -206,22 +204,20 @@ class PastellOutbound(OutboundConnector):
         return f"entite/{self.config.entity}/document"
 
     def _detail(self, id_d: str) -> dict[str, Any]:
-        detail = self._http().json("GET", f"{self._documents()}/{id_d}", operation="getDocument")
-        if not isinstance(detail, dict):
-            raise TransientError(f"connector {self.name!r}: getDocument {id_d}: unexpected answer from Pastell; "
-                                 "retried later", connector=self.name, rule="pastell-answer")
-        return detail
+        return self._http().document(self.config.entity, id_d)
 
     # ------------------------------------------------------------ send
 
     def send(self, artifact: Artifact) -> SendResult:
+        if artifact.kind == CANONICAL_RESPONSE:
+            return self.answers.send(artifact)
         act = self._act(artifact)
         found = self._find(act["numero_interne"], act["decision_date"])
         for id_d, detail in found:
-            action = _last(detail)[0]
+            action = last_action(detail)[0]
             if action not in DRAFTS:  # handed to the TdT (answered or not): followed, never sent again
                 return SendResult("SENT", remote_id=id_d, detail=f"already in Pastell ({action})")
-        drafts = [id_d for id_d, detail in found if _last(detail)[0] in DRAFTS]
+        drafts = [id_d for id_d, detail in found if last_action(detail)[0] in DRAFTS]
         id_d = drafts[0] if drafts else self._create()
         self._fill(id_d, act, artifact)
         return self._trigger(id_d, artifact)
@@ -278,7 +274,7 @@ class PastellOutbound(OutboundConnector):
             if not id_d:
                 continue
             detail = self._detail(str(id_d))
-            data = _data(detail)
+            data = data_of(detail)
             if data.get(self.config.fields.numero_de_lacte) == numero and \
                     str(data.get(self.config.fields.date_de_lacte) or "")[:10] == day:
                 found.append((str(id_d), detail))
@@ -337,7 +333,7 @@ class PastellOutbound(OutboundConnector):
             if failure.rule not in UNKNOWN_OUTCOME:
                 raise
             try:
-                action_now, _ = _last(self._detail(id_d))
+                action_now, _ = last_action(self._detail(id_d))
             except HentError:
                 raise failure from None
             if action_now in DRAFTS:
@@ -355,7 +351,7 @@ class PastellOutbound(OutboundConnector):
             return None
         day = f"{parts[2][:4]}-{parts[2][4:6]}-{parts[2][6:]}"
         found = self._find("-".join(parts[3:-1]), day)
-        live = [id_d for id_d, detail in found if _last(detail)[0] not in DRAFTS]
+        live = [id_d for id_d, detail in found if last_action(detail)[0] not in DRAFTS]
         return live[0] if live else None
 
     def statuses(self, remote_ids: list[str]) -> list[RemoteStatus]:
@@ -366,16 +362,17 @@ class PastellOutbound(OutboundConnector):
             except NotFound as exc:
                 result.append(RemoteStatus(id_d, "UNKNOWN", detail=exc.message))
                 continue
-            result.append(self._status(id_d, detail))
+            result.append(self.answers.status(id_d, detail) if self.answers.is_answer(detail)
+                          else self._status(id_d, detail))
         return result
 
     def _status(self, id_d: str, detail: dict[str, Any]) -> RemoteStatus:
-        action, message = _last(detail)
+        action, message = last_action(detail)
         said = f"{action}: {message}" if message else action
         state = STATES.get(action)
         if state == "CANCELLED":
             return RemoteStatus(id_d, "CANCELLED", detail=said)
-        if state == "ACKNOWLEDGED" or _data(detail).get(self.config.fields.aractes):
+        if state == "ACKNOWLEDGED" or data_of(detail).get(self.config.fields.aractes):
             files = self._files(id_d, self.config.fields.aractes, limit=1)
             name, data = files[0] if files else (None, None)
             return RemoteStatus(id_d, "ACKNOWLEDGED", message=data, message_name=name, detail=said)
@@ -383,47 +380,25 @@ class PastellOutbound(OutboundConnector):
             return RemoteStatus(id_d, "REJECTED", detail=said)
         return RemoteStatus(id_d, "IN_TRANSIT", detail=said, waiting="to-be-posted" if action in TO_BE_POSTED else None)
 
-    def _files(self, id_d: str, field: str, *, limit: int = _MAX_FILES) -> list[tuple[str, bytes]]:
-        """The files of a field, by number until Pastell has no more."""
-        files = []
-        for num in range(limit):
-            try:
-                response = self._http().call("GET", f"{self._documents()}/{id_d}/file/{field}/{num}",
-                                             operation="getDocumentFile")
-            except NotFound:
-                break
-            files.append((file_name_of(response, f"{field}-{num}"), response.content))
-        return files
+    def _files(self, id_d: str, field: str, *, limit: int = MAX_FILES) -> list[tuple[str, bytes]]:
+        return self._http().files(self.config.entity, id_d, field, limit=limit)
 
     def messages(self, remote_id: str, known: set[str]) -> list[RemoteMessage]:
-        """The préfecture's messages Pastell keeps for ``remote_id``, but those in ``known``."""
-        data = _data(self._detail(remote_id))
-        result = []
-        for block in MESSAGE_BLOCKS:
-            stamp = data.get(f"{block}_id") or data.get(f"{block}_date")
-            if not (_truthy(data.get(f"has_{block}")) or stamp):
-                continue
-            message_id = f"{block}:{stamp or 1}"
-            if message_id in known:
-                continue
-            files = self._files(remote_id, f"{block}_unzip") or self._files(remote_id, block)
-            xml = next(((n, d) for n, d in files if n.lower().endswith(".xml")), files[0] if files else None)
-            if xml is None:
-                continue
-            attachments = {n: d for n, d in files if (n, d) != xml}
-            result.append(RemoteMessage(remote_id, message_id, xml[0], xml[1], attachments))
-        return result
+        """The préfecture's messages about the act ``remote_id`` (actes-reponse-prefecture documents, each
+        by its id_d), but those in ``known``; none for an answer's document."""
+        detail = self._detail(remote_id)
+        return [] if self.answers.is_answer(detail) else self.answers.messages(remote_id, detail, known)
 
     def receipts(self, remote_id: str) -> dict[str, bytes]:
         """The stamped act, the stamped annexes and the bordereau Pastell's TdT fetched at the
         acknowledgment, by the names Pastell gives them (made plain); {} while the document holds
         neither the bordereau nor the stamped act."""
         f = self.config.fields
-        data = _data(self._detail(remote_id))
+        data = data_of(self._detail(remote_id))
         if not (data.get(f.bordereau) or data.get(f.acte_tamponne)):
             return {}
         files: dict[str, bytes] = {}
-        for field, limit in ((f.acte_tamponne, 1), (f.annexes_tamponnees, _MAX_FILES), (f.bordereau, 1)):
+        for field, limit in ((f.acte_tamponne, 1), (f.annexes_tamponnees, MAX_FILES), (f.bordereau, 1)):
             if not data.get(field):
                 continue
             for name, content in self._files(remote_id, field, limit=limit):
@@ -433,15 +408,15 @@ class PastellOutbound(OutboundConnector):
     def cancel(self, remote_id: str, id_acte: str) -> RemoteStatus:
         """Ask Pastell's TdT for the cancellation (6-1) of the acknowledged act ``id_acte``."""
         detail = self._detail(remote_id)
-        known = _data(detail).get(self.config.fields.acte_unique_id)
+        known = data_of(detail).get(self.config.fields.acte_unique_id)
         if known and known != id_acte:
             raise DocumentError(f"connector {self.name!r}: Pastell document {remote_id} is the act {known}, not "
                                 f"{id_acte}: nothing cancelled", connector=self.name, rule="pastell-cancel")
         action = self.config.cancel_action
-        if _last(detail)[0] not in ("annulation-tdt", "verif-annulation-tdt", "annuler-tdt"):
+        if last_action(detail)[0] not in ("annulation-tdt", "verif-annulation-tdt", "annuler-tdt"):
             self._http().json("POST", f"{self._documents()}/{remote_id}/action/{action}", operation=f"action {action}")
             detail = self._detail(remote_id)
-        now, message = _last(detail)
+        now, message = last_action(detail)
         return RemoteStatus(remote_id, "CANCELLED" if now == "annuler-tdt" else "IN_TRANSIT",
                             detail=f"{now}: {message}" if message else now)
 

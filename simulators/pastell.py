@@ -15,8 +15,9 @@ Routes (under ``/api/v2/``, see :data:`simulators.pastell_http.OPERATIONS`): ``v
 ``entite``, ``entite/{id_e}/document`` (search by ``type`` + ``numero_de_lacte``, ``lastetat``,
 ``search``; create), ``…/document/{id_d}`` (GET, PATCH the form), ``…/file/{field}/{num}``
 (POST a file: ``file_name`` + ``file_content`` multipart; GET it), ``…/externalData/type_piece``
-(GET the typology, PATCH ``type_pj[]``), ``…/action/{action}`` (``send-tdt``,
-``annulation-tdt``, ``verif-tdt``, ``supression``), ``entite/{id_e}/connecteur`` and
+(GET the typology, PATCH ``type_pj[]``; ``type_piece_<libellé>`` on a message of the préfecture),
+``…/action/{action}`` (``send-tdt``, ``annulation-tdt``, ``verif-tdt``, ``supression``; on a message:
+``repondre``, ``send-reponse-prefecture``, ``verif-reponse-tdt``), ``entite/{id_e}/connecteur`` and
 ``…/connecteur/{id_ce}/file/classification_file/0`` (the 7-2 the TdT keeps).  Control (JSON):
 ``POST /control/faults`` ``{"kind", "operation", "count", "seconds"}``, ``DELETE /control/faults``,
 ``POST /control/followup`` ``{"id_acte", "code"}``, ``POST /control/classification`` ``{"date"}``,
@@ -45,11 +46,21 @@ Where the OpenAPI description and standards.md are silent, this simulator assume
   refuses (``send-tdt-erreur``, 400 with its words); the ministry's anomaly is kept only as
   ``erreur-verif-tdt``'s message (Pastell stores no AnomalieActe file).  ``verif-tdt`` and
   ``verif-annulation-tdt`` run when a document is next read, once the answer is due.
-- The préfecture's 2-1, 3-1, 4-1 and 5-1 are kept in Pastell's blocks (``courrier_simple``,
-  ``demande_piece_complementaire``, ``lettre_observation``, ``defere_tribunal_administratif``):
-  the package as ``<block>`` (tar.gz), its files as ``<block>_unzip`` (the XML first), with
-  ``has_<block>``, ``<block>_id`` and ``<block>_date``; other codes (6-2, 3-5, 4-5) have no
-  field in Pastell.  A second message of the same kind replaces the first.
+- The préfecture's 2-1, 3-1, 4-1 and 5-1 become ``actes-reponse-prefecture`` documents, as
+  Pastell's S2LOW connector files them (``getDocumentPrefecture``): ``type_reponse`` 2..5,
+  ``numero_de_lacte``, ``related_transaction_id``, ``transaction_id`` (the ministry's message id),
+  the package (envelope, message, letter) as ``reponse_prefecture`` (``<libellé>.tar.gz``), its
+  files as ``reponse_prefecture_unzip`` (sorted by name), ``attente-reponse-prefecture`` (a 5-1:
+  ``termine``); the act's document gets ``has_reponse_prefecture`` and ``reponse_prefecture_file``
+  (``reponse_prefecture.json``: type → ``/Document/detail?id_d=…&id_e=…``, a second message of a
+  type replacing the first's link).  Other codes (6-2) have no document in Pastell.
+- An answer (see :mod:`simulators.pastell_store`): ``repondre`` sets ``repondre`` and writes no
+  action; the PATCH and uploads make the last action ``modification``; ``send-reponse-prefecture``
+  needs ``repondre``, a ``reponse``, the typology typing every piece with a code of the act's
+  nature, and is refused by the TdT (400, the document unchanged) for a ``reponse`` that is not a
+  PDF, a refusal to a 2-1, further documents but with a 3-4, or a second answer to a letter.
+  ``reply_delay`` (default ``ack_delay``) later, ``verif-reponse-tdt`` brings ``has_acquittement``
+  and ``acquittement_file`` (``<numero>-ar-<libellé>.xml``, a 3-5 or 4-5), or ``termine`` for a 2-2.
 - A document's detail gives its last action, not its history (Pastell's journal API has that;
   :meth:`PastellSimulator.document` is enough for the tests).  Ids are short base-36 strings.
 - The brute-force limit (429 after 5 failed logins) is not simulated: 429 only when injected.
@@ -115,12 +126,13 @@ class PastellSimulator(HttpSimulator[PastellFault]):
         self, host: str = "127.0.0.1", port: int = 0, *, ack_delay: float = 0.0, classification: Path | None = None,
         entities: list[Entity] | None = None, token: str | None = None, login: str | None = None,
         password: str | None = None, faults: list[PastellFault] | tuple[PastellFault, ...] = (), latency: float = 0.0,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None, reply_delay: float | None = None,
     ) -> None:
         super().__init__(host, port, ack_delay=ack_delay, classification=classification, faults=faults,
                          latency=latency, tls=tls)
         self.token, self.login, self.password = token, login, password
-        self.store = PastellStore(self.platform, list(entities or [DEFAULT_ENTITY]), ack_delay=ack_delay)
+        self.store = PastellStore(self.platform, list(entities or [DEFAULT_ENTITY]), ack_delay=ack_delay,
+                                  reply_delay=reply_delay)
         self._exchanges: list[Exchange] = []
 
     def stop(self) -> None:
@@ -131,7 +143,8 @@ class PastellSimulator(HttpSimulator[PastellFault]):
     # -- control ------------------------------------------------------------------------
 
     def followup(self, id_acte: str, code: str) -> dict[str, str]:
-        """The préfecture sends ``code`` (2-1, 3-1, 4-1, 5-1) about the acknowledged act ``id_acte``."""
+        """The préfecture sends ``code`` (2-1, 3-1, 4-1, 5-1) about the acknowledged act ``id_acte``:
+        ``message_id``, ``code``, ``name``, ``id_d`` (the message's document) and ``acte_id_d``."""
         return self.store.followup(id_acte, code)
 
     def publish_classification(self, day: date | str) -> None:
@@ -144,13 +157,14 @@ class PastellSimulator(HttpSimulator[PastellFault]):
 
     def received(self) -> dict[str, Any]:
         """``by_act``: transmissions that reached the ministry per act (``SIREN:NUMERO:DATE``,
-        refused duplicates included); ``documents``: Pastell documents per act; ``calls``: requests
-        per operation (``action:<name>`` for actions); ``statuses``: answers per HTTP status."""
+        refused duplicates included); ``documents``: Pastell documents per act; ``answers``: answers to
+        letters the TdT took, per ``IDActe:code``; ``calls``: requests per operation (``action:<name>``
+        for actions); ``statuses``: answers per HTTP status."""
         with self._lock:
             calls, statuses = dict(self._calls), dict(Counter(e.status for e in self._exchanges))
         counts = self.platform.counts()
-        return {"by_act": counts["by_act"], "documents": self.store.act_counts(), "calls": calls,
-                "statuses": statuses}
+        return {"by_act": counts["by_act"], "documents": self.store.act_counts(),
+                "answers": self.store.answer_counts(), "calls": calls, "statuses": statuses}
 
     def exchanges(self) -> list[Exchange]:
         """Every answer given so far (unanswered calls aside), oldest first."""

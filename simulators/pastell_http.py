@@ -231,14 +231,10 @@ class PastellHandler(BaseSimHandler):
                 return Reply(200, body=content, content_type="application/octet-stream",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
             case "getDocumentExternalData":
-                if params["field"] != "type_piece":
-                    raise PastellError(400, f"Type {params['field']} introuvable")
-                return Reply(200, store.type_pieces(id_e, id_d))
+                return Reply(200, store.type_pieces(id_e, id_d, params["field"]))
             case "patchDocumentExternalData":
-                if params["field"] != "type_piece":
-                    raise PastellError(400, f"Type {params['field']} introuvable")
                 _, lists, _ = self._form(body)
-                return Reply(200, store.set_type_piece(id_e, id_d, lists.get("type_pj", [])))
+                return Reply(200, store.set_type_piece(id_e, id_d, params["field"], lists.get("type_pj", [])))
             case "postDocumentAction":
                 return Reply(201, store.action(id_e, id_d, params["action"]))
             case "listConnecteur":

@@ -11,6 +11,15 @@ is next read: ``acquiter-tdt`` with the ``aractes``, ``bordereau``, ``acte_tampo
 — <IDActe>" and the name of the file it stands for: the TdT's real stamp is written on the PDF it
 received), or ``erreur-verif-tdt`` with the TdT's message.  Refusals are raised as
 :class:`simulators.pastell_form.PastellError` with the HTTP status and Pastell's wording.
+
+A message of the préfecture (:meth:`PastellStore.followup`) becomes an ``actes-reponse-prefecture``
+document, as Pastell's TdT connector files it, and the act's document links to it
+(``reponse_prefecture_file``, ``has_reponse_prefecture``).  ``send-reponse-prefecture`` hands the
+answer written on it to the TdT, which checks it strictly (a PDF ``reponse``; a refusal only to a 3-1
+or 4-1; further documents only with a 3-4; one answer per letter), counts it per act and code, and
+``reply_delay`` seconds later (when the document is next read) ``verif-reponse-tdt`` brings the
+ministry's ARPieceComplementaire (3-5) or ARReponseRejetLettreObservations (4-5) as
+``acquittement_file``; an answer to a courrier simple (2-2) gets none: the document ends ``termine``.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,14 +43,14 @@ from simulators import legality_messages as messages
 from simulators.legality_platform import Platform
 from simulators.legality_soap import LegalityFault
 from simulators.pastell_form import (
-    ACTES_FORM,
-    EDITABLE_FROM,
     FLOW,
-    FOLLOWUP_FIELDS,
     IN_TDT,
+    LIBELLES,
+    TYPE_REPONSE,
     Entity,
     PastellDocument,
     PastellError,
+    ResponseDocument,
     now,
 )
 from simulators.pdf import make_pdf
@@ -56,10 +66,14 @@ _TRUE = ("1", "on", "true", "oui")
 class PastellStore:
     """Entities and documents in memory (files in a temporary folder), thread-safe."""
 
-    def __init__(self, platform: Platform, entities: list[Entity], *, ack_delay: float = 0.0) -> None:
+    def __init__(self, platform: Platform, entities: list[Entity], *, ack_delay: float = 0.0,
+                 reply_delay: float | None = None) -> None:
         self.platform = platform
         self.entities = {e.id_e: e for e in entities}
         self.ack_delay = ack_delay
+        self.reply_delay = ack_delay if reply_delay is None else reply_delay
+        #: answers to letters the TdT took, per ``IDActe:code``
+        self.answers: Counter[str] = Counter()
         #: the classification date the TdT stamps acts with (ClassificationDateVersion)
         self.tdt_classification_date = platform.classification_date
         self._folder = tempfile.TemporaryDirectory(prefix="hent-pastell-")
@@ -96,18 +110,17 @@ class PastellStore:
         """Documents of an entity, newest first, filtered by type, indexed field, state or text."""
         with self._lock:
             self.entity(id_e)
-            if query.get("type") not in (None, "", FLOW):
-                return []
             found = []
             for document in self._documents.values():
-                if document.id_e != id_e:
+                if document.id_e != id_e or query.get("type") not in (None, "", document.flow):
                     continue
                 self._collect(document)
-                if query.get("numero_de_lacte") and document.data.get("numero_de_lacte") != query["numero_de_lacte"]:
+                if any(query.get(name) and document.data.get(name) != query[name]
+                       for name in ("numero_de_lacte", "type_reponse", "acte_unique_id")):
                     continue
                 if query.get("lastetat") and document.last != query["lastetat"]:
                     continue
-                if query.get("search") and query["search"].lower() not in document.data.get("objet", "").lower():
+                if query.get("search") and query["search"].lower() not in document.title().lower():
                     continue
                 found.append(document)
             found.sort(key=lambda d: (d.actions[-1]["date"], int(d.id_d, 36)), reverse=True)
@@ -122,21 +135,36 @@ class PastellStore:
                 raise PastellError(404, "Ce fichier n'existe pas")
             return stored.name, stored.path.read_bytes()
 
-    def type_pieces(self, id_e: str, id_d: str) -> dict[str, Any]:
+    def type_pieces(self, id_e: str, id_d: str, field: str) -> dict[str, Any]:
         with self._lock:
-            document = self._document(id_e, id_d)
-            nature = int(document.data.get("acte_nature") or 0)
-            labels = {code: code for code in sorted(self.platform.classification.type_codes_for(nature))}
-            pieces = document.names("arrete") + document.names("autre_document_attache")
+            document = self._typed(id_e, id_d, field)
+            pieces = document.pieces()
             if not pieces:
                 raise PastellError(400, "La pièce principale n'est pas présente")
-            return {"actes_type_pj_list": labels, "pieces": pieces}
+            return {"actes_type_pj_list": {code: code for code in sorted(self._type_codes(document))},
+                    "pieces": pieces}
+
+    def _typed(self, id_e: str, id_d: str, field: str) -> PastellDocument:
+        document = self._document(id_e, id_d)
+        if field != document.typology_field():
+            raise PastellError(400, f"Type {field} introuvable")
+        return document
+
+    def _type_codes(self, document: PastellDocument) -> set[str]:
+        return set(self.platform.classification.type_codes_for(int(document.data.get("acte_nature") or 0)))
+
+    def answer_counts(self) -> dict[str, int]:
+        """Answers to letters the TdT took, per ``IDActe:code``."""
+        with self._lock:
+            return dict(self.answers)
 
     def act_counts(self) -> dict[str, int]:
         """Pastell documents per act (SIREN:NUMERO:DATE), once their number and date are set."""
         counts: dict[str, int] = {}
         with self._lock:
             for document in self._documents.values():
+                if document.flow != FLOW:
+                    continue
                 numero, day = document.data.get("numero_de_lacte"), document.data.get("date_de_lacte")
                 if numero and day:
                     key = f"{self.entities[document.id_e].siren}:{numero}:{day}"
@@ -151,18 +179,21 @@ class PastellStore:
             if flow != FLOW:
                 raise PastellError(400, f"Le type {flow} n'existe pas sur cette plateforme")
             created = now()
-            id_d = _base36(next(self._ids) * 7919 + 1_000_000)
+            id_d = self._new_id()
             document = PastellDocument(id_d, id_e, created, created)
             document.act("creation", "Création du document")
             self._documents[id_d] = document
             return {**document.detail(), "id_d": id_d}
+
+    def _new_id(self) -> str:
+        return _base36(next(self._ids) * 7919 + 1_000_000)
 
     def modify(self, id_e: str, id_d: str, form: dict[str, str]) -> dict[str, Any]:
         """PATCH: the fields the form knows are set (others ignored, as Pastell does)."""
         with self._lock:
             document = self._editable(id_e, id_d)
             for name, value in form.items():
-                rule = ACTES_FORM.get(name)
+                rule = document.form.get(name)
                 if rule is None or rule.kind == "file" or name == "type_piece":
                     continue
                 document.data[name] = ("1" if value.strip().lower() in _TRUE else "0") if rule.kind == "checkbox" \
@@ -172,7 +203,7 @@ class PastellStore:
     def add_file(self, id_e: str, id_d: str, name: str, num: int, file_name: str, content: bytes) -> dict[str, Any]:
         with self._lock:
             document = self._editable(id_e, id_d)
-            rule = ACTES_FORM.get(name)
+            rule = document.form.get(name)
             if rule is None or rule.kind != "file":
                 raise PastellError(400, f"Le champ {name} n'est pas un fichier de ce document")
             if not file_name:
@@ -180,16 +211,28 @@ class PastellStore:
             document.put(self.folder, name, file_name, content, num if rule.multiple else 0)
             return self._modified(document, f"Ajout du fichier {Path(file_name).name}")
 
-    def set_type_piece(self, id_e: str, id_d: str, codes: list[str]) -> dict[str, Any]:
+    def set_type_piece(self, id_e: str, id_d: str, field: str, codes: list[str]) -> dict[str, Any]:
         with self._lock:
-            document = self._editable(id_e, id_d)
-            pieces = document.names("arrete") + document.names("autre_document_attache")
-            if not document.names("arrete"):
+            document = self._typed(id_e, id_d, field)
+            if not document.editable():
+                raise PastellError(403, f"L'action « modification »  n'est pas permise : last-action ({document.last})")
+            pieces = document.pieces()
+            if not document.names(document.main_field):
                 raise PastellError(400, "La pièce principale n'est pas présente")
             if not codes:
                 raise PastellError(400, "Aucun type_pj fourni")
             if len(codes) != len(pieces):
                 raise PastellError(400, f"{len(codes)} type(s) de pièce pour {len(pieces)} pièce(s)")
+            if isinstance(document, ResponseDocument):
+                unknown = sorted(set(codes) - self._type_codes(document))
+                if unknown:
+                    raise PastellError(400, f"Le type de pièce {unknown[0]} n'existe pas pour la nature "
+                                            f"{document.data.get('acte_nature')}")
+                suffix = f"_{document.libelle}"
+                document.data[f"type_piece{suffix}"] = f"{len(codes)} fichier(s) typé(s)"
+                document.data[f"type_acte{suffix}"] = codes[0]
+                document.data[f"type_pj{suffix}"] = json.dumps(codes[1:])
+                return self._modified(document, "Modification de la typologie des pièces")
             document.data["type_piece"] = f"{len(codes)} fichier(s) typé(s)"
             document.data["type_acte"] = codes[0]
             document.data["type_pj"] = json.dumps(codes[1:])
@@ -197,7 +240,7 @@ class PastellStore:
 
     def _editable(self, id_e: str, id_d: str) -> PastellDocument:
         document = self._document(id_e, id_d)
-        if document.last not in EDITABLE_FROM:
+        if not document.editable():
             raise PastellError(403, f"L'action « modification »  n'est pas permise : last-action "
                                     f"({document.last})")
         return document
@@ -215,10 +258,9 @@ class PastellStore:
         with self._lock:
             document = self._document(id_e, id_d)
             if name not in document.possible():
-                rule = "document_is_valide" if document.last in EDITABLE_FROM else "last-action"
-                problem = document.problem() if rule == "document_is_valide" else None
-                raise PastellError(400, f"L'action « {name} »  n'est pas permise : {rule}"
-                                        + (f" ({problem})" if problem else ""))
+                raise PastellError(400, f"L'action « {name} »  n'est pas permise : {document.why_not(name)}")
+            if isinstance(document, ResponseDocument):
+                return self._response_action(document, name)
             if name == "send-tdt":
                 return self._transmit(document)
             if name == "annulation-tdt":
@@ -285,8 +327,11 @@ class PastellStore:
         return {"result": True, "message": "Une notification d'annulation a été envoyée au contrôle de légalité"}
 
     def _collect(self, document: PastellDocument) -> None:
-        """What Pastell's ``verif-tdt`` and ``verif-annulation-tdt`` jobs would have found by now."""
-        if document.last in IN_TDT and "tedetis_transaction_id" in document.data:
+        """What Pastell's ``verif-tdt``, ``verif-annulation-tdt`` and ``verif-reponse-tdt`` jobs would have
+        found by now."""
+        if isinstance(document, ResponseDocument):
+            self._collect_answer(document)
+        elif document.last in IN_TDT and "tedetis_transaction_id" in document.data:
             transaction = self.platform.transaction(document.data["tedetis_transaction_id"])
             status = self.platform.status(document.data["tedetis_transaction_id"])
             if transaction is None or status == "TRANSMITTED":
@@ -315,38 +360,120 @@ class PastellStore:
     # -- the préfecture's and the TdT's side --------------------------------------------------
 
     def followup(self, id_acte: str, code: str) -> dict[str, str]:
-        """The préfecture writes about an acknowledged act; Pastell keeps it in the code's block."""
-        kind = FOLLOWUP_FIELDS.get(code)
+        """The préfecture writes about an acknowledged act: the TdT files the message (the ministry's package)
+        as an actes-reponse-prefecture document of the act's entity, and links the act to it."""
+        kind = TYPE_REPONSE.get(code)
         if kind is None:
-            raise ValueError(f"Pastell keeps no field for a {code} message; one of {', '.join(FOLLOWUP_FIELDS)}")
+            raise ValueError(f"Pastell files no {code} message as a document; one of {', '.join(TYPE_REPONSE)}")
         with self._lock:
             for document in self._documents.values():
                 self._collect(document)
-            found = [d for d in self._documents.values() if d.data.get("acte_unique_id") == id_acte]
+            found = [d for d in self._documents.values() if d.flow == FLOW and d.data.get("acte_unique_id") == id_acte]
             if not found:
                 raise KeyError(f"no document acknowledged with IDActe {id_acte}")
-            document = found[-1]
+            act, libelle = found[-1], LIBELLES[kind]
+            entity = self.entities[act.id_e]
             message = self.platform.followup(id_acte, code)
-            package = io.BytesIO()
-            with tarfile.open(fileobj=package, mode="w:gz") as tar:
-                for name, content in ((message.name, message.content), *message.attachments.items()):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(content)
-                    tar.addfile(info, io.BytesIO(content))
-            document.put(self.folder, kind, f"{message.name.removesuffix('.xml')}.tar.gz", package.getvalue())
-            for num, (name, content) in enumerate(((message.name, message.content), *message.attachments.items())):
-                document.put(self.folder, f"{kind}_unzip", name, content, num)
-            document.data.update({f"has_{kind}": "1", f"{kind}_id": message.message_id,
-                                  f"{kind}_date": message.day.isoformat()})
-            waits = code in ("2-1", "3-1", "4-1")
-            document.act("attente-reponse-prefecture" if waits else "verif-reponse-tdt",
-                      "Réponse à la préfecture attendue" if waits else "Message de la préfecture récupéré")
-            return {"message_id": message.message_id, "code": code, "name": message.name, "id_d": document.id_d}
+            envelope = (f"{TDT_QUADRIGRAM}--SPREF{entity.departement}{entity.arrondissement}-{entity.siren}-"
+                        f"{message.day:%Y%m%d}-{next(self._serials)}.xml")
+            files = {envelope: messages.enveloppe_misillcl(entity.departement, entity.siren, [message.name],
+                                                           arrondissement=entity.arrondissement),
+                     message.name: message.content, **message.attachments}
+            created = now()
+            letter = ResponseDocument(self._new_id(), act.id_e, created, created, id_acte=id_acte,
+                                      letter_day=message.day)
+            letter.act("creation", "Création du document")
+            letter.data.update({
+                "acte_nature": act.data.get("acte_nature", ""), "numero_de_lacte": act.data.get("numero_de_lacte", ""),
+                "type_reponse": kind, "related_transaction_id": act.data.get("tedetis_transaction_id", ""),
+                "transaction_id": message.message_id, "last_status_id": "7", f"has_{libelle}": "1", "date": created,
+                "url_acte": f"/Document/detail?id_d={act.id_d}&id_e={act.id_e}",
+            })
+            letter.put(self.folder, "reponse_prefecture", f"{libelle}.tar.gz", _package(files))
+            for num, name in enumerate(sorted(files)):
+                letter.put(self.folder, "reponse_prefecture_unzip", name, files[name], num)
+            waits = kind != "5"
+            letter.act("attente-reponse-prefecture" if waits else "termine", "Attente d'une réponse" if waits
+                       else "Ce type de réponse de la préfecture ne prévoit pas de retour")
+            self._documents[letter.id_d] = letter
+            linked = act.files.get("reponse_prefecture_file") or [None]
+            links = json.loads(linked[0].path.read_bytes()) if linked[0] is not None else {}
+            links[kind] = f"/Document/detail?id_d={letter.id_d}&id_e={act.id_e}"  # one link per type, as Pastell
+            act.put(self.folder, "reponse_prefecture_file", "reponse_prefecture.json", json.dumps(links).encode())
+            act.data["has_reponse_prefecture"] = "1"
+            return {"message_id": message.message_id, "code": code, "name": message.name, "id_d": letter.id_d,
+                    "acte_id_d": act.id_d}
+
+    def _response_action(self, document: ResponseDocument, name: str) -> dict[str, Any]:
+        if name == "repondre":  # ActeReponsePrefectureRepondre: sets the box, writes no action
+            document.data["repondre"] = "1"
+            return {"result": True, "message": "Réponse à la préfecture en cours de rédaction"}
+        if name == "send-reponse-prefecture":
+            return self._send_answer(document)
+        if name == "supression":
+            del self._documents[document.id_d]
+            return {"result": True, "message": "Le document a été supprimé"}
+        return {"result": True, "message": f"La transaction a comme statut : {document.last}"}
+
+    def _send_answer(self, document: ResponseDocument) -> dict[str, Any]:
+        """``send-reponse-prefecture``: the TdT checks the answer and posts it (400 with its words if not)."""
+        kind, refusal = document.data.get("type_reponse", ""), document.data.get("refus_reponse") == "1"
+        main = [f for f in document.files.get("reponse", []) if f is not None]
+        further = [f for f in document.files.get("reponse_pj_demande_piece_complementaire", []) if f is not None]
+
+        def refuse(why: str) -> PastellError:
+            return PastellError(400, f"Erreur lors de la transmission, le TdT a répondu : KO {why}")
+
+        not_pdf = [f.name for f in main[:1] + (further if kind == "3" else [])
+                   if f.path.read_bytes()[:5] != b"%PDF-"]
+        if not_pdf:
+            raise refuse(f"{not_pdf[0]} n'est pas un fichier PDF")
+        if refusal and kind not in ("3", "4"):
+            raise refuse("un refus ne répond qu'à une demande de pièces complémentaires ou à une lettre "
+                         "d'observations")
+        if further and (kind != "3" or refusal):
+            raise refuse("des pièces complémentaires ne se joignent qu'à la réponse à une demande de pièces "
+                         "complémentaires")
+        if document.answer_code is not None:
+            raise refuse("une réponse a déjà été envoyée pour ce courrier")
+        code = {"2": "2-2", "3": "3-3" if refusal else "3-4", "4": "4-3" if refusal else "4-4"}[kind]
+        self.answers[f"{document.id_acte}:{code}"] += 1
+        document.answer_code, document.answer_due = code, time.monotonic() + self.reply_delay
+        document.data["response_transaction_id"] = f"{document.data.get('transaction_id', document.id_d)}-R"
+        document.act("send-reponse-prefecture", "Réponse envoyée à la préfecture")
+        return {"result": True, "message": "Réponse envoyée à la préfecture"}
+
+    def _collect_answer(self, document: ResponseDocument) -> None:
+        """``verif-reponse-tdt``: the ministry's 3-5 or 4-5 once due; a 2-2 gets none (``termine``)."""
+        due = document.answer_due
+        if document.last != "send-reponse-prefecture" or due is None or time.monotonic() < due:
+            return
+        code = document.answer_code or ""
+        if code not in messages.RESPONSE_ACKS:
+            document.act("termine", "Ce type de réponse de la préfécture ne prévoit pas d'acquittement")
+            return
+        today = date.today()
+        content = messages.ar_reponse(code, document.id_acte, document.letter_day or today, today)
+        name = f"{document.data.get('numero_de_lacte', document.id_d)}-ar-{document.libelle}.xml"
+        document.put(self.folder, "acquittement_file", name, content)
+        document.data["has_acquittement"] = "1"
+        document.act("verif-reponse-tdt", f"Réception d'un message ({document.libelle}) de la préfecture")
 
     def tdt_classification(self) -> tuple[str, bytes]:
         """The 7-2 the TdT connector keeps (``classification_file``), dated as the TdT knows it."""
         content = messages.retour_classification(self.platform.classification_bytes, self.tdt_classification_date)
         return "classification.xml", content
+
+
+def _package(files: dict[str, bytes]) -> bytes:
+    """A flat tar.gz of ``files``, as the ministry sends its messages."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.USTAR_FORMAT) as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(content), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
 
 
 def _base36(number: int) -> str:

@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 import requests
 import yaml
+from lxml import etree
 
 from bus.circuit import OPEN, Circuit
 from bus.config import load_config
@@ -25,7 +26,9 @@ from routes.check import probe_connectors
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_deliberation
 from simulators.pastell import PastellSimulator
+from simulators.pdf import make_pdf
 from tests.harness import REFERENCE, ledger_outcome, reference_or_skip, run_cli, run_until_idle, write_config
+from tests.integration.test_responses_loop import awaiting, drop_response
 
 FAST = RetryPolicy(max_attempts=6, first_delay=0.05, max_delay=0.3)
 TODAY = date.today()
@@ -288,6 +291,161 @@ def test_the_classification_kept_by_the_tdt_connector_is_read(tmp_path: Path, pa
     assert result.stdout.splitlines()[0].startswith(f"214400152: classification of {TODAY}, received from the")
 
 
+# -- answering the préfecture's letters ----------------------------------------------------------
+
+def assert_ministry_valid(message: bytes) -> None:
+    """A message of the ministry passes its actesv1_1.xsd (Hent's own schema covers what a collectivité
+    sends, not the ministry's receipts), when the reference is at hand."""
+    xsd = REFERENCE / "actes" / "xsd" / "actesv1_1.xsd"
+    if not xsd.is_file():
+        return
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    schema = etree.XMLSchema(etree.parse(str(xsd), parser))
+    assert schema.validate(etree.fromstring(message, parser)), schema.error_log
+
+
+def pastell_answers_config(workspace: Path, simulator: PastellSimulator) -> Path:
+    """Pastell as the préfecture's endpoint, and a source of response bundles routed to it."""
+    path = pastell_config(workspace, simulator)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["bus"]["follow_ups"] = "0.2s"
+    config["connectors"]["reponses"] = {"type": "folder", "path": str(workspace / "drop" / "reponses"),
+                                        "pattern": "*.json", "poll": "0.2s",
+                                        "ready": {"min_age": "0s", "stable": False}}
+    config["routes"].append({"name": "reponses", "from": "reponses", "transform": "response", "to": "prefecture"})
+    (workspace / "drop" / "reponses").mkdir(parents=True)
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def letter_received(workspace: Path, pastell: PastellSimulator, config_path: Path, numero: str, letter: str
+                    ) -> tuple[str, str]:
+    """An act acknowledged through Pastell and a letter of the préfecture about it, received by the bus:
+    (IDActe, the letter's actes-reponse-prefecture document)."""
+    drop_deliberation(workspace / BUNDLE, numero, decision=TODAY)
+    [delivery] = run(config_path)[f"{numero}.json"]["deliveries"]
+    assert delivery.state == "ACKNOWLEDGED"
+    id_acte = str(delivery.id_acte)
+    letter_id = pastell.followup(id_acte, letter)["id_d"]
+    run(config_path)
+    assert any(name.startswith(f"{numero}.") and name.endswith(f".{letter}.xml") for name in replies(workspace))
+    assert [(a["id_acte"], a["code"]) for a in awaiting(config_path)] == [(id_acte, letter)]
+    return id_acte, letter_id
+
+
+@pytest.mark.parametrize(("letter", "answer", "receipt", "documents", "last"), [
+    ("3-1", "3-4", "3-5", 2, "verif-reponse-tdt"),
+    ("4-1", "4-3", "4-5", 1, "verif-reponse-tdt"),
+    ("2-1", "2-2", None, 1, "termine"),
+])
+def test_a_letter_answered_through_pastell_is_acknowledged_by_the_ministrys_receipt(
+    tmp_path: Path, pastell: PastellSimulator, letter: str, answer: str, receipt: str | None, documents: int,
+    last: str,
+) -> None:
+    # Given an act acknowledged through Pastell and a letter of the préfecture about it, received by the bus
+    config_path = pastell_answers_config(tmp_path, pastell)
+    id_acte, letter_id = letter_received(tmp_path, pastell, config_path, "DEL2026_420", letter)
+    # When the software drops its answer
+    drop_response(tmp_path, "REP_420", id_acte, answer, documents=documents)
+    outcome = run(config_path)["REP_420.json"]
+    # Then Pastell took it on the letter's document, and the ministry's receipt (if it sends one) came back
+    assert outcome["doc"].state == "ROUTED", outcome["doc"].reason
+    [sent] = outcome["deliveries"]
+    assert (sent.state, sent.id_acte, sent.remote_id) == ("ACKNOWLEDGED", id_acte, letter_id)
+    document = pastell.document(letter_id)
+    assert (document["info"]["type"], document["last_action"]["action"]) == ("actes-reponse-prefecture", last)
+    data = document["data"]
+    assert data["reponse"] == "REP_420_1.pdf" and data["repondre"] == "1"
+    if answer != "2-2":
+        assert data["refus_reponse"] == ("1" if answer == "4-3" else "0")
+    if documents > 1:
+        assert data["reponse_pj_demande_piece_complementaire"] == "REP_420_2.pdf"
+    folder = tmp_path / "drop" / "reponses" / "replies"
+    names = sorted(p.name for p in folder.iterdir())
+    summary = json.loads((folder / "REP_420.1.json").read_text())
+    assert summary["state"] == "ACKNOWLEDGED"
+    if receipt is None:  # the ministry acknowledges no 2-2
+        assert [n for n in names if n.endswith(".xml")] == [] and "has_acquittement" not in data
+    else:
+        assert f"REP_420.1.{receipt}.xml" in names, names
+        assert summary["message"]["code"] == receipt
+        message = (folder / f"REP_420.1.{receipt}.xml").read_bytes()
+        assert id_acte.encode() in message and data["has_acquittement"] == "1"
+        assert_ministry_valid(message)
+    # and the letter no longer awaits an answer; Pastell received the answer once
+    assert awaiting(config_path) == []
+    assert pastell.received()["answers"] == {f"{id_acte}:{answer}": 1}
+    run(config_path)  # the polls that follow bring nothing new
+    assert sorted(p.name for p in folder.iterdir()) == names
+    assert_conforms(pastell)
+
+
+def test_a_reply_lost_after_pastell_sent_the_answer_is_followed_not_sent_twice(
+    tmp_path: Path, pastell: PastellSimulator
+) -> None:
+    config_path = pastell_answers_config(tmp_path, pastell)
+    id_acte, letter_id = letter_received(tmp_path, pastell, config_path, "DEL2026_421", "3-1")
+    pastell.inject("lost_reply", operation="action:send-reponse-prefecture", count=1)
+    drop_response(tmp_path, "REP_421", id_acte, "3-4", documents=1)
+    [sent] = run(config_path)["REP_421.json"]["deliveries"]
+    assert (sent.state, sent.remote_id) == ("ACKNOWLEDGED", letter_id)
+    received = pastell.received()
+    assert received["answers"] == {f"{id_acte}:3-4": 1}
+    assert received["calls"]["action:send-reponse-prefecture"] == 1 and received["calls"]["action:repondre"] == 1
+    assert "REP_421.1.3-5.xml" in [p.name for p in (tmp_path / "drop" / "reponses" / "replies").iterdir()]
+
+
+def test_pastell_refuses_an_answer_its_tdt_could_not_send(tmp_path: Path, pastell: PastellSimulator) -> None:
+    # Given an acknowledged act with a courrier simple and a lettre d'observations about it
+    drop_deliberation(tmp_path / BUNDLE, "DEL2026_422", decision=TODAY)
+    [delivery] = run(pastell_config(tmp_path, pastell))["DEL2026_422.json"]["deliveries"]
+    courrier = pastell.followup(str(delivery.id_acte), "2-1")["id_d"]
+    lettre = pastell.followup(str(delivery.id_acte), "4-1")["id_d"]
+    base, good = f"{pastell.url}/api/v2/entite/1/document", {"Authorization": f"Bearer {TOKEN}"}
+
+    def call(method: str, path: str, **options: Any) -> requests.Response:
+        return requests.request(method, f"{base}/{path}", headers=good, timeout=5, **options)
+
+    def upload(id_d: str, field: str, content: bytes, num: int = 0) -> None:
+        call("POST", f"{id_d}/file/{field}/{num}", files={"file_content": ("reponse.pdf", content)},
+             data={"file_name": "reponse.pdf"}).raise_for_status()
+
+    def send(id_d: str) -> str:
+        answer = call("POST", f"{id_d}/action/send-reponse-prefecture")
+        return "sent" if answer.status_code == 201 else answer.json()["error-message"]
+
+    links = json.loads(call("GET", f"{delivery.remote_id}/file/reponse_prefecture_file/0").content)
+    assert links == {"2": f"/Document/detail?id_d={courrier}&id_e=1", "4": f"/Document/detail?id_d={lettre}&id_e=1"}
+    # an answer not opened (repondre), a reponse that is not a PDF, a refusal of a courrier simple: refused
+    assert send(courrier).endswith("n'est pas permise : content (repondre)")
+    assert call("POST", f"{courrier}/action/repondre").status_code == 201
+    assert call("POST", f"{courrier}/action/repondre").status_code == 400  # once
+    upload(courrier, "reponse", b"not a PDF")
+    call("PATCH", f"{courrier}/externalData/type_piece_courrier_simple", data={"type_pj[]": ["99_DE"]})
+    assert send(courrier).endswith("KO reponse.pdf n'est pas un fichier PDF")
+    upload(courrier, "reponse", make_pdf(["Réponse"]))
+    call("PATCH", courrier, data={"refus_reponse": "1"}).raise_for_status()
+    assert send(courrier).endswith("KO un refus ne répond qu'à une demande de pièces complémentaires ou à une "
+                                   "lettre d'observations")
+    call("PATCH", courrier, data={"refus_reponse": "0"}).raise_for_status()
+    assert send(courrier) == "sent"
+    assert send(courrier).endswith("n'est pas permise : last-action")  # once
+    # further documents with an answer to a lettre d'observations, a typology of another nature: refused
+    call("POST", f"{lettre}/action/repondre").raise_for_status()
+    upload(lettre, "reponse", make_pdf(["Réponse"]))
+    upload(lettre, "reponse_pj_demande_piece_complementaire", make_pdf(["Annexe"]))
+    typology = f"{lettre}/externalData/type_piece_lettre_observation"
+    assert call("PATCH", typology, data={"type_pj[]": ["99_DE", "99_DE"]}).json()["error-message"] == (
+        "2 type(s) de pièce pour 1 pièce(s)")
+    assert call("PATCH", typology, data={"type_pj[]": ["99_AI"]}).json()["error-message"] == (
+        "Le type de pièce 99_AI n'existe pas pour la nature 1")
+    assert call("PATCH", typology, data={"type_pj[]": ["99_DE"]}).json()["formulaire_ok"] == 1
+    assert send(lettre).endswith("KO des pièces complémentaires ne se joignent qu'à la réponse à une demande de "
+                                 "pièces complémentaires")
+    assert pastell.received()["answers"] == {f"{delivery.id_acte}:2-2": 1}
+    assert_conforms(pastell)
+
+
 # -- the contract ----------------------------------------------------------------------------
 
 def _openapi() -> dict[str, Any]:
@@ -341,6 +499,14 @@ def check_against_openapi(document: dict[str, Any], exchange: Any) -> list[str]:
                          for error in validator.iter_errors(json.loads(exchange.body)))]
 
 
+def assert_conforms(pastell: PastellSimulator) -> None:
+    """Every answer the simulator gave so far conforms to the OpenAPI description (when it is at hand)."""
+    if REFERENCE.is_dir():
+        document = _openapi()
+        assert [problem for exchange in pastell.exchanges() for problem in check_against_openapi(document, exchange)
+                ] == []
+
+
 def test_every_answer_of_the_simulator_conforms_to_the_openapi_description(tmp_path: Path) -> None:
     document = _openapi()
     with PastellSimulator(token=TOKEN, ack_delay=0.1) as pastell:
@@ -350,7 +516,7 @@ def test_every_answer_of_the_simulator_conforms_to_the_openapi_description(tmp_p
         config_path = pastell_config(tmp_path, pastell, classification_connector="101")
         drop_deliberation(tmp_path / BUNDLE, "DEL2026_409", decision=TODAY)
         [delivery] = run(config_path)["DEL2026_409.json"]["deliveries"]
-        pastell.followup(delivery.id_acte, "4-1")
+        letter = pastell.followup(delivery.id_acte, "4-1")["id_d"]
         runtime = Runtime(load_config(config_path), Pipeline.for_runtime, retry=FAST, serve_http=False)
         try:
             assert runtime.answers.poll_follow_ups("prefecture") == 1
@@ -367,6 +533,11 @@ def test_every_answer_of_the_simulator_conforms_to_the_openapi_description(tmp_p
         requests.get(f"{base}/{delivery.remote_id}/externalData/nope", headers=good, timeout=5)
         requests.get(f"{base}/{delivery.remote_id}/file/arrete/9", headers=good, timeout=5)
         requests.get(f"{pastell.url}/api/v2/entite/1/connecteur", headers=good, timeout=5)
+        # and on the letter's document: an answer sent before it is written, a typology with no piece
+        requests.post(f"{base}/{letter}/action/send-reponse-prefecture", headers=good, timeout=5)
+        requests.get(f"{base}/{letter}/externalData/type_piece_lettre_observation", headers=good, timeout=5)
+        requests.post(f"{base}/{letter}/action/repondre", headers=good, timeout=5)
+        requests.get(f"{base}/{letter}", headers=good, timeout=5)
         exchanges = pastell.exchanges()
     operations = {e.operation for e in exchanges}
     assert operations == set(_PATHS), set(_PATHS) - operations

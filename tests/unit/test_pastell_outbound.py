@@ -291,10 +291,11 @@ def test_each_refusal_says_what_happens_next(tmp_path: Path, answer: Any, kind: 
     connector, _ = endpoint([("GET", DOCS, answer)])
     with pytest.raises(kind) as failed:
         connector.send(canonical(tmp_path))
-    assert failed.value.rule == rule and failed.value.connector == "prefecture"
-    assert getattr(failed.value, "alert", False) is (kind is TransientAlert)
+    error: Any = failed.value
+    assert error.rule == rule and error.connector == "prefecture"
+    assert getattr(error, "alert", False) is (kind is TransientAlert)
     if kind is RateLimited:
-        assert failed.value.retry_after == 120
+        assert error.retry_after == 120
 
 
 def test_a_bad_request_names_the_field_pastell_speaks_of(tmp_path: Path) -> None:
@@ -346,21 +347,259 @@ def test_pastells_actions_say_where_each_act_is(tmp_path: Path) -> None:
     assert gone.state == "UNKNOWN" and "inconnu" in gone.detail
 
 
-def test_the_prefectures_messages_are_the_unpacked_files_of_pastells_blocks() -> None:
-    letter = b"<actes:CourrierSimple/>"
-    connector, _ = endpoint([
-        ("GET", DOC, response(200, document("abc", "attente-reponse-prefecture", has_courrier_simple="1",
-                                            courrier_simple_id="M42", has_lettre_observation="1",
-                                            lettre_observation_id="M7"))),
-        ("GET", DOC + r"/file/courrier_simple_unzip/0",
-         response(200, content=letter, headers={"Content-Disposition": 'attachment; filename="a-2-1_3.xml"'})),
-        ("GET", DOC + r"/file/courrier_simple_unzip/1",
-         response(200, content=b"%PDF", headers={"Content-Disposition": 'attachment; filename="a-2-1_3_1.pdf"'})),
-        ("GET", DOC + r"/file/courrier_simple_unzip/2", response(404, {"status": "error", "error-message": "non"})),
+def named(content: bytes, name: str) -> requests.Response:
+    return response(200, content=content, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+MISSING = response(404, {"status": "error", "error-message": "Ce fichier n'existe pas"})
+
+
+def message_document(id_d: str, action: str = "attente-reponse-prefecture", message: str = "", **data: str
+                     ) -> dict[str, Any]:
+    """An actes-reponse-prefecture document as Pastell shows it."""
+    fields = {"numero_de_lacte": "DEL2026_042", "acte_nature": "1", "type_reponse": "3",
+              "related_transaction_id": "T42", **data}
+    return {"info": {"id_d": id_d, "type": "actes-reponse-prefecture"}, "data": fields,
+            "last_action": {"action": action, "message": message, "date": "2026-03-09 10:00:00"}}
+
+
+def test_the_prefectures_messages_are_the_documents_the_act_links_to_or_of_its_transaction() -> None:
+    # Given an act linked to two messages (one already recorded), and a third message of the same number found
+    # by a search, a fourth of another act of that number
+    links = json.dumps({"3": "/Document/detail?id_d=m3&id_e=12", "4": "/Document/detail?id_d=m4&id_e=12"})
+    package = b"\x1f\x8b" + b"gzip bytes"
+    connector, session = endpoint([
+        ("GET", DOC, response(200, document("abc", "acquiter-tdt", tedetis_transaction_id="T42",
+                                            reponse_prefecture_file="reponse_prefecture.json"))),
+        ("GET", DOC + r"/file/reponse_prefecture_file/0", named(links.encode(), "reponse_prefecture.json")),
+        ("GET", DOCS, response(200, [{"id_d": "m2"}, {"id_d": "m3"}, {"id_d": "other"}])),
+        ("GET", r"entite/12/document/m3", response(200, message_document("m3"))),
+        ("GET", r"entite/12/document/m3/file/reponse_prefecture/0", named(package, "demande_piece_complementaire")),
+        ("GET", r"entite/12/document/m2", response(200, message_document("m2", type_reponse="2"))),
+        ("GET", r"entite/12/document/m2/file/reponse_prefecture/0", MISSING),
+        ("GET", r"entite/12/document/m2/file/reponse_prefecture_unzip/0", named(b"%PDF", "a-2-1_3_1.pdf")),
+        ("GET", r"entite/12/document/m2/file/reponse_prefecture_unzip/1", named(b"<actes:CS/>", "a-2-1_3.xml")),
+        ("GET", r"entite/12/document/m2/file/reponse_prefecture_unzip/2", named(b"<actes:Env/>", "TACT--SP.xml")),
+        ("GET", r"entite/12/document/m2/file/reponse_prefecture_unzip/3", MISSING),
+        ("GET", r"entite/12/document/other", response(200, message_document("other", related_transaction_id="T7"))),
     ])
-    [message] = connector.messages("abc", known={"lettre_observation:M7"})
-    assert (message.message_id, message.name, message.data) == ("courrier_simple:M42", "a-2-1_3.xml", letter)
-    assert message.attachments == {"a-2-1_3_1.pdf": b"%PDF"}
+    # When the messages are asked for
+    found = connector.messages("abc", known={"m4"})
+    # Then each comes once, by its document: the ministry's package as it came, else the unpacked files
+    assert [(m.remote_id, m.message_id, m.name) for m in found] == [
+        ("abc", "m3", "demande_piece_complementaire.tar.gz"), ("abc", "m2", "a-2-1_3.xml")]
+    assert found[0].data == package and found[0].attachments == {}
+    assert (found[1].data, found[1].attachments) == (b"<actes:CS/>", {"a-2-1_3_1.pdf": b"%PDF"})
+    assert session.calls[2].params == {"type": "actes-reponse-prefecture", "numero_de_lacte": "DEL2026_042",
+                                       "limit": 100}
+    assert "GET entite/12/document/m4" not in session.paths()
+    assert "GET entite/12/document/other/file/reponse_prefecture/0" not in session.paths()
+
+
+def test_a_message_of_the_prefecture_has_no_messages_of_its_own() -> None:
+    connector, session = endpoint([("GET", DOC, response(200, message_document("abc")))])
+    assert connector.messages("abc", set()) == []
+    assert session.paths() == ["GET entite/12/document/abc"]
+
+
+# -- answers to the préfecture's letters ------------------------------------------------------
+
+LETTER = r"entite/12/document/m3"
+
+
+def canonical_answer(tmp_path: Path, code: str = "3-4", documents: int = 2, *, letter: str = "m3",
+                     names: list[str] | None = None) -> Artifact:
+    spool = tmp_path / "spool"
+    spool.mkdir(exist_ok=True)
+    described = []
+    for n in range(documents):
+        data = make_pdf([f"Réponse {code}", f"pièce {n + 1}"])
+        sha = hashlib.sha256(data).hexdigest()
+        (spool / sha).write_bytes(data)
+        described.append({"name": f"{ID_ACTE}-{code}_{n + 1}.pdf",
+                          "source_name": (names or [])[n] if names else f"REP_{n + 1}.pdf", "sha256": sha,
+                          "size": len(data)})
+    answer = {"format": "hent-canonical-response/1", "id_acte": ID_ACTE, "siren": "214400152", "code": code,
+              "letter_code": f"{code[0]}-1", "letter_date": DAY, "letter_id": letter, "documents": described}
+    path = tmp_path / f"{ID_ACTE}-{code}.json"
+    path.write_text(json.dumps(answer), encoding="utf-8")
+    return Artifact(name=path.name, path=path, sha256="x", kind="canonical-response", client_key=f"{ID_ACTE}-{code}",
+                    meta={}, blob=lambda sha: spool / sha)
+
+
+ANSWERED = [
+    ("POST", LETTER + r"/action/repondre", response(201, {"result": True, "message": ""})),
+    ("PATCH", LETTER, response(200, {"result": "ok", "formulaire_ok": 0, "message": "«Réponse» est obligatoire"})),
+    ("POST", LETTER + r"/file/reponse/0", response(201, {"result": "ok", "formulaire_ok": 0})),
+    ("POST", LETTER + r"/file/reponse_pj_demande_piece_complementaire/0", response(201, {"formulaire_ok": 0})),
+    ("PATCH", LETTER + r"/externalData/type_piece_demande_piece_complementaire",
+     response(200, {"result": "ok", "formulaire_ok": 1, "message": ""})),
+]
+
+
+def test_an_answer_is_written_on_the_letters_document_typed_and_sent(tmp_path: Path) -> None:
+    # Given a request for documents waiting for its answer, and a 3-4 of two documents
+    connector, session = endpoint([
+        ("GET", LETTER, response(200, message_document("m3"))), *ANSWERED,
+        ("POST", LETTER + r"/action/send-reponse-prefecture", response(201, {"result": True, "message": "envoyée"})),
+    ])
+    result = connector.send(canonical_answer(tmp_path))
+    # Then it is answered, not refused, on that document: the first document as reponse, the second as a further one
+    assert (result.state, result.remote_id) == ("SENT", "m3")
+    _, reply, form, first, second, types, _ = session.calls
+    assert reply.path == LETTER + "/action/repondre" and form.body == {"refus_reponse": "0"}
+    assert b'filename="REP_1.pdf"' in first.body and b"%PDF" in first.body
+    assert b'filename="REP_2.pdf"' in second.body
+    assert types.body == [("type_pj[]", "99_DE"), ("type_pj[]", "99_DE")]
+
+
+@pytest.mark.parametrize(("code", "kind", "form", "typology"), [
+    ("2-2", "2", None, "type_piece_courrier_simple"),
+    ("4-3", "4", {"refus_reponse": "1"}, "type_piece_lettre_observation"),
+    ("3-3", "3", {"refus_reponse": "1"}, "type_piece_demande_piece_complementaire"),
+])
+def test_each_answer_sets_its_refusal_and_typology(tmp_path: Path, code: str, kind: str, form: Any,
+                                                    typology: str) -> None:
+    connector, session = endpoint([
+        ("GET", LETTER, response(200, message_document("m3", "modification", type_reponse=kind, repondre="1"))),
+        ("PATCH", LETTER, response(200, {"result": "ok"})),
+        ("POST", LETTER + r"/file/reponse/0", response(201, {"result": "ok"})),
+        ("PATCH", LETTER + r"/externalData/" + typology, response(200, {"result": "ok", "formulaire_ok": 1})),
+        ("POST", LETTER + r"/action/send-reponse-prefecture", response(201, {"result": True})),
+    ], answers={"typology": "99_AU"})
+    assert connector.send(canonical_answer(tmp_path, code, 1)).remote_id == "m3"
+    patches = [c.body for c in session.calls if c.method == "PATCH" and c.path == LETTER]
+    assert patches == ([form] if form else [])  # a draft: repondre is not asked again
+    assert "POST entite/12/document/m3/action/repondre" not in session.paths()
+    assert session.calls[-2].body == [("type_pj[]", "99_AU")]
+
+
+@pytest.mark.parametrize("action", ["send-reponse-prefecture", "verif-reponse-tdt", "termine", "erreur-verif-tdt"])
+def test_a_letter_already_answered_is_followed_not_answered_again(tmp_path: Path, action: str) -> None:
+    connector, session = endpoint([("GET", LETTER, response(200, message_document("m3", action)))])
+    result = connector.send(canonical_answer(tmp_path))
+    assert (result.state, result.remote_id, result.detail) == ("SENT", "m3", f"already answered in Pastell ({action})")
+    assert session.paths() == ["GET entite/12/document/m3"]
+
+
+def test_a_lost_answer_to_send_reponse_prefecture_is_looked_up_before_anything_else(tmp_path: Path) -> None:
+    lost = requests.exceptions.ConnectionError(ConnectionResetError("reset by peer"))
+    connector, _ = endpoint([
+        ("GET", LETTER, response(200, message_document("m3"))), *ANSWERED,
+        ("POST", LETTER + r"/action/send-reponse-prefecture", lost),
+        ("GET", LETTER, response(200, message_document("m3", "send-reponse-prefecture"))),
+    ])
+    result = connector.send(canonical_answer(tmp_path))
+    assert (result.state, result.remote_id) == ("SENT", "m3")
+    assert result.detail == "sent to the préfecture though Pastell's answer was lost (send-reponse-prefecture)"
+
+
+def test_a_lost_answer_that_left_the_draft_unsent_is_raised_to_be_retried(tmp_path: Path) -> None:
+    lost = requests.exceptions.ReadTimeout("slow")
+    connector, _ = endpoint([
+        ("GET", LETTER, response(200, message_document("m3"))), *ANSWERED,
+        ("POST", LETTER + r"/action/send-reponse-prefecture", lost),
+        ("GET", LETTER, response(200, message_document("m3", "modification", repondre="1"))),
+    ])
+    with pytest.raises(TransientError) as failed:
+        connector.send(canonical_answer(tmp_path))
+    assert failed.value.rule == "pastell-timeout"
+
+
+def test_a_refused_send_leaves_a_draft_that_a_replay_resumes(tmp_path: Path) -> None:
+    said = {"status": "error", "error-message": "Erreur lors de la transmission, le TdT a répondu : KO pas un PDF"}
+    connector, _ = endpoint([
+        ("GET", LETTER, response(200, message_document("m3"))), *ANSWERED,
+        ("POST", LETTER + r"/action/send-reponse-prefecture", response(400, said)),
+    ])
+    with pytest.raises(DocumentError) as refused:
+        connector.send(canonical_answer(tmp_path))
+    assert refused.value.message.endswith(
+        f"KO pas un PDF): fix the act, then replay it; the answer 3-4 of act {ID_ACTE} to the letter m3 stays a draft "
+        "in Pastell document m3: a replay resumes it")
+
+
+@pytest.mark.parametrize("code", ["3-2", "4-2"])
+def test_an_acknowledgment_of_receipt_is_not_posted_pastells_tdt_sends_it(tmp_path: Path, code: str) -> None:
+    connector, session = endpoint([])
+    result = connector.send(canonical_answer(tmp_path, code, 0))
+    assert (result.state, result.remote_id) == ("DELIVERED", "m3")
+    assert "Pastell's TdT acknowledges the receipt of a letter itself" in result.detail
+    assert session.calls == []
+
+
+@pytest.mark.parametrize(("answer", "rule", "said"), [
+    ({"code": "4-4", "documents": 2}, "pastell-answer-documents", "Pastell takes one document for a 4-4"),
+    ({"code": "3-4", "documents": 1, "names": ["rapport.odt"]}, "pastell-answer-pdf",
+     "Pastell takes PDF answers only, not rapport.odt"),
+    ({"code": "5-2", "documents": 1}, "pastell-canonical", "'5-2' is not an answer to a letter"),
+    ({"code": "3-4", "documents": 1, "letter": ""}, "pastell-letter", "the answer names no letter"),
+])
+def test_what_pastells_answer_form_refuses_fails_before_any_call(tmp_path: Path, answer: dict[str, Any], rule: str,
+                                                                  said: str) -> None:
+    connector, session = endpoint([])
+    with pytest.raises(DocumentError) as refused:
+        connector.send(canonical_answer(tmp_path, **answer))
+    assert refused.value.rule == rule and said in refused.value.message
+    assert session.calls == []
+
+
+@pytest.mark.parametrize(("letter", "said"), [
+    (response(200, message_document("m3", type_reponse="4")),
+     "Pastell document m3 is a message of type 4, which a 3-4 does not answer (type 3)"),
+    (response(200, document("m3", "acquiter-tdt")), "Pastell document m3 is not a message of the préfecture"),
+    (response(404, {"status": "error", "error-message": "Le document m3 n'appartient pas à l'entité 12"}),
+     "entity 12 holds no document m3"),
+    (response(200, message_document("m3", "creation")), "Pastell document m3 is at 'creation', where it takes no"),
+])
+def test_an_answer_to_a_letter_pastell_does_not_hold_as_such_fails_without_writing(
+    tmp_path: Path, letter: requests.Response, said: str
+) -> None:
+    connector, session = endpoint([("GET", LETTER, letter)])
+    with pytest.raises(DocumentError) as refused:
+        connector.send(canonical_answer(tmp_path))
+    assert said in refused.value.message and refused.value.rule == "pastell-letter"
+    assert [c.method for c in session.calls] == ["GET"]
+
+
+def test_where_each_answer_is(tmp_path: Path) -> None:
+    receipt = b'<actes:ARPieceComplementaire xmlns:actes="http://www.interieur.gouv.fr/ACTES#v1.1-20040216"/>'
+    connector, _ = endpoint([
+        ("GET", r"entite/12/document/ack", response(200, message_document(
+            "ack", "verif-reponse-tdt", has_acquittement="1", acquittement_file="DEL2026_042-ar-x.xml"))),
+        ("GET", r"entite/12/document/ack/file/acquittement_file/0", named(receipt, "DEL2026_042-ar-x.xml")),
+        ("GET", r"entite/12/document/cs", response(200, message_document("cs", "send-reponse-prefecture",
+                                                                          type_reponse="2"))),
+        ("GET", r"entite/12/document/end", response(200, message_document("end", "termine", "sans acquittement"))),
+        ("GET", r"entite/12/document/ko", response(200, message_document("ko", "erreur-verif-tdt", "KO TdT"))),
+        ("GET", r"entite/12/document/wait", response(200, message_document("wait", "send-reponse-prefecture"))),
+    ])
+    ack, courrier, end, ko, wait = connector.statuses(["ack", "cs", "end", "ko", "wait"])
+    assert (ack.state, ack.message, ack.message_name) == ("ACKNOWLEDGED", receipt, "DEL2026_042-ar-x.xml")
+    assert (courrier.state, courrier.message) == ("ACKNOWLEDGED", None)
+    assert courrier.detail == "send-reponse-prefecture (no acknowledgment of a 2-2)"
+    assert (end.state, end.message, end.detail) == ("ACKNOWLEDGED", None, "termine: sans acquittement")
+    assert (ko.state, ko.detail) == ("REJECTED", "erreur-verif-tdt: KO TdT")
+    assert (wait.state, wait.detail) == ("IN_TRANSIT", "send-reponse-prefecture")
+
+
+def test_the_answers_flow_actions_and_fields_come_from_the_configuration(tmp_path: Path) -> None:
+    connector, session = endpoint([
+        ("GET", LETTER, response(200, {"info": {"id_d": "m3", "type": "reponse-pref"},
+                                       "data": {"nature_reponse": "4", "ouvert": "1"},
+                                       "last_action": {"action": "attente-reponse-prefecture"}})),
+        ("PATCH", LETTER, response(200, {"result": "ok"})),
+        ("POST", LETTER + r"/file/courrier/0", response(201, {"result": "ok"})),
+        ("PATCH", LETTER + r"/externalData/typo_lo", response(200, {"result": "ok"})),
+        ("POST", LETTER + r"/action/envoyer", response(201, {"result": True})),
+    ], answers={"flow": "reponse-pref", "reply_action": "ouvrir", "send_action": "envoyer",
+                "fields": {"type_reponse": "nature_reponse", "repondre": "ouvert", "reponse": "courrier",
+                           "refus_reponse": "refus", "type_piece_lettre_observation": "typo_lo"}})
+    assert connector.send(canonical_answer(tmp_path, "4-4", 1)).state == "SENT"
+    assert session.calls[1].body == {"refus": "0"}
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        PastellOutboundConfig.model_validate({"type": "pastell", "url": "https://pastell.example.org", "entity": 12,
+                                              "token": "t0ken-secret-value", "answers": {"fields": {"reponses": "x"}}})
 
 
 def test_the_stamped_files_and_the_bordereau_are_read_from_their_fields_under_pastells_names() -> None:
