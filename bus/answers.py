@@ -22,7 +22,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bus import metrics
-from bus.connector import AnsweringEndpoint, InboxEndpoint, InboxItem, OutboundConnector, RemoteMessage, RemoteStatus
+from bus.connector import (
+    ARCHIVE,
+    CANONICAL,
+    AnsweringEndpoint,
+    InboxEndpoint,
+    InboxItem,
+    OutboundConnector,
+    RemoteMessage,
+    RemoteStatus,
+)
 from bus.document import Answer
 from bus.errors import DocumentError, HentError
 from bus.ledger import DeliveryState
@@ -33,7 +42,8 @@ log = logging.getLogger(__name__)
 BATCH = 50  #: submissions asked about in one status call
 FOLLOW_UP_DAYS = 75  #: the préfet has two months to act on an act; a margin for the post
 #: the messages that end a delivery, and the state they end it in
-_FINAL = {"ARActe": "ACKNOWLEDGED", "AnomalieActe": "REJECTED", "AnomalieEnveloppe": "REJECTED"}
+_FINAL = {"ARActe": "ACKNOWLEDGED", "AnomalieActe": "REJECTED", "AnomalieEnveloppe": "REJECTED",
+          "DecpReceipt": "ACKNOWLEDGED", "DecpRejection": "REJECTED"}
 _WAIT = object()  #: a message to read again at the next poll
 #: the ministry's receipts of the collectivité's answers (3-5, 4-5): they end the answer's delivery
 _RESPONSE_RECEIVED = ("ARPieceComplementaire", "ARReponseRejetLettreObservations")
@@ -143,7 +153,7 @@ class AnswerPoller:
         sha = runtime.spool.put_bytes(data) if data else None
         if state == "ACKNOWLEDGED":
             id_acte = (answer.id_acte if answer else None) or delivery.id_acte
-            reason = f"{answer.kind if answer else 'acknowledgment'} {id_acte}"
+            reason = f"{answer.kind if answer else 'acknowledgment'} {id_acte or (answer and answer.detail) or ''}"
             if answer and answer.received_on:
                 reason += f" received on {answer.received_on}"
             fields = {"id_acte": id_acte}
@@ -272,7 +282,7 @@ class AnswerPoller:
         one (7-2) in the ledger; a 7-3 says the one kept is current.  The number of new ones."""
         runtime = self.runtime
         connector = runtime.endpoints[endpoint]
-        if not isinstance(connector, AnsweringEndpoint):
+        if not isinstance(connector, AnsweringEndpoint) or not _carries_acts(connector):
             return 0
         assert isinstance(connector, OutboundConnector)
         fresh = 0
@@ -422,12 +432,18 @@ class AnswerPoller:
     def _match(self, endpoint: str, answer: Answer) -> Any:
         """The delivery a message answers, by ``transformers.actes_in.MATCHING_RULE``."""
         ledger = self.runtime.ledger
-        for keys in ({"id_acte": answer.id_acte}, {"act": answer.act}, {"envelope_name": answer.envelope_name}):
+        for keys in ({"id_acte": answer.id_acte}, {"act": answer.act}, {"envelope_name": answer.envelope_name},
+                     {"client_key": answer.client_key}):
             if all(value is not None for value in keys.values()):
                 found = ledger.find_delivery(endpoint=endpoint, **keys)
                 if found is not None:
                     return found
         return None
+
+
+def _carries_acts(connector: Any) -> bool:
+    """Whether the endpoint speaks ACTES (a procurement platform answers, but has no classification)."""
+    return bool(set(connector.consumes) & {ARCHIVE, CANONICAL})
 
 
 def open_letters(ledger: Any) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ __all__ = [
 import os
 import socket
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -202,6 +203,10 @@ class RouteCondition(BaseModel):
     source: Annotated[list[str], _Listed] | None = Field(
         default=None, description="Name of the connector it came from."
     )
+    montant_min: Decimal | None = Field(
+        default=None, ge=0, description="DECP routes: the contract's amount (€ HT; a concession's valeur "
+        "globale) is at least this much, e.g. 40000, the publication threshold."
+    )
 
 
 class RouteConfig(BaseModel):
@@ -219,11 +224,16 @@ class RouteConfig(BaseModel):
     map: ExistingFile | None = Field(
         default=None, description="The vendor mapping (YAML or XSLT) to the canonical model."
     )
-    transform: Literal["actes", "passthrough", "response"] = Field(
+    transform: Literal["actes", "passthrough", "response", "decp"] = Field(
         default="actes",
         description="What to build: actes (an ACTES archive from the mapped act, `map` required), "
-        "passthrough (the source's file relayed unchanged: no map, `when` on source only) or response "
-        "(the collectivité's answer to a letter of the préfecture, Hent's response bundle: no map).",
+        "passthrough (the source's file relayed unchanged: no map, `when` on source only), response "
+        "(the collectivité's answer to a letter of the préfecture, Hent's response bundle: no map) or decp "
+        "(the contract's données essentielles, `map` to the canonical contract required).",
+    )
+    decp_format: Literal["xml", "json"] = Field(
+        default="xml", description="decp routes: the DECP sent as XML (the 2.0.2 XSD) or JSON (the 2.0.3 "
+        "JSON schema), to endpoints that take that format."
     )
     to: Annotated[list[str], _Listed] = Field(
         ..., min_length=1, description="Endpoint connector(s), one delivery each."

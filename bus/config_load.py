@@ -296,17 +296,28 @@ def _references(document: Any) -> list[Problem]:
 
 def _transform_problems(document: Any, index: int, route: dict[str, Any]) -> list[Problem]:
     """A passthrough route relays files unchanged, a response route reads Hent's response bundle:
-    neither takes a map, nor a condition on the act."""
+    neither takes a map, nor a condition on the act.  A decp route needs its map, and its `when`
+    speaks of contracts; an act route's `when` speaks of acts."""
     loc: tuple[Any, ...] = ("routes", index)
     kind = route.get("transform")
+    when = route.get("when")
+    keys = list(when if isinstance(when, dict) else {})
+    if kind == "decp":
+        problems = [] if "map" in route else [_problem(
+            document, (*loc, "transform"), "a decp route maps the vendor's export to a contract: add `map`", "decp")]
+        return problems + [
+            _problem(document, (*loc, "when", key), f"a decp route reads a contract, not an act: `when` may "
+                     f"name source, siren or montant_min, not {key!r}", "decp")
+            for key in keys if key not in ("source", "siren", "montant_min")]
     if kind not in ("passthrough", "response"):
-        return []
+        return [_problem(document, (*loc, "when", key), "montant_min is a condition of decp routes (an act has no "
+                         "amount): put it on the `transform: decp` route", "when-key")
+                for key in keys if key == "montant_min"]
     problems = []
     if "map" in route:
         problems.append(_problem(document, (*loc, "map"), f"a {kind} route reads no vendor export: remove `map`",
                                  kind))
-    when = route.get("when")
-    for key in (when if isinstance(when, dict) else {}):
+    for key in keys:
         if key != "source":
             problems.append(_problem(document, (*loc, "when", key), f"a {kind} route reads no act: `when` "
                                      f"may name the source only, not {key!r}", kind))

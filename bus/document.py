@@ -73,6 +73,7 @@ class Answer:
     id_acte: str | None = None  #: the act's official identifier, when the message gives it
     act: tuple[str, str, str] | None = None  #: (SIREN, decision date YYYYMMDD, NumeroInterne) when all known
     envelope_name: str | None = None  #: the envelope an AnomalieEnveloppe refuses (with .xml)
+    client_key: str | None = None  #: the submission's client key, when the message names it (a DECP's)
     received_on: str | None = None  #: DateReception (ISO), for an acknowledgment
     anomaly: str | None = None  #: the anomaly's nature code, as received
     detail: str | None = None  #: the anomaly's or the letter's text

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
@@ -65,7 +66,7 @@ def remove_abandoned_temps(folder: Path) -> int:
 
 def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None = None) -> None:
     """Write ``data`` (or copy ``source``) to ``target`` under a temporary name, fsync, rename."""
-    tmp = target.with_name(f".{target.name}.{owner_suffix()}.tmp")
+    tmp = target.with_name(f".{target.name}.{threading.get_ident()}.{owner_suffix()}.tmp")
     try:
         with open(tmp, "wb") as out:
             if data is not None:
@@ -84,7 +85,7 @@ def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None
 
 def exclusive_write(target: Path, data: bytes) -> bool:
     """Create ``target`` with ``data`` only if it does not exist; durable; False if it exists."""
-    tmp = target.with_name(f".{target.name}.{owner_suffix()}.tmp")
+    tmp = target.with_name(f".{target.name}.{threading.get_ident()}.{owner_suffix()}.tmp")
     with open(tmp, "wb") as out:
         out.write(data)
         out.flush()
@@ -172,13 +173,19 @@ def write_reply(
     *,
     names: Callable[[], set[str]],
     put_new: Callable[[str, bytes], bool],
+    remove: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Write one reply for ``bundle`` into a replies folder, never overwriting anything.
 
     ``<stem>.<n>.<code>.xml`` (the message, verbatim), its attachments as
     ``<stem>.<n>.<code>.<name>``, and ``<stem>.<n>.json`` (the summary) last, so that a reader
     who sees the summary finds the rest; ``n`` is the first number no file uses.  ``names``
-    lists the folder; ``put_new`` creates a file only if its name is free (False otherwise).
+    lists the folder; ``put_new`` creates a file only if its name is free (False otherwise);
+    ``remove`` deletes one (the hidden claim of the number, once the reply is whole).
+
+    Two replies for one bundle at once (a contract's act and DECP answered together, two
+    workers) never share a number: each first claims ``.<stem>.<n>.claim``, exclusively, then
+    looks again that no reply took ``n`` meanwhile.
     """
     stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
     label = code or "message"
@@ -189,19 +196,21 @@ def write_reply(
     files.append(("", body))  # the summary, last
     taken = names()
     seq = 1
-    while True:  # the first file takes the number
-        if any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
-            seq += 1
-            continue
-        first = f"{stem}.{seq}.{files[0][0] or 'json'}"
-        if put_new(first, files[0][1]):
-            break
-        taken = names()  # someone else took that number meanwhile
+    while True:
+        used = any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken)
+        if not used and put_new(f".{stem}.{seq}.claim", b""):
+            taken = names()  # a reply may have ended between the listing and the claim
+            if not any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
+                break
+            if remove is not None:
+                remove(f".{stem}.{seq}.claim")
         seq += 1
-    taken.add(first)
-    written = [first]
-    for suffix, data in files[1:]:
+    written = []
+    for suffix, data in files:
         target = f"{stem}.{seq}.json" if not suffix else free_name(f"{stem}.{seq}.{suffix}", taken)
         put_new(target, data)
+        taken.add(target)
         written.append(target)
+    if remove is not None:
+        remove(f".{stem}.{seq}.claim")
     return written

@@ -818,7 +818,8 @@ class DatabaseInbound(InboundConnector):
                 folder.mkdir(parents=True, exist_ok=True)
                 written += write_reply(bundle, code, payload, summary, attachments,
                                        names=lambda: {p.name for p in folder.iterdir()},
-                                       put_new=lambda name, data: exclusive_write(folder / name, data))
+                                       put_new=lambda name, data: exclusive_write(folder / name, data),
+                                       remove=lambda name: (folder / name).unlink(missing_ok=True))
         return written
 
     # -- time and watermark -------------------------------------------------------------------

@@ -251,6 +251,7 @@ class FolderInbound(InboundConnector):
                 bundle, code, payload, summary, attachments,
                 names=lambda: {p.name for p in folder.iterdir()},
                 put_new=lambda name, data: exclusive_write(folder / name, data),
+                remove=lambda name: (folder / name).unlink(missing_ok=True),
             )
 
     def reachable(self) -> tuple[bool, str]:

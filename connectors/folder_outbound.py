@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from bus.config import ConfigPath, ConnectorConfig
-from bus.connector import ARCHIVE, FILE, Artifact, OutboundConnector, SendResult
+from bus.connector import ARCHIVE, DECP_JSON, DECP_XML, FILE, Artifact, OutboundConnector, SendResult
 from bus.errors import DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
 from connectors._folder_common import atomic_write, folder_errors, remove_abandoned_temps
@@ -41,7 +41,7 @@ def _sha256(path: Path) -> str:
 
 class FolderOutbound(OutboundConnector):
     Config = FolderOutboundConfig
-    consumes: tuple[str, ...] = (ARCHIVE, FILE)
+    consumes: tuple[str, ...] = (ARCHIVE, FILE, DECP_XML, DECP_JSON)
     config: FolderOutboundConfig
     _swept = False
 

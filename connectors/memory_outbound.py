@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from bus.config import ConnectorConfig
-from bus.connector import ARCHIVE, CANONICAL, FILE, Artifact, OutboundConnector, SendResult
+from bus.connector import ARCHIVE, CANONICAL, DECP_JSON, DECP_XML, FILE, Artifact, OutboundConnector, SendResult
 from bus.errors import DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
 
@@ -38,7 +38,7 @@ class MemoryOutboundConfig(ConnectorConfig, ArchiveOptions):
 
 class MemoryOutbound(OutboundConnector):
     Config = MemoryOutboundConfig
-    consumes: tuple[str, ...] = (ARCHIVE, FILE)
+    consumes: tuple[str, ...] = (ARCHIVE, FILE, DECP_XML, DECP_JSON)
     config: MemoryOutboundConfig
 
     #: every artifact each memory endpoint was sent, by connector name (for the tests)

@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import stat
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -353,6 +354,7 @@ class SftpInbound(InboundConnector):
                 bundle, code, payload, summary, attachments,
                 names=lambda: set(sftp.listdir(folder)),
                 put_new=lambda name, data: _put_new(sftp, folder, name, data),
+                remove=lambda name: sftp.remove(remote_join(folder, name)),
             )
 
     def reachable(self) -> tuple[bool, str]:
@@ -442,7 +444,7 @@ class _ConsumedLog:
 
 def _put_new(sftp: paramiko.SFTPClient, folder: str, name: str, data: bytes) -> bool:
     """Write ``folder/name`` whole (temporary name, then rename) unless it exists: False then."""
-    temporary = remote_join(folder, f".{name}.{owner_suffix()}.tmp")
+    temporary = remote_join(folder, f".{name}.{threading.get_ident()}.{owner_suffix()}.tmp")
     with sftp.open(temporary, "wb") as out:
         out.write(data)
     try:

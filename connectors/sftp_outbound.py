@@ -25,7 +25,7 @@ import paramiko
 from pydantic import Field
 
 from bus.config import ConnectorConfig
-from bus.connector import ARCHIVE, FILE, Artifact, InboxItem, OutboundConnector, SendResult
+from bus.connector import ARCHIVE, DECP_JSON, DECP_XML, FILE, Artifact, InboxItem, OutboundConnector, SendResult
 from bus.errors import ConfigError, DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
 from connectors._sftp_answers import AnswerFolderOptions, SftpAnswerFolder
@@ -46,9 +46,13 @@ class SftpOutboundConfig(ConnectorConfig, SftpOptions, ArchiveOptions):
     )
 
 
+#: what a platform answers about in its answer folder: the ministry (ACTES), the procurement platform (DECP)
+ANSWERED = (ARCHIVE, DECP_XML, DECP_JSON)
+
+
 class SftpOutbound(OutboundConnector):
     Config = SftpOutboundConfig
-    consumes: tuple[str, ...] = (ARCHIVE, FILE)
+    consumes: tuple[str, ...] = (ARCHIVE, FILE, DECP_XML, DECP_JSON)
     config: SftpOutboundConfig
 
     def __init__(self, name: str, config: SftpOutboundConfig) -> None:
@@ -114,8 +118,8 @@ class SftpOutbound(OutboundConnector):
         return SendResult(self._sent_state(artifact), remote_id=final)
 
     def _sent_state(self, artifact: Artifact) -> str:
-        """SENT when the platform will answer (an archive, an answer folder), else DELIVERED."""
-        return "SENT" if self.answers is not None and artifact.kind == ARCHIVE else "DELIVERED"
+        """SENT when the platform will answer (an archive or a DECP, an answer folder), else DELIVERED."""
+        return "SENT" if self.answers is not None and artifact.kind in ANSWERED else "DELIVERED"
 
     def _size(self, artifact: Artifact) -> int:
         try:

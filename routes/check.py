@@ -6,17 +6,21 @@ __all__ = ["check_configuration", "probe_connectors"]
 
 from pathlib import Path
 
+from transformers.decp_mapping import ContractMapping
+
 from bus import registry
 from bus.certs import describe_certificate
 from bus.config import load_config
-from bus.connector import ARCHIVE, CANONICAL, CANONICAL_RESPONSE, FILE
+from bus.connector import ARCHIVE, CANONICAL, CANONICAL_RESPONSE, DECP_JSON, DECP_XML, FILE
 from bus.errors import ConfigError, HentError, Problem
+from routes.decp_route import DECP_KINDS
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
 from transformers.mapping import Mapping
 
 #: what each route transform builds, and the schemas it compiles
-TRANSFORM_KINDS = {"actes": (ARCHIVE, CANONICAL), "passthrough": (FILE,), "response": (ARCHIVE, CANONICAL_RESPONSE)}
+TRANSFORM_KINDS = {"actes": (ARCHIVE, CANONICAL), "passthrough": (FILE,), "response": (ARCHIVE, CANONICAL_RESPONSE),
+                   "decp": (DECP_XML, DECP_JSON)}
 
 
 def check_configuration(path: Path) -> tuple[list[Problem], str]:
@@ -33,10 +37,13 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
         if route.map is not None and str(route.map) not in seen_maps:
             seen_maps.add(str(route.map))
             try:
-                Mapping.load(Path(route.map), _as_given(path, Path(route.map)))
+                loader = ContractMapping.load if route.transform == "decp" else Mapping.load
+                loader(Path(route.map), _as_given(path, Path(route.map)))
             except ConfigError as exc:
                 problems.extend(exc.problems or [exc.problem()])
         kind = TRANSFORM_KINDS.get(route.transform)
+        if route.transform == "decp":
+            kind = (DECP_KINDS[route.decp_format],)
         if route.transform == "actes" and route.map is None:
             problems.append(Problem(
                 f"route {route.name!r} builds ACTES archives: it needs `map` (the vendor mapping), or "

@@ -22,6 +22,7 @@ from typing import Any
 from bus.connector import ARCHIVE, CANONICAL, CANONICAL_RESPONSE, FILE
 from bus.document import Answer, PlannedDelivery, PreparedDocument
 from bus.errors import DocumentError, HentError, TransientError
+from routes.decp_route import DecpBuilder, procurement_answer
 from routes.router import condition_failures
 from transformers.actes_canonical import build_canonical
 from transformers.actes_in import parse_message
@@ -36,6 +37,7 @@ from transformers.actes_responses import (
 from transformers.actes_return import unpack_answer
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
+from transformers.decp_model import contract_to_json
 from transformers.mapping import Mapping
 from transformers.text_policy import TextPolicy
 
@@ -80,6 +82,7 @@ class Pipeline:
         refresh_classification: Callable[[str, str], int] = lambda endpoint, siren: 0,
         letters: Callable[[str, str], list[dict[str, Any]]] = lambda id_acte, code: [],
         record_response: Callable[[str, str, str, str], Any] = lambda delivery, message, document, code: None,
+        earlier_publication: Callable[[str], Any] = lambda client_key: None,
     ) -> None:
         self.letters = letters  # (IDActe, letter code) → the letters received, oldest first (ledger rows)
         self.record_response = record_response  # (delivery, letter message, response document, code)
@@ -96,8 +99,9 @@ class Pipeline:
         self.validator = ActesValidator()
         self.mappings: dict[str, Mapping] = {}
         for route in config.routes:
-            if route.map is not None and str(route.map) not in self.mappings:
+            if route.transform != "decp" and route.map is not None and str(route.map) not in self.mappings:
                 self.mappings[str(route.map)] = Mapping.load(Path(route.map))
+        self.decp = DecpBuilder(config.routes, spool=spool, endpoint=endpoint, earlier=earlier_publication)
         self.collectivites: dict[str, Collectivite] = {}
         self.classifications: dict[str, Classification] = {}
         for entry in config.collectivites:
@@ -133,6 +137,7 @@ class Pipeline:
             refresh_classification=lambda endpoint, siren: runtime.answers.refresh_classification(endpoint, siren),
             letters=runtime.ledger.letters_of,
             record_response=runtime.ledger.add_response,
+            earlier_publication=lambda client_key: runtime.ledger.find_delivery(client_key=client_key),
         )
 
     def classification(self, siren: str) -> Classification | None:
@@ -171,27 +176,29 @@ class Pipeline:
             return lambda name, data: []
         if self.answers(source):
             return response_members
-        mappings = [self.mappings[str(r.map)] for r in self._routes_from(source) if r.map is not None]
+        routes = [r for r in self._routes_from(source) if r.map is not None]
 
         def members(name: str, data: bytes) -> list[str]:
             names: list[str] = []
-            for mapping in mappings:
-                names.extend(n for n in mapping.referenced_files(name, data) if n not in names)
+            for route in routes:
+                found = (self.decp.referenced_files(route, name, data) if route.transform == "decp"
+                         else self.mappings[str(route.map)].referenced_files(name, data))
+                names.extend(n for n in found if n not in names)
             return names
 
         return members
 
-    def map(self, source: str, sidecar: str, data: bytes, files: dict[str, Path]) -> list[tuple[Any, CanonicalAct]]:
-        """Every (route, act) this document takes; DocumentError when none."""
+    def map(self, source: str, sidecar: str, data: bytes, files: dict[str, Path]) -> list[tuple[Any, Any]]:
+        """Every (route, act) — (route, contract) for a decp route — this document takes; DocumentError when none."""
         routes = self._routes_from(source)
         if not routes:
             raise DocumentError(f"no route reads from connector {source!r}", path=sidecar, rule="route-match")
-        taken: list[tuple[Any, CanonicalAct]] = []
-        mapped: dict[str, CanonicalAct] = {}
+        taken: list[tuple[Any, Any]] = []
+        mapped: dict[str, Any] = {}
         errors: dict[str, DocumentError] = {}
         refusals: list[str] = []
         for route in routes:
-            key = str(route.map)
+            key = f"{route.transform == 'decp'}:{route.map}"  # one map file may describe the act and the contract
             if route.map is None:
                 errors[key] = DocumentError(f"route {route.name!r} has no map to read {sidecar} with",
                                             path=sidecar, field="map", rule="route-map")
@@ -199,7 +206,8 @@ class Pipeline:
                 continue
             if key not in mapped:
                 try:
-                    mapped[key] = self.mappings[key].map(sidecar, data, files, self.collectivites)
+                    mapped[key] = (self.decp.map(route, sidecar, data) if route.transform == "decp"
+                                   else self.mappings[str(route.map)].map(sidecar, data, files, self.collectivites))
                 except DocumentError as exc:
                     errors[key] = exc
                     continue
@@ -227,14 +235,39 @@ class Pipeline:
         sidecar_path = self.spool.path(document.sidecar_sha256)
         files = {name: self.spool.path(sha) for name, sha in document.files.items()}
         taken = self.map(document.source, document.bundle, sidecar_path.read_bytes(), files)
+        contracts = [(route, contract) for route, contract in taken if route.transform == "decp"]
+        acts = [(route, act) for route, act in taken if route.transform != "decp"]
+        deliveries: list[PlannedDelivery] = []
+        seen: set[str] = set()
+        canonical: dict[str, Any] = {}
+        act: CanonicalAct | None = None
+        if acts:
+            act = acts[0][1]
+            deliveries.extend(self._plan_acts(acts, document.files, seen))
+            canonical = act_to_json(act)
+        for route, contract in contracts:
+            deliveries.extend(self.decp.plan(route, contract, seen))
+            canonical.setdefault("contract", contract_to_json(contract))
+        lead = act if act is not None else contracts[0][1]  # what names the document: its act, else its DECP
+        return PreparedDocument(
+            route=taken[0][0].name,
+            siren=lead.siren,
+            id_acte=act.id_acte if act is not None else None,
+            natural_key=lead.idempotency_key,
+            canonical=canonical,
+            deliveries=tuple(deliveries),
+        )
+
+    def _plan_acts(self, taken: list[tuple[Any, CanonicalAct]], shas: dict[str, str], seen: set[str],
+                   ) -> list[PlannedDelivery]:
+        """The act checked against the ledger and the platform's classification, then built once
+        per kind of endpoint of its routes."""
         self._check_precedent(taken[0][1])
         self._recheck_refusal(taken[0][1])
         fetched = self.fetched_classification(taken[0][1].siren)
         if fetched is not None and fetched.date is not None:  # it dates the act (ClassificationDateVersion)
             taken = [(route, replace(act, classification_date=fetched.date)) for route, act in taken]
-        first_route, act = taken[0]
         deliveries: list[PlannedDelivery] = []
-        seen: set[str] = set()
         built: dict[tuple[Any, ...], PlannedDelivery] = {}  # endpoints with the same options share one archive
         for route, route_act in taken:
             for endpoint in route.to:
@@ -245,16 +278,9 @@ class Pipeline:
                 key = (route_act, ARCHIVE in kinds, getattr(options, "trigram", None),
                        getattr(options, "quadrigram", None), getattr(options, "max_archive_size", None))
                 if key not in built:
-                    built[key] = self._build(route.name, endpoint, route_act, document.files)
+                    built[key] = self._build(route.name, endpoint, route_act, shas)
                 deliveries.append(replace(built[key], route=route.name, endpoint=endpoint))
-        return PreparedDocument(
-            route=first_route.name,
-            siren=act.siren,
-            id_acte=act.id_acte,
-            natural_key=act.idempotency_key,
-            canonical=act_to_json(act),
-            deliveries=tuple(deliveries),
-        )
+        return deliveries
 
     def _check_precedent(self, act: CanonicalAct) -> None:
         """An act that replaces another (PrecedentIdentifiantActe) names one the ministry acknowledged:
@@ -441,6 +467,9 @@ class Pipeline:
         )
 
     def read_answer(self, data: bytes, name: str | None) -> Answer:
+        procurement = procurement_answer(data, name)
+        if procurement is not None:
+            return procurement
         message = parse_message(data, name)
         received = message.dates.get("DateReception")
         key = message.act_key

@@ -8,7 +8,8 @@ Each bundle is a sidecar and the PDFs it names, written the way a careful export
 
 from __future__ import annotations
 
-__all__ = ["drop_deliberation", "drop_hr_decision", "drop_contract", "SIREN", "write_bundle"]
+__all__ = ["drop_deliberation", "drop_hr_decision", "drop_contract", "contract_row", "drop_contract_row", "SIREN",
+           "SIRET", "write_bundle"]
 
 import json
 from datetime import date
@@ -18,6 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 from simulators.pdf import make_pdf
 
 SIREN = "214400152"  # a commune of Loire-Atlantique (044), as in the ministry's samples
+SIRET = "21440015200013"  # its town hall (the buyer of its contracts)
 
 
 def write_bundle(folder: Path, sidecar: str, sidecar_bytes: bytes, files: dict[str, bytes]) -> Path:
@@ -126,3 +128,64 @@ def drop_contract(
 </fin:export>
 """
     return write_bundle(folder, f"{numero}.xml", xml.encode("utf-8"), files)
+
+
+def contract_row(
+    numero: str,
+    *,
+    signed: date,
+    montant: str = "125000.00",
+    objet: str = "Travaux de rénovation énergétique du groupe scolaire Jules Verne — lot 2 : menuiseries",
+    siret: str = SIRET,
+    avenants: list[dict[str, object]] | None = None,
+    **columns: object,
+) -> dict[str, object]:
+    """A row of the finance software's ``contrats`` table (the columns config/mappings/contrats-decp.yaml
+    reads), as the database hands it over: dates as ISO text, lists as JSON text."""
+    row: dict[str, object] = {
+        "id": int("".join(c for c in numero if c.isdigit()) or 0),
+        "type_contrat": "M",
+        "reference_acte": numero.replace("-", "_").upper(),
+        "numero_marche": numero,
+        "siren": siret[:9],
+        "siret_acheteur": siret,
+        "nature": "MARCHE",
+        "objet": objet,
+        "cpv": "45421100-5",
+        "procedure": "AOO",
+        "lieu_code": "44800",
+        "lieu_type": "CP",
+        "duree_mois": 10,
+        "date_signature": signed.isoformat(),
+        "date_notification": signed.isoformat(),
+        "date_publication": signed.isoformat(),
+        "montant_ht": montant,
+        "forme_prix": "F",
+        "types_prix": "FERME",
+        "techniques": None,
+        "modalites_execution": "TRANCHES",
+        "clauses_sociales": "CLAUSE",
+        "clauses_environnementales": "CRITERE",
+        "innovant": "non",
+        "ccag": "TRAVAUX",
+        "nombre_offres": 4,
+        "avance": "oui",
+        "taux_avance": "0.05",
+        "groupement": "AUCUN",
+        "part_ue": None,
+        "part_france": None,
+        "sous_traitance": "non",
+        "titulaires": json.dumps([{"siret": "55204599900869"}]),
+        "avenants": json.dumps(avenants) if avenants else None,
+        "fichier_acte": f"{numero}_acte_engagement.pdf",
+    }
+    row.update(columns)
+    return row
+
+
+def drop_contract_row(folder: Path, row: dict[str, object], name: str | None = None) -> Path:
+    """The row exported as a JSON sidecar (``<name or numero_marche>.json``) beside its contract's PDF
+    (a folder export of the table)."""
+    files = {str(row["fichier_acte"]): _pdf(f"Acte d'engagement {row['numero_marche']}", str(row["objet"]))}
+    data = json.dumps(row, ensure_ascii=False, indent=2).encode()
+    return write_bundle(folder, f"{name or row['numero_marche']}.json", data, files)
