@@ -337,6 +337,8 @@ class DatabaseInboundConfig(ConnectorConfig):
     @classmethod
     def _password(cls, value: Secret | None, info: ValidationInfo) -> Secret | None:
         url = info.data.get("url")
+        if value is not None and not value.reveal():  # ${DB_PASSWORD:-} left empty: no password
+            return None
         if value is not None and url is not None and make_url(url).get_backend_name() == "sqlite":
             raise PydanticCustomError("database-url", "a SQLite database has no password", {})
         return value

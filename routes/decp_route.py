@@ -61,10 +61,13 @@ class DecpBuilder:
         return self.mappings[str(route.map)].referenced_files(sidecar, data)
 
     def map(self, route: Any, sidecar: str, data: bytes) -> CanonicalContract:
-        """The contract the vendor's export describes, checked (DocumentError naming field and rule)."""
-        contract = self.mappings[str(route.map)].map(sidecar, data)
+        """The contract the vendor's export describes (DocumentError naming field and rule)."""
+        return self.mappings[str(route.map)].map(sidecar, data)
+
+    def check(self, contract: CanonicalContract) -> None:
+        """The rules of a publication (:func:`transformers.decp.check_contract`), once the contract
+        is due for one (its route's ``when`` met: under the threshold, nothing is published)."""
         check_contract(contract)
-        return contract
 
     def plan(self, route: Any, contract: CanonicalContract, done: set[str]) -> list[PlannedDelivery]:
         """A delivery of the contract's DECP to each endpoint of ``route`` not in ``done`` (built once

@@ -215,7 +215,12 @@ class Pipeline:
             if failures:
                 refusals.append(f"route {route.name!r}: " + "; ".join(failures))
             else:
+                if route.transform == "decp":  # due for publication: its data must be right
+                    self.decp.check(mapped[key])
                 taken.append((route, mapped[key]))
+        decp_errors = [exc for key, exc in errors.items() if key.startswith("True:")]
+        if decp_errors:  # a contract the bus cannot read as such fails, even when its act could go
+            raise decp_errors[0]
         if taken:
             return taken
         if errors:

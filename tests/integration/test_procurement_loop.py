@@ -127,6 +127,16 @@ def test_below_the_threshold_only_the_act_goes_and_a_modification_is_published_a
     assert procurement.received()["published"] == {f"{SIRET}:2026-0051:0": 1, f"{SIRET}:2026-0051:1": 1}
 
 
+def test_a_contract_due_for_publication_with_bad_data_fails_whole_though_its_act_could_go(
+    tmp_path: Path, legality: LegalitySimulator, procurement: ProcurementSimulator,
+) -> None:
+    config = both_ways_config(tmp_path, legality, {"type": "procurement", "url": procurement.url})
+    drop_contract_row(tmp_path / "drop" / "finances", contract_row("2026-0065", signed=SIGNED, cpv="4542"))
+    outcome = run(config)["2026-0065.json"]
+    assert outcome["doc"].state == "FAILED" and "[cpv-format]" in (outcome["doc"].reason or "")
+    assert outcome["deliveries"] == [] and legality.received()["by_act"] == {}
+
+
 def test_the_same_publication_dropped_twice_is_refused_not_sent_again(
     tmp_path: Path, legality: LegalitySimulator, procurement: ProcurementSimulator,
 ) -> None:
@@ -160,7 +170,7 @@ def test_bad_contract_data_fails_the_document_naming_the_field_and_the_rule(
 ) -> None:
     config = both_ways_config(tmp_path, legality, {"type": "procurement", "url": procurement.url})
     config_doc = yaml.safe_load(config.read_text(encoding="utf-8"))
-    config_doc["routes"] = [r for r in config_doc["routes"] if r["name"] == "decp"]
+    config_doc["routes"] = [{**r, "when": {}} for r in config_doc["routes"] if r["name"] == "decp"]  # any amount
     config.write_text(yaml.safe_dump(config_doc, allow_unicode=True), encoding="utf-8")
     drop_contract_row(tmp_path / "drop" / "finances", contract_row("2026-0070", signed=SIGNED, **{column: value}))
     outcome = run(config)["2026-0070.json"]
