@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from lxml import etree
@@ -214,3 +215,22 @@ def test_check_accepts_the_both_ways_configuration(tmp_path: Path, legality: Leg
     config = both_ways_config(tmp_path, legality, {"type": "procurement", "url": procurement.url})
     result = run_cli("check", "-c", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_decp_as_json_goes_to_an_endpoint_that_takes_files_and_follows_the_official_json_schema(
+    tmp_path: Path, legality: LegalitySimulator, reference_dir: Path,
+) -> None:
+    config = both_ways_config(tmp_path, legality, {"type": "folder", "path": str(tmp_path / "opendata"),
+                                                   "create": True})
+    config_doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    config_doc["routes"] = [{**r, "decp_format": "json"} for r in config_doc["routes"] if r["name"] == "decp"]
+    config.write_text(yaml.safe_dump(config_doc, allow_unicode=True), encoding="utf-8")
+    drop_contract_row(tmp_path / "drop" / "finances", contract_row("2026-0090", signed=SIGNED))
+    [delivery] = run(config)["2026-0090.json"]["deliveries"]
+    assert (delivery.state, delivery.artifact_kind) == ("DELIVERED", "decp-json")
+    [published] = list((tmp_path / "opendata").glob("*.json"))
+    schema = json.loads((reference_dir / "decp" / "v2.0.2" / "schema_decp_v2.0.3.json").read_text(encoding="utf-8"))
+    document = json.loads(published.read_bytes())
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(document))
+    assert errors == [], [e.message for e in errors]
+    assert "2026-0090" in published.read_text(encoding="utf-8")
