@@ -84,6 +84,14 @@ def test_the_example_checks_clean(tmp_path: Path, legality: LegalitySimulator,
     env = environment(tmp_path, f"sqlite:///{tmp_path / 'finances.db'}", legality, procurement.url)
     result = run_cli("check", "-c", str(EXAMPLE.relative_to(ROOT)), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+    # and every server it names answers: the database, the legality platform, the procurement platform
+    online = run_cli("check", "--online", "-c", str(EXAMPLE.relative_to(ROOT)), env=env)
+    assert online.returncode == 0, online.stdout + online.stderr
+    assert "finances_db" in online.stdout and "marches" in online.stdout, online.stdout
+    # a database that is not there is named
+    gone = run_cli("check", "--online", "-c", str(EXAMPLE.relative_to(ROOT)),
+                   env={**env, "FINANCES_DB_URL": f"sqlite:///{tmp_path / 'missing.db'}"})
+    assert gone.returncode == 1 and "finances_db" in gone.stdout + gone.stderr, gone.stdout + gone.stderr
 
 
 def test_from_a_sqlite_table_to_the_prefecture_and_the_procurement_platform_over_soap(
@@ -94,6 +102,14 @@ def test_from_a_sqlite_table_to_the_prefecture_and_the_procurement_platform_over
     big = db.add("2026-0042", signed=SIGNED)
     small = db.add("2026-0043", signed=SIGNED, montant="12000.00")
     broken = db.add("2026-0044", signed=SIGNED, cpv="4542110")
+    bad = {db.add(f"2026-01{n:02d}", signed=SIGNED, montant="90000.00", **{column: value}): (field, rule)
+           for n, (column, value, field, rule) in enumerate([
+               ("siret_acheteur", "2144001520001", "acheteur", "siret-format"),
+               ("titulaires", "[]", "titulaires", "titulaire-required"),
+               ("date_notification", "02/11/2026", "dateNotification", "date-format"),
+               ("objet", "x" * 1001, "objet", "objet-length"),
+               ("montant_ht", None, "montant", "required"),
+           ])}
     # When the example configuration runs against the simulators
     run_example(environment(tmp_path, f"sqlite:///{tmp_path / 'finances.db'}", legality, procurement.url),
                 monkeypatch)
@@ -107,6 +123,10 @@ def test_from_a_sqlite_table_to_the_prefecture_and_the_procurement_platform_over
     assert (rows[small]["acte_etat"], rows[small]["decp_etat"]) == ("ACKNOWLEDGED", None)
     assert rows[broken]["hent_etat"] == "ERROR" and "cpv-format" in (rows[broken]["hent_erreur"] or "")
     assert rows[broken]["acte_etat"] is None
+    for row, (field, rule) in bad.items():  # each bad value named in the vendor's row, nothing sent
+        error = rows[row]["hent_erreur"] or ""
+        assert rows[row]["hent_etat"] == "ERROR" and field in error and f"[{rule}]" in error, (field, rule, error)
+        assert rows[row]["acte_etat"] is None and rows[row]["decp_etat"] is None
     # and each platform received its part once
     assert sorted(legality.received()["by_act"].values()) == [1, 1]
     assert procurement.received()["published"] == {f"{SIRET}:2026-0042:0": 1}
