@@ -124,6 +124,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.awaiting_answer:
         return _awaiting_answer(ledger, args)
     try:
+        recorded = {c["endpoint"]: c for c in ledger.circuits()}
+        endpoints = sorted({name for route in config.routes for name in route.to} | set(recorded))
+        circuits = [recorded.get(name) or {"endpoint": name, "state": "closed", "failures": 0, "actor": None,
+                                           "updated_at": None} for name in endpoints]
+        if args.endpoints:
+            for circuit in circuits:
+                seen = circuit["updated_at"]
+                entry = {**circuit, "updated_at": seen.isoformat() if seen else None}
+                print(json.dumps(entry, ensure_ascii=False) if args.json else
+                      f"{entry['endpoint']:<16} circuit {entry['state']:<9} {entry['failures']} failures in a row"
+                      + (f" (seen by {entry['actor']} at {entry['updated_at']})" if seen else " (never opened)"))
+            return EXIT_OK
         rows: list[dict[str, Any]] = []
         for doc in ledger.documents(state=args.state, route=args.route, siren=args.siren):
             deliveries = ledger.deliveries_of(doc.id)
@@ -150,6 +162,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
         return EXIT_OK
+    for circuit in circuits:
+        if circuit["state"] != "closed":
+            print(f"endpoint {circuit['endpoint']}: circuit {circuit['state']} after {circuit['failures']} failures "
+                  f"in a row (since {circuit['updated_at']:%Y-%m-%d %H:%M:%S})")
     for row in rows:
         print(f"{row['document']}  {row['state']:<9} {row['source']}/{row['bundle']}  {row['id_acte'] or ''}")
         for d in row["deliveries"]:
@@ -310,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--state", help="only documents in this state (RECEIVED, ROUTED, FAILED...)")
     status.add_argument("--route", help="only documents of this route")
     status.add_argument("--siren", help="only documents of this SIREN")
-    status.add_argument("--json", action="store_true", help="one JSON object per document")
+    status.add_argument("--json", action="store_true", help="one JSON object per document (or endpoint)")
+    status.add_argument("--endpoints", action="store_true",
+                        help="each endpoint's circuit breaker (closed, open, half-open) as last recorded")
     status.add_argument("--awaiting-answer", action="store_true",
                         help="the préfecture's letters (2-1, 3-1, 4-1) not answered yet, oldest first")
     status.set_defaults(func=cmd_status)

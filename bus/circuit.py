@@ -6,10 +6,12 @@ __all__ = ["Circuit"]
 
 import threading
 import time
+from collections.abc import Callable
 
 from bus.metrics import CIRCUIT_STATE
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+NAMES = {CLOSED: "closed", OPEN: "open", HALF_OPEN: "half-open"}
 
 
 class Circuit:
@@ -19,8 +21,10 @@ class Circuit:
     again.  ``allow()`` says whether a send may be tried now; ``retry_in()`` how long to wait.
     """
 
-    def __init__(self, connector: str, *, threshold: int = 5, cooldown: float = 30.0) -> None:
+    def __init__(self, connector: str, *, threshold: int = 5, cooldown: float = 30.0,
+                 on_change: Callable[[str, int], None] | None = None) -> None:
         self.connector = connector
+        self.on_change = on_change  # (state name, consecutive failures): told when the state changes
         self.threshold = threshold
         self.cooldown = cooldown
         self._failures = 0
@@ -49,6 +53,7 @@ class Circuit:
             if state == HALF_OPEN and not self._trial:
                 self._trial = True
                 CIRCUIT_STATE.labels(connector=self.connector).set(HALF_OPEN)
+                self._tell(HALF_OPEN)
                 return True
             return False
 
@@ -60,10 +65,13 @@ class Circuit:
 
     def success(self) -> None:
         with self._lock:
+            changed = self._opened_at is not None
             self._failures = 0
             self._opened_at = None
             self._trial = False
             CIRCUIT_STATE.labels(connector=self.connector).set(CLOSED)
+            if changed:
+                self._tell(CLOSED)
 
     def failure(self) -> None:
         with self._lock:
@@ -72,3 +80,21 @@ class Circuit:
                 self._opened_at = time.monotonic()
                 self._trial = False
                 CIRCUIT_STATE.labels(connector=self.connector).set(OPEN)
+                self._tell(OPEN)
+
+    def describe(self) -> tuple[bool, str]:
+        """(not open, in words): for ``/readyz``."""
+        with self._lock:
+            state = self._state()
+            if state == OPEN:
+                wait = self.cooldown - (time.monotonic() - (self._opened_at or 0.0))
+                return False, f"circuit open after {self._failures} failures; a trial in {max(wait, 0):.0f} s"
+            return True, f"circuit {NAMES[state]}"
+
+    def _tell(self, state: int) -> None:
+        """Tell ``on_change`` (under the lock: the order of changes is kept); its failure is not ours."""
+        if self.on_change is not None:
+            try:
+                self.on_change(NAMES[state], self._failures)
+            except Exception:  # noqa: BLE001 - recording the state must never stop a send
+                pass

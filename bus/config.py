@@ -26,9 +26,12 @@ __all__ = [
     "Config",
     "ConfigPath",
     "ConnectorConfig",
+    "EndpointConfig",
     "Duration",
     "ExistingFile",
+    "CircuitSettings",
     "MetricsSettings",
+    "RetrySettings",
     "RouteCondition",
     "RouteConfig",
     "Schedule",
@@ -97,6 +100,32 @@ class MetricsSettings(BaseModel):
     enabled: bool = Field(default=True, description="Serve the metrics and health endpoints.")
 
 
+class RetrySettings(BaseModel):
+    """``retry:`` of an endpoint (or ``bus.retry`` for all): transient failures are tried again after
+    an exponential back-off with jitter, until ``max_attempts`` or ``max_age``; then the delivery is
+    a dead letter (FAILED, ``run_bus.py failed`` / ``replay``).  Document errors are never retried."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(8, ge=1, le=1000, description="Tries in all, the first included.")
+    first_delay: Duration = Field(2.0, ge=0, description="Wait before the second try; doubled at each one.")
+    max_delay: Duration = Field(300.0, gt=0, description="The longest wait between two tries.")
+    max_age: Duration | None = Field(
+        None, gt=0, description="Give up once the delivery is this old (e.g. 2d), whatever its attempts.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Each wait is drawn in ±jitter of it (0: exact), "
+                          "so that deliveries failed together do not come back together.")
+
+
+class CircuitSettings(BaseModel):
+    """``circuit:`` of an endpoint (or ``bus.circuit``): after ``threshold`` transient failures in a row
+    nothing is sent to it for ``cooldown``; then one trial (half-open) closes it again or reopens it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: int = Field(5, ge=1, description="Consecutive transient failures that open the circuit.")
+    cooldown: Duration = Field(30.0, gt=0, description="How long it stays open before a trial.")
+
+
 class BusSettings(_Redacted):
     """The ``bus:`` section: where the runtime keeps its state and how it behaves."""
 
@@ -115,6 +144,10 @@ class BusSettings(_Redacted):
         default=Path("spool"), description="Folder of the payloads (default <state_dir>/spool)."
     )
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings(), description="Prometheus.")
+    retry: RetrySettings = Field(default_factory=lambda: RetrySettings(),
+                                 description="Retries of every endpoint that has no retry: of its own.")
+    circuit: CircuitSettings = Field(default_factory=lambda: CircuitSettings(),
+                                     description="Circuit breaker of every endpoint that has no circuit: of its own.")
     text_policy: Literal["transliterate", "fail"] = Field(
         default="transliterate",
         description="Characters outside ISO-8859-1: transliterate them, or fail the document.",
@@ -182,8 +215,15 @@ class ConnectorConfig(_Redacted):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    type: str = Field(..., description="The protocol: folder, sftp, soap, database, s2low, pastell.")
+    type: str = Field(..., description="The protocol: folder, sftp, soap, database, s2low, pastell, procurement.")
     description: str = Field(default="", description="Free text for the people who run the bus.")
+
+
+class EndpointConfig(ConnectorConfig):
+    """Base of every endpoint's model (a connector used in a route's ``to``)."""
+
+    retry: RetrySettings | None = Field(None, description="Retries of transient failures (default: bus.retry).")
+    circuit: CircuitSettings | None = Field(None, description="The circuit breaker (default: bus.circuit).")
 
 
 class RouteCondition(BaseModel):
@@ -231,6 +271,9 @@ class RouteConfig(BaseModel):
         "(the collectivité's answer to a letter of the préfecture, Hent's response bundle: no map) or decp "
         "(the contract's données essentielles, `map` to the canonical contract required).",
     )
+    max_backlog: int | None = Field(
+        default=None, ge=1, description="Back-pressure: its sources stop taking new documents while this many "
+        "of its documents and deliveries wait (received and not routed, or not sent yet).")
     decp_format: Literal["xml", "json"] = Field(
         default="xml", description="decp routes: the DECP sent as XML (the 2.0.2 XSD) or JSON (the 2.0.3 "
         "JSON schema), to endpoints that take that format."

@@ -15,13 +15,14 @@ from contextlib import AbstractContextManager
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, and_, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bus import journal
 from bus.errors import DocumentError, TransientError
 from bus.ledger_schema import (
     _counter_statements,
+    circuits_table,
     classifications_table,
     deliveries_table,
     documents_table,
@@ -217,6 +218,29 @@ class LedgerExtras:
         with self._read() as conn:
             row = conn.execute(query).first()
         return None if row is None else dict(row._mapping)
+
+    def set_circuit(self, endpoint: str, state: str, failures: int) -> None:
+        """Record the circuit breaker of ``endpoint`` as this worker sees it now."""
+        values = {"state": state, "failures": failures, "actor": self.actor, "updated_at": self.now()}
+        with self._write() as conn:
+            if conn.execute(update(circuits_table).where(circuits_table.c.endpoint == endpoint)
+                            .values(**values)).rowcount == 0:
+                conn.execute(insert(circuits_table).values(endpoint=endpoint, **values))
+
+    def circuits(self) -> list[dict[str, Any]]:
+        """Every endpoint's circuit as last recorded, by name."""
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(circuits_table).order_by(circuits_table.c.endpoint))]
+
+    def backlog(self, source: str, routes: list[str]) -> int:
+        """Documents of ``source`` not routed yet, and deliveries of ``routes`` not sent yet."""
+        waiting = (select(func.count()).select_from(documents_table)
+                   .where(documents_table.c.source == source,
+                          documents_table.c.state.in_([_D.RECEIVED.value, _D.PREPARED.value])))
+        pending = (select(func.count()).select_from(deliveries_table)
+                   .where(deliveries_table.c.route.in_(routes), deliveries_table.c.state == _V.PENDING.value))
+        with self._read() as conn:
+            return int(conn.execute(waiting).scalar_one()) + int(conn.execute(pending).scalar_one())
 
     # -- counters --------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ __all__ = [
     "messages_table",
     "classifications_table",
     "leases_table",
+    "circuits_table",
 ]
 
 from dataclasses import dataclass
@@ -180,6 +181,16 @@ leases_table = Table(  # leases on things that have no row of their own: a sourc
     Column("entity", String(32), primary_key=True),
     Column("key", String(200), primary_key=True),
     *_lease_columns(),
+)
+
+circuits_table = Table(  # each endpoint's circuit breaker as the last worker saw it (status, /readyz)
+    "circuits",
+    metadata,
+    Column("endpoint", String(200), primary_key=True),
+    Column("state", String(16), nullable=False),  # closed, open, half-open
+    Column("failures", Integer, nullable=False),  # consecutive transient failures
+    Column("actor", String(200), nullable=False),  # the worker that saw it
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 

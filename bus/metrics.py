@@ -21,6 +21,7 @@ __all__ = [
     "CERTIFICATE_EXPIRY",
     "LETTERS_OPEN",
     "CIRCUIT_STATE",
+    "SOURCE_PAUSED",
     "QUEUE_DEPTH",
     "BUILD_INFO",
     "REGISTRY",
@@ -113,6 +114,12 @@ SEND_FAILURES = Counter(
 CIRCUIT_STATE = Gauge(
     "hent_endpoint_circuit_state",
     "Circuit of each endpoint: 0 closed, 1 open, 2 half-open.",
+    ["connector"],
+    registry=REGISTRY,
+)
+SOURCE_PAUSED = Gauge(
+    "hent_source_paused",
+    "1 while a source takes no new documents because its routes' backlog reached max_backlog.",
     ["connector"],
     registry=REGISTRY,
 )

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import logging
+import random
 import signal
 import threading
 import time
@@ -69,9 +70,27 @@ class RetryPolicy:
     max_attempts: int = 8
     first_delay: float = 2.0
     max_delay: float = 300.0
+    max_age: float | None = None  #: seconds since the delivery was created after which it is given up
+    jitter: float = 0.0  #: each wait drawn in ±jitter of it
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RetryPolicy:
+        """From a ``retry:`` section (:class:`bus.config.RetrySettings`)."""
+        return cls(max_attempts=settings.max_attempts, first_delay=float(settings.first_delay),
+                   max_delay=float(settings.max_delay),
+                   max_age=None if settings.max_age is None else float(settings.max_age), jitter=settings.jitter)
 
     def delay(self, attempt: int) -> float:
-        return min(self.first_delay * 2 ** max(attempt - 1, 0), self.max_delay)
+        base = min(self.first_delay * 2 ** max(attempt - 1, 0), self.max_delay)
+        return base * random.uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else base
+
+    def exhausted(self, attempts: int, age: float) -> str | None:
+        """Why no further try is made after ``attempts`` tries of a delivery ``age`` seconds old, or None."""
+        if attempts >= self.max_attempts:
+            return f"gave up after {attempts} attempts"
+        if self.max_age is not None and age >= self.max_age:
+            return f"gave up after {attempts} attempts in {age:.0f} s (retry.max_age {self.max_age:.0f} s)"
+        return None
 
 
 def _now() -> datetime:
@@ -95,7 +114,9 @@ class Runtime:
         self.lease_seconds = float(settings.lease)
         self.workers = int(settings.workers)
         self.shutdown_timeout = float(settings.shutdown_timeout)
-        self.retry = retry or RetryPolicy()
+        self._retry_override = retry  # the tests' fast policy for every endpoint
+        self.retry = retry or RetryPolicy.from_settings(settings.retry)
+        self.retries: dict[str, RetryPolicy] = {}  # endpoint → its policy
         Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(settings.ledger, actor=self.actor)
         self.spool = Spool(Path(settings.spool))
@@ -111,6 +132,7 @@ class Runtime:
         self._claims: dict[str, dict[str, Claimed]] = {}
         self._source_locks: dict[str, threading.Lock] = {}
         self._quiet: dict[str, bool] = {}
+        self._paused: dict[str, bool] = {}  # sources held back by their routes' max_backlog
         self._build_connectors()
         self.answers = AnswerPoller(self)
 
@@ -131,11 +153,25 @@ class Runtime:
             cls = registry.connector_class(cfg.type, "outbound")
             self.endpoints[name] = cls(name, cfg)
             self.endpoints[name].check()  # a broken WSDL or key file refuses the start
-            self.circuits[name] = Circuit(name)
+            circuit = getattr(cfg, "circuit", None) or self.config.bus.circuit
+            self.circuits[name] = Circuit(
+                name, threshold=circuit.threshold, cooldown=float(circuit.cooldown),
+                on_change=functools.partial(self._circuit_changed, name))
+            self.retries[name] = self._retry_override or (
+                RetryPolicy.from_settings(cfg.retry) if getattr(cfg, "retry", None) is not None else self.retry)
             for sirens, path in self.endpoints[name].certificates():
                 expiry = certificate_expiry(path)
                 if expiry is not None:
                     metrics.CERTIFICATE_EXPIRY.labels(connector=name, sirens=sirens).set(expiry.timestamp())
+
+    def _circuit_changed(self, endpoint: str, state: str, failures: int) -> None:
+        """Keep the circuit's state in the ledger (``status``) and say it in the log."""
+        (log.warning if state == "open" else log.info)("endpoint %s: circuit %s (%d failures in a row)",
+                                                        endpoint, state, failures)
+        try:
+            self.ledger.set_circuit(endpoint, state, failures)
+        except HentError as exc:
+            log.warning("endpoint %s: circuit state not recorded: %s", endpoint, redact(str(exc)))
 
     def acting_for(self, delivery: Any) -> OutboundConnector:
         """The endpoint of ``delivery`` with the credentials of the act's collectivité (``credentials:``)."""
@@ -157,9 +193,10 @@ class Runtime:
         taken = 0
         with self._source_locks[source]:
             try:
-                candidates = connector.list_ready()
+                room = self._room(source)
+                candidates = connector.list_ready() if room != 0 else []
                 for candidate in candidates:
-                    if self.stop_event.is_set():
+                    if self.stop_event.is_set() or (room is not None and taken >= room):
                         break
                     claimed = connector.claim(candidate)
                     if claimed is not None:
@@ -172,6 +209,24 @@ class Runtime:
                 self._quiet[source] = False
                 log.error("poll of %s failed: %s", source, redact(str(exc)))
         return taken
+
+    def _room(self, source: str) -> int | None:
+        """Back-pressure: how many more documents ``source`` may bring now (None: no bound), from the
+        ``max_backlog`` of its routes and what waits on them."""
+        routes = [r for r in self.config.routes if source in r.from_]
+        bounds = [r.max_backlog for r in routes if r.max_backlog is not None]
+        if not bounds:
+            return None
+        waiting = self.ledger.backlog(source, [r.name for r in routes])
+        room = max(min(bounds) - waiting, 0)
+        paused = room == 0
+        if paused != self._paused.get(source, False):
+            (log.warning if paused else log.info)(
+                "source %s: %s (%d documents and deliveries wait on its routes, max_backlog %d)", source,
+                "paused" if paused else "taking documents again", waiting, min(bounds))
+        self._paused[source] = paused
+        metrics.SOURCE_PAUSED.labels(connector=source).set(1 if paused else 0)
+        return room
 
     def _ingest(self, source: str, claimed: Claimed, *, recovered: bool) -> None:
         if claimed.ref is not None:  # recorded before a restart: its document says what is left
@@ -397,10 +452,12 @@ class Runtime:
     def _retry_later(self, delivery: Any, reason: str, *, at_least: float = 0.0) -> None:
         """Another try after the back-off, or ``at_least`` seconds when the endpoint asked to wait."""
         attempts = delivery.attempts + 1
-        if attempts >= self.retry.max_attempts:
-            self._fail_delivery(delivery, f"gave up after {attempts} attempts: {reason}", attempts=attempts)
+        policy = self.retries.get(delivery.endpoint, self.retry)
+        given_up = policy.exhausted(attempts, (_now() - delivery.created_at).total_seconds())
+        if given_up is not None:
+            self._fail_delivery(delivery, f"{given_up}: {reason}", attempts=attempts)
             return
-        wait = max(self.retry.delay(attempts), at_least)
+        wait = max(policy.delay(attempts), at_least)
         self.ledger.record(
             "delivery", delivery.id, actor=delivery.endpoint, reason=f"attempt {attempts}: {redact(reason)}",
             attempts=attempts,
@@ -529,6 +586,8 @@ class Runtime:
             reachable = getattr(connector, "reachable", None)
             if reachable is not None:
                 checks[f"connector:{name}"] = reachable
+        for name, circuit in self.circuits.items():
+            checks[f"circuit:{name}"] = circuit.describe
         return checks
 
     def consume(self) -> None:

@@ -16,14 +16,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from bus.config import ConfigPath, ConnectorConfig
+from bus.config import ConfigPath, EndpointConfig
 from bus.connector import ARCHIVE, DECP_JSON, DECP_XML, FILE, Artifact, OutboundConnector, SendResult
 from bus.errors import DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
 from connectors._folder_common import atomic_write, folder_errors, remove_abandoned_temps
 
 
-class FolderOutboundConfig(ConnectorConfig, ArchiveOptions):
+class FolderOutboundConfig(EndpointConfig, ArchiveOptions):
     """``type: folder`` used in a route's ``to``."""
 
     type: Literal["folder"] = "folder"

@@ -17,13 +17,13 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from bus.config import ConnectorConfig
+from bus.config import EndpointConfig
 from bus.connector import ARCHIVE, CANONICAL, DECP_JSON, DECP_XML, FILE, Artifact, OutboundConnector, SendResult
 from bus.errors import DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
 
 
-class MemoryOutboundConfig(ConnectorConfig, ArchiveOptions):
+class MemoryOutboundConfig(EndpointConfig, ArchiveOptions):
     """``type: memory`` used in a route's ``to``."""
 
     type: Literal["memory"] = "memory"

@@ -45,7 +45,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from bus.config import ConnectorConfig, Duration, ExistingFile
+from bus.config import Duration, EndpointConfig, ExistingFile
 from bus.config_types import http_url
 from bus.connector import (
     CANONICAL,
@@ -108,7 +108,7 @@ class PastellFields(BaseModel):
     tedetis_transaction_id: str = Field("tedetis_transaction_id", description="The act's TdT transaction.")
 
 
-class PastellOutboundConfig(ConnectorConfig):
+class PastellOutboundConfig(EndpointConfig):
     """``type: pastell`` used in a route's ``to``: a Pastell that sends acts to its TdT."""
 
     type: Literal["pastell"] = Field("pastell", description="The protocol: Pastell's REST API v2.")

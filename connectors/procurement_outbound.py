@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from bus.config import ConnectorConfig, Duration, ExistingFile
+from bus.config import Duration, EndpointConfig, ExistingFile
 from bus.config_types import http_url
 from bus.connector import DECP_XML, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
 from bus.errors import DocumentError, HentError, TransientError
@@ -50,7 +50,7 @@ STATES = {"RECEIVED": "IN_TRANSIT", "PUBLISHED": "ACKNOWLEDGED", "REJECTED": "RE
 _FAULT = "ProcurementFault"
 
 
-class ProcurementOutboundConfig(ConnectorConfig):
+class ProcurementOutboundConfig(EndpointConfig):
     """``type: procurement`` used in a route's ``to``: a procurement platform speaking Hent's contract."""
 
     type: Literal["procurement"] = Field(

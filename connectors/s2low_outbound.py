@@ -60,7 +60,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from bus.config import ConnectorConfig, Duration, ExistingFile
+from bus.config import Duration, EndpointConfig, ExistingFile
 from bus.config_types import http_url
 from bus.connector import (
     CANONICAL,
@@ -137,7 +137,7 @@ def _named(message: bytes, code: str, transaction: str) -> str:
     return f"{found.group(1).decode('ascii', 'replace')}-{code}_0.xml" if found else f"s2low-{transaction}-{code}.xml"
 
 
-class S2lowOutboundConfig(ConnectorConfig):
+class S2lowOutboundConfig(EndpointConfig):
     """``type: s2low`` used in a route's ``to``: an S2LOW account (one collectivité) over its HTTPS API."""
 
     type: Literal["s2low"] = Field("s2low", description="The protocol: S2LOW's API (actes module).")

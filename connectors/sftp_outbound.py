@@ -24,7 +24,7 @@ from typing import Literal
 import paramiko
 from pydantic import Field
 
-from bus.config import ConnectorConfig
+from bus.config import EndpointConfig
 from bus.connector import ARCHIVE, DECP_JSON, DECP_XML, FILE, Artifact, InboxItem, OutboundConnector, SendResult
 from bus.errors import ConfigError, DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
@@ -32,7 +32,7 @@ from connectors._sftp_answers import AnswerFolderOptions, SftpAnswerFolder
 from connectors._sftp_common import SessionHolder, SftpOptions, load_key, makedirs, read_local, remote_join
 
 
-class SftpOutboundConfig(ConnectorConfig, SftpOptions, ArchiveOptions):
+class SftpOutboundConfig(EndpointConfig, SftpOptions, ArchiveOptions):
     """``type: sftp`` used in a route's ``to``."""
 
     type: Literal["sftp"] = Field("sftp", description="The protocol: SFTP (SSH).")

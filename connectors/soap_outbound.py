@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from bus.config import ConnectorConfig, Duration, ExistingFile
+from bus.config import Duration, EndpointConfig, ExistingFile
 from bus.config_types import http_url
 from bus.connector import ARCHIVE, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
 from bus.errors import DocumentError, HentError, TransientError
@@ -58,7 +58,7 @@ STATES = {
 _PING_KEY = "__hent_ping__"
 
 
-class SoapOutboundConfig(ConnectorConfig, ArchiveOptions):
+class SoapOutboundConfig(EndpointConfig, ArchiveOptions):
     """``type: soap`` used in a route's ``to``: a tiers de télétransmission speaking Hent's contract."""
 
     type: Literal["soap"] = Field("soap", description="The protocol: Hent's legality SOAP contract.")

@@ -17,7 +17,7 @@ from bus.runtime import RetryPolicy, Runtime
 from connectors.memory_outbound import MemoryOutbound
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_deliberation
-from tests.harness import write_config
+from tests.harness import run_cli, write_config
 
 FAST = RetryPolicy(max_attempts=3, first_delay=0.05, max_delay=0.2)
 
@@ -115,3 +115,89 @@ def test_an_endpoint_that_asks_to_wait_is_not_tried_again_before_it_said(tmp_pat
     assert [d.state for d in deliveries] == ["DELIVERED"]
     # the runtime's own back-off (0.05 s) gave way to what the endpoint asked
     assert len(PoliteMemory.tries) == 2 and PoliteMemory.tries[1] - PoliteMemory.tries[0] >= 1.4
+
+
+def run_config(tmp_path: Path, change: Any, acts: int, *, timeout: float = 30, idle: bool = True) -> Any:
+    """The harness's bus changed by ``change(config)``, ``acts`` deliberations dropped, run with the
+    configuration's own retry policies (no test override)."""
+    config_path = write_config(tmp_path, sweep="0.1s", lease="1s")
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    change(config)
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    for n in range(acts):
+        drop_deliberation(tmp_path / "drop" / "deliberations", f"DEL2026_{n:03d}", decision=date.today())
+    loaded = load_config(config_path)
+    runtime = Runtime(loaded, Pipeline.for_runtime, serve_http=False)
+    finished = runtime.run_until_idle(timeout=timeout)
+    assert finished or not idle, "the bus did not finish"
+    return loaded, runtime
+
+
+def test_each_endpoint_has_its_own_retry_policy_and_circuit_from_the_yaml(tmp_path: Path) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["bus"]["retry"] = {"max_attempts": 5, "first_delay": "0.05s", "max_delay": "0.1s"}
+        config["connectors"]["prefecture"] = {
+            "type": "memory", "fail": ["transient"] * 10,
+            "retry": {"max_attempts": 2, "first_delay": "0.05s", "jitter": 0.5},
+            "circuit": {"threshold": 2, "cooldown": "0.2s"},
+        }
+        config["connectors"]["archives"] = {"type": "memory", "fail": ["transient"] * 3}
+        config["routes"][0]["to"] = ["prefecture", "archives"]
+
+    loaded, _ = run_config(tmp_path, change, acts=1)
+    ledger = Ledger(loaded.bus.ledger)
+    try:
+        by_endpoint = {d.endpoint: d for d in ledger.deliveries()}
+        circuits = {c["endpoint"]: c for c in ledger.circuits()}
+    finally:
+        ledger.close()
+    # the préfecture's own policy gave up after 2 attempts; the archives took bus.retry's 5 and got through
+    assert (by_endpoint["prefecture"].state, by_endpoint["prefecture"].attempts) == ("FAILED", 2)
+    assert by_endpoint["prefecture"].reason.startswith("gave up after 2 attempts")
+    assert (by_endpoint["archives"].state, by_endpoint["archives"].attempts) == ("DELIVERED", 4)
+    # the préfecture's circuit opened after its 2 failures in a row, and the ledger says so for `status`
+    assert circuits["prefecture"]["state"] == "open" and circuits["prefecture"]["failures"] == 2
+    result = run_cli("status", "--endpoints", "--json", "-c", str(tmp_path / "hent.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert {json.loads(line)["endpoint"]: json.loads(line)["state"] for line in result.stdout.splitlines()} == {
+        "prefecture": "open", "archives": "closed"}
+
+
+def test_a_delivery_older_than_max_age_is_given_up_whatever_its_attempts(tmp_path: Path) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["connectors"]["prefecture"] = {
+            "type": "memory", "fail": ["transient"] * 50,
+            "retry": {"max_attempts": 100, "first_delay": "0.1s", "max_delay": "0.1s", "max_age": "1s"},
+            "circuit": {"threshold": 100},
+        }
+
+    loaded, _ = run_config(tmp_path, change, acts=1)
+    ledger = Ledger(loaded.bus.ledger)
+    try:
+        [delivery] = ledger.deliveries()
+    finally:
+        ledger.close()
+    assert delivery.state == "FAILED" and "retry.max_age" in delivery.reason
+    assert 3 <= delivery.attempts < 30
+
+
+def test_a_source_stops_taking_documents_while_its_routes_backlog_is_full(tmp_path: Path) -> None:
+    from bus import metrics
+
+    def change(config: dict[str, Any]) -> None:
+        # the endpoint is down: nothing leaves, every delivery stays PENDING
+        config["connectors"]["prefecture"] = {"type": "memory", "fail": ["transient"] * 100,
+                                              "retry": {"max_attempts": 100, "first_delay": "5s"}}
+        config["routes"][0]["max_backlog"] = 3
+
+    loaded, _ = run_config(tmp_path, change, acts=6, timeout=3, idle=False)
+    ledger = Ledger(loaded.bus.ledger)
+    try:
+        documents = ledger.documents()
+    finally:
+        ledger.close()
+    # Then three were taken, three wait in the drop folder, untouched
+    assert len(documents) == 3
+    left = sorted(p.name for p in (tmp_path / "drop" / "deliberations").glob("DEL2026_*.json"))
+    assert len(left) == 3
+    assert metrics.REGISTRY.get_sample_value("hent_source_paused", {"connector": "deliberations"}) == 1.0

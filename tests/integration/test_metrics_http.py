@@ -231,7 +231,9 @@ def test_readyz_checks_the_ledger_the_broker_and_each_connector_then_fails_witho
     assert (status, content_type) == (200, "application/json"), body
     answer = json.loads(body)
     assert answer["ready"] is True
-    assert set(answer["checks"]) == {"ledger", "broker", f"connector:{SOURCE}", f"connector:{ENDPOINT}"}
+    assert set(answer["checks"]) == {"ledger", "broker", f"connector:{SOURCE}", f"connector:{ENDPOINT}",
+                                     f"circuit:{ENDPOINT}"}
+    assert answer["checks"][f"circuit:{ENDPOINT}"] == {"ok": True, "detail": "circuit closed"}
     assert all(check["ok"] for check in answer["checks"].values())
     assert answer["checks"][f"connector:{ENDPOINT}"]["detail"] == str(running.tmp / "out")
 

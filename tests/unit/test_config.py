@@ -176,7 +176,7 @@ def test_every_error_is_reported_at_once_with_file_line_and_field() -> None:
         "main.yaml:6: collectivites[0].departement: a département is a quoted 3-character code like "
         '"034", "02A" or "974", got \'44\' [departement]',
         "main.yaml:9: routes[0].from: unknown connector 'rh_outbx' (did you mean 'rh_outbox'?) [unknown-reference]",
-        "main.yaml:11: routes[0].extra: unknown key 'extra' (expected one of: decp_format, from, map, name, to, transform, when)"
+        "main.yaml:11: routes[0].extra: unknown key 'extra' (expected one of: decp_format, from, map, max_backlog, name, to, transform, when)"
         " [unknown-key]",
         "connectors.yaml:4: connectors.rh_outbox.patern: unknown key 'patern' (did you mean 'pattern'?) [unknown-key]",
         "connectors.yaml:6: connectors.prefecture.url: missing required key 'url' [missing]",
