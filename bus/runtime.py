@@ -545,6 +545,7 @@ class Runtime:
     def start(self) -> None:
         """Recover claims left by a previous run, sweep once, start polling and serving."""
         self.spool.clean_temp()
+        self._reconcile_spool()
         for name, connector in self.sources.items():
             with self._source_locks[name]:
                 for claimed in connector.recover():
@@ -610,6 +611,27 @@ class Runtime:
             self.stop_event.set()
             for thread in others:
                 thread.join(timeout=self.shutdown_timeout)
+
+    def _reconcile_spool(self) -> None:
+        """Start-up: the work the ledger says is unfinished must still have its bytes in the spool.
+        A document or a delivery whose blob is gone (a spool restored from an old backup, a disk
+        replaced) cannot go on: it is failed with the missing blob named, for a person to restore it
+        and replay, rather than retried blindly for hours."""
+        for document in [*self.ledger.documents(state=DocumentState.RECEIVED),
+                         *self.ledger.documents(state=DocumentState.PREPARED)]:
+            missing = [sha for sha in (document.sidecar_sha256, *document.files.values()) if not self.spool.exists(sha)]
+            if missing:
+                reason = (f"the spool lost {len(missing)} of its files ({', '.join(m[:12] for m in missing)}...): "
+                          "restore the spool, or drop the bundle again, then replay it")
+                log.error("ALERT document %s (%s): %s", document.id, document.bundle, reason)
+                self.ledger.transition_document(document.id, DocumentState.FAILED, actor=self.actor,
+                                                expect=document.state, reason=reason)
+        for delivery in self.ledger.deliveries(state=DeliveryState.PENDING):
+            if delivery.artifact_sha256 and not self.spool.exists(delivery.artifact_sha256):
+                reason = (f"its artifact {delivery.artifact_name} ({delivery.artifact_sha256[:12]}...) is no longer in "
+                          "the spool: restore the spool, then replay it")
+                log.error("ALERT delivery %s to %s: %s", delivery.id, delivery.endpoint, reason)
+                self._fail_delivery(delivery, reason, attempts=delivery.attempts)
 
     def run(self, *, install_signals: bool = True) -> None:
         """Serve until SIGTERM or SIGINT: stop polling, finish in-flight work, return."""

@@ -201,3 +201,28 @@ def test_a_source_stops_taking_documents_while_its_routes_backlog_is_full(tmp_pa
     left = sorted(p.name for p in (tmp_path / "drop" / "deliberations").glob("DEL2026_*.json"))
     assert len(left) == 3
     assert metrics.REGISTRY.get_sample_value("hent_source_paused", {"connector": "deliberations"}) == 1.0
+
+
+def test_at_start_a_delivery_whose_artifact_left_the_spool_is_failed_naming_it(tmp_path: Path) -> None:
+    def change(config: dict[str, Any]) -> None:  # the endpoint is down: the delivery waits, PENDING
+        config["connectors"]["prefecture"] = {"type": "memory", "fail": ["transient"] * 100,
+                                              "retry": {"max_attempts": 100, "first_delay": "60s"}}
+
+    loaded, runtime = run_config(tmp_path, change, acts=1, timeout=2, idle=False)
+    ledger = Ledger(loaded.bus.ledger)
+    try:
+        [waiting] = ledger.deliveries()
+        assert waiting.state == "PENDING"
+    finally:
+        ledger.close()
+    # When the spool loses the archive (restored from an old backup) and the bus starts again
+    runtime.spool.path(waiting.artifact_sha256).unlink()
+    again = Runtime(loaded, Pipeline.for_runtime, serve_http=False)
+    try:
+        again.start()
+        # Then the delivery is failed at once, naming what is missing and what to do
+        [failed] = again.ledger.deliveries()
+    finally:
+        again.stop_event.set()
+        again.shutdown()
+    assert failed.state == "FAILED" and waiting.artifact_name in failed.reason and "restore the spool" in failed.reason
