@@ -5,12 +5,15 @@ A secret is never written in the YAML itself: the configuration refers to it as
 is resolved against the directory of the YAML file that names it; one trailing newline
 is dropped).  ``$${`` writes a literal ``${``.
 
-Every value resolved that way is *registered* for the life of the process, and
-:func:`redact` replaces each registered value by ``**********`` in any text: log lines
-(through :class:`SecretFilter`), error messages and ``check``'s output.  Values shorter
-than :data:`MIN_REDACT_LENGTH` characters are not registered (``${PORT}`` = ``22`` would
-otherwise blank every number in the logs); a value held by a :class:`Secret` is always
-registered.  :func:`redact` also masks the password of any ``scheme://user:password@``
+Secrets are *registered* for the life of the process, and :func:`redact` replaces each
+registered value by ``**********`` in any text: log lines (through :class:`SecretFilter`),
+error messages and ``check``'s output.  Registered are: every value a :class:`Secret` field
+holds (passwords, tokens: whatever reference it came from), every ``${file:...}`` value, and
+the value of a variable whose name says it is one (``PASSWORD``, ``TOKEN``, ``SECRET``...,
+:data:`SECRET_NAME`).  Other ``${ENV}`` values — a host, a user name, a path, a port — are
+not: masking ``127.0.0.1`` or ``/var/lib/hent`` in every log line would hide what an operator
+needs to read.  Values shorter than :data:`MIN_REDACT_LENGTH` characters are registered only
+when a :class:`Secret` holds them.  :func:`redact` also masks the password of any ``scheme://user:password@``
 URL, whether it was registered or not.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "MASK",
     "MIN_REDACT_LENGTH",
+    "SECRET_NAME",
     "Secret",
     "SecretFilter",
     "redact",
@@ -48,6 +52,8 @@ _pattern: re.Pattern[str] | None = None
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]+)@")
 _REFERENCE = re.compile(r"\$\$\{[^}]*\}|\$\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: the names of environment variables whose values are registered as secrets wherever they are used
+SECRET_NAME = re.compile(r"(?i)pass|secret|token|credential|api_?key|private")
 
 
 def register_secret(value: str, *, force: bool = False) -> None:
@@ -180,7 +186,8 @@ def _resolve_one(body: str, base_dir: Path) -> tuple[str | None, str | None]:
         )
     env = os.environ.get(name)
     if env:
-        register_secret(env)
+        if SECRET_NAME.search(name):
+            register_secret(env)
         return env, None
     if has_default:
         return default, None

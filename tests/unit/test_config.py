@@ -154,8 +154,8 @@ def test_secrets_never_show_in_repr_str_logs_or_errors(caplog: pytest.LogCapture
 
 
 def test_a_secret_in_an_error_message_is_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HENT_TEST_POLL", "every-now-and-then")
-    path = write(tmp_path, "main.yaml", MINIMAL.replace("path: in}", "path: in, poll: '${HENT_TEST_POLL}'}"))
+    monkeypatch.setenv("HENT_TEST_SECRET_POLL", "every-now-and-then")  # named as a secret: masked wherever used
+    path = write(tmp_path, "main.yaml", MINIMAL.replace("path: in}", "path: in, poll: '${HENT_TEST_SECRET_POLL}'}"))
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert "every-now-and-then" not in str(caught.value)

@@ -89,8 +89,21 @@ def test_resolve_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         ["environment variable 'HENT_TEST_UNSET' is not set"],
         True,
     )
-    assert redact("alpha-value from-a-file") == f"{MASK} {MASK}"
+    assert redact("alpha-value from-a-file") == f"alpha-value {MASK}"  # a file: a secret; HENT_TEST_A: a value
     assert redact("dflt") == "dflt"  # a default is written in the YAML: not a secret
+
+
+def test_a_variable_named_as_a_secret_is_masked_and_a_host_or_a_path_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HENT_TEST_DB_PASSWORD", "pw-from-the-environment")
+    monkeypatch.setenv("HENT_TEST_API_TOKEN", "tok-from-the-environment")
+    monkeypatch.setenv("HENT_TEST_SFTP_HOST", "10.20.30.40")
+    monkeypatch.setenv("HENT_TEST_HOME", "/var/lib/hent-test")
+    for name in ("HENT_TEST_DB_PASSWORD", "HENT_TEST_API_TOKEN", "HENT_TEST_SFTP_HOST", "HENT_TEST_HOME"):
+        resolve_references(f"${{{name}}}", tmp_path)
+    assert redact("pw-from-the-environment tok-from-the-environment") == f"{MASK} {MASK}"
+    assert redact("sftp://10.20.30.40 state in /var/lib/hent-test") == "sftp://10.20.30.40 state in /var/lib/hent-test"
 
 
 def test_public_names() -> None:
