@@ -10,6 +10,9 @@
     python run_bus.py journal verify -c FILE     the journal's hash chain is intact
     python run_bus.py classification SIREN -c FILE   the classification acts are checked against
     python run_bus.py cancel IDACTE -c FILE      ask for the cancellation of an acknowledged act
+    python run_bus.py failed -c FILE             the dead letters: FAILED documents and deliveries, with why
+    python run_bus.py replay ID... -c FILE       put dead letters back into the flow (--route R, --all-failed)
+    python run_bus.py purge --older-than 90d -c FILE   spool blobs and done/ files of documents done with
 """
 
 from __future__ import annotations
@@ -287,6 +290,190 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _routes_sources(config: Any, route: str | None) -> list[str]:
+    """The sources ``route`` takes from (a document that failed before routing is of them)."""
+    return [name for r in config.routes if r.name == route for name in r.from_]
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    from bus.ledger import Ledger
+    from bus.ledger_ops import dead_letters
+
+    config = _load(args.config)
+    ledger = Ledger(config.bus.ledger)
+    try:
+        letters = dead_letters(ledger, route=args.route, route_sources=_routes_sources(config, args.route),
+                               source=args.source, since=args.since)
+    finally:
+        ledger.close()
+    for letter in letters:
+        if args.json:
+            print(json.dumps(letter.to_dict(), ensure_ascii=False))
+            continue
+        to = f" → {letter.endpoint}" if letter.endpoint else ""
+        attempts = f"{letter.failures} attempt{'' if letter.failures == 1 else 's'}"
+        print(f"{letter.id}  {letter.kind:<8} {letter.document.source}/{letter.document.bundle}  "
+              f"route {letter.route or '-'}{to}  {letter.when:%Y-%m-%d %H:%M:%S} UTC  {attempts}")
+        for line in letter.reason.splitlines():
+            print(f"    ! {line}")
+    if not args.json:
+        print(f"{len(letters)} dead letter(s)" + ("; after the fix: run_bus.py replay ID -c FILE" if letters else ""))
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bus.ledger import Ledger, StaleState
+    from bus.ledger_ops import apply_replay, dead_letters, find_replays, replays_of
+    from bus.spool import Spool
+
+    if sum((bool(args.ids), args.route is not None, args.all_failed)) != 1:
+        print("replay: give the IDs to replay, or --route R, or --all-failed (one of them)", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _load(args.config)
+    ledger = Ledger(config.bus.ledger, actor=args.by)
+    spool = Spool(config.bus.spool)
+    status = EXIT_OK
+    done = []
+    try:
+        if args.ids:
+            replays, refused = find_replays(ledger, args.ids, spool=spool)
+        else:
+            letters = dead_letters(ledger, route=args.route, route_sources=_routes_sources(config, args.route))
+            replays, refused = replays_of(letters, spool=spool)
+        for problem in refused:
+            print(f"not replayed: {problem}", file=sys.stderr)
+            status = EXIT_FAILED
+        for replay in replays:
+            if args.dry_run:
+                print(f"would replay {replay.describe()}")
+                continue
+            try:
+                done.append(apply_replay(ledger, replay, actor=args.by, note=args.reason))
+            except StaleState as exc:
+                print(f"not replayed: {exc}", file=sys.stderr)
+                status = EXIT_FAILED
+                continue
+            print(f"replayed {replay.describe()}")
+    finally:
+        ledger.close()
+    if done:
+        _reply_replayed(config, done, args.by)
+        print(f"{len(done)} replayed, journaled as {args.by}; a running bus takes them at its next sweep once "
+              f"{config.bus.lease:g} s (bus.lease) have passed, else when it starts")
+    elif not replays and not refused:
+        print("nothing to replay: no dead letter" + (f" of route {args.route}" if args.route else ""))
+    return status
+
+
+def _reply_replayed(config: Any, done: list[Any], actor: str) -> None:
+    """A reply to each source saying its document was put back.
+
+    The broker is not told: a bus that is not running would find the message beside its own
+    re-publication at start, and two messages for one delivery in one worker may both send it.
+    """
+    from bus import registry
+    from bus.connector import InboundContext
+    from bus.errors import HentError
+    from bus.runtime import reply_summary
+    from bus.secrets import redact
+
+    by_source: dict[str, list[Any]] = {}
+    for replay in done:
+        by_source.setdefault(replay.document.source, []).append(replay)
+    for source, replays in sorted(by_source.items()):
+        try:
+            cfg = config.connector_config(source, "inbound")
+        except KeyError:
+            print(f"source {source}: no longer configured: no reply written")
+            continue
+        connector = registry.connector_class(cfg.type, "inbound")(source, cfg, InboundContext())
+        try:
+            for replay in replays:
+                what = ("prepared again" if replay.delivery is None else
+                        f"sent again to {replay.delivery.endpoint} as it was built")
+                note = f"put back into the flow by {actor} after its failure: it will be {what}"
+                connector.reply(replay.document.bundle, None, None,
+                                reply_summary(replay.document, replay.delivery, note=note))
+        except HentError as exc:
+            print(f"source {source}: the reply saying so could not be written: {redact(_one_line(str(exc)))}")
+        finally:
+            connector.close()
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from bus.ledger import Ledger
+    from bus.ledger_ops import KEPT_REASONS, plan_purge, purge_folder, purge_spool
+    from bus.spool import Spool
+
+    config = _load(args.config)
+    ledger = Ledger(config.bus.ledger)
+    spool = Spool(config.bus.spool)
+    cutoff = datetime.now(UTC) - timedelta(seconds=args.older_than)
+    would = "would remove" if args.dry_run else "removed"
+    try:
+        plan = plan_purge(ledger, cutoff)
+        purged = purge_spool(ledger, spool, plan, dry_run=args.dry_run)
+    finally:
+        ledger.close()
+    print(f"spool: {would} {len(purged.removed)} blob(s), {_bytes(purged.size)}, of {len(plan.documents)} "
+          f"document(s) done with before {cutoff:%Y-%m-%d %H:%M} UTC")
+    if plan.shared or purged.restored:
+        print(f"spool: kept {len(plan.shared) + len(purged.restored)} blob(s) these documents share with others "
+              "still in use")
+    for why in KEPT_REASONS:
+        if plan.kept.get(why):
+            print(f"kept: {plan.kept[why]} document(s) {why}")
+    for name in sorted({name for route in config.routes for name in route.from_}):
+        source = config.connector_config(name, "inbound")
+        if source.type != "folder" or source.on_success == "delete":
+            continue
+        done_dir = source.done_dir or source.path / "done"
+        removed = purge_folder(done_dir, time.time() - args.older_than, dry_run=args.dry_run)
+        print(f"source {name}: {would} {len(removed)} file(s), {_bytes(sum(removed.values()))}, from {done_dir}")
+    print("the ledger and its journal are kept whole" + ("; nothing was removed (--dry-run)" if args.dry_run else ""))
+    return EXIT_OK
+
+
+def _bytes(size: int) -> str:
+    """``532 bytes``, ``14.2 KB``, ``3.0 MB``, ``1.2 GB``."""
+    if size < 1024:
+        return f"{size} bytes"
+    value, unit = size / 1024, "KB"
+    for bigger in ("MB", "GB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+def _since(text: str) -> Any:
+    """A moment: ISO date or time (UTC unless it says otherwise), or a duration ago (``2h``, ``7d``)."""
+    from datetime import UTC, datetime, timedelta
+
+    try:
+        return datetime.now(UTC) - timedelta(seconds=_duration(text))
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a date (2026-05-01, 2026-05-01T14:30) nor a duration (12h, 7d)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _duration(text: str) -> float:
+    from bus.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:  # pydantic's error is a ValueError
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90d, 12h, 30m)") from exc
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from simulators.demo import run_demo
 
@@ -343,6 +530,49 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = with_config(sub.add_parser("cancel", help="ask for the cancellation (6-1) of an acknowledged act"))
     cancel.add_argument("id_acte", metavar="IDACTE")
     cancel.set_defaults(func=cmd_cancel)
+    failed = with_config(sub.add_parser(
+        "failed", help="the dead letters: FAILED documents and deliveries, with the reason",
+        description="The dead letters, oldest first: FAILED documents (their preparation failed: mapping, rules, "
+        "files) and FAILED deliveries (refused by the endpoint, or given up after the retries), each with the id "
+        "replay takes, its bundle, source, route, endpoint, when, attempts and the reason."))
+    failed.add_argument("--route", help="only those of this route (a document not routed yet: of a source it takes "
+                        "from)")
+    failed.add_argument("--source", help="only those of documents from this source")
+    failed.add_argument("--since", type=_since, metavar="WHEN",
+                        help="only those that failed since WHEN: a date or time in UTC (2026-05-01, "
+                        "2026-05-01T14:30) or a duration ago (12h, 7d)")
+    failed.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    failed.set_defaults(func=cmd_failed)
+    replay = with_config(sub.add_parser(
+        "replay", help="put dead letters back into the flow after a fix, journaled",
+        description="Put dead letters back into the flow after a fix, journaled. A FAILED document goes back to "
+        "RECEIVED: the bus prepares its files again with the mappings and configuration it read at its start "
+        "(restart it after changing one). A FAILED delivery goes back to PENDING, attempts reset: the same bytes, "
+        "and an endpoint that may hold them already is asked before anything is sent twice. A running bus takes "
+        "them at its next sweep once bus.lease has passed, else when it starts; the source gets a reply saying so. "
+        "A delivery the "
+        "platform REJECTED is not replayed: correct the act and drop it again. Exit 1 if any ID is refused."))
+    replay.add_argument("ids", nargs="*", metavar="ID",
+                        help="a document's or a delivery's id, as failed lists them (a routed document's id: its "
+                        "FAILED deliveries)")
+    replay.add_argument("--route", help="every dead letter of this route")
+    replay.add_argument("--all-failed", action="store_true", help="every dead letter")
+    replay.add_argument("--dry-run", action="store_true", help="say what would be replayed, change nothing")
+    replay.add_argument("--by", default="replay", metavar="NAME",
+                        help="who replays, as the journal records it (default: replay)")
+    replay.add_argument("--reason", help="why, added to the journal's reason")
+    replay.set_defaults(func=cmd_replay)
+    purge = with_config(sub.add_parser(
+        "purge", help="remove old spool blobs and done/ files of documents done with",
+        description="Remove the spool blobs named only by documents done with for longer than DURATION (ROUTED "
+        "with every delivery DELIVERED, ACKNOWLEDGED or REJECTED, or FAILED), and the files of folder sources' "
+        "done/ folders unchanged for as long. Never a blob that a document in flight, a FAILED delivery (a dead "
+        "letter), a letter not answered yet or a classification names; replies, the ledger and its journal are "
+        "kept whole."))
+    purge.add_argument("--older-than", type=_duration, required=True, metavar="DURATION",
+                       help="how long since a document's last change (90d, 12h)")
+    purge.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    purge.set_defaults(func=cmd_purge)
     demo = sub.add_parser("demo", help="generate realistic bundles, run the bus on them, report")
     demo.add_argument("--workspace", help="folder to work in (default: a new temporary folder)")
     demo.add_argument("--keep", action="store_true", help="keep the workspace afterwards")

@@ -48,7 +48,9 @@ DOCUMENT_TRANSITIONS: dict[DocumentState, frozenset[DocumentState]] = {
     _D.RECEIVED: frozenset({_D.PREPARED, _D.FAILED}),
     _D.PREPARED: frozenset({_D.ROUTED, _D.FAILED}),
     _D.ROUTED: frozenset(),
-    _D.FAILED: frozenset({_D.RECEIVED}),  # replay
+    # replay (run_bus.py replay, bus.ledger_ops) or the same bundle dropped again: the same row, with the
+    # same idempotency key, prepared anew from its files in the spool by the mappings the bus now runs with
+    _D.FAILED: frozenset({_D.RECEIVED}),
 }
 DELIVERY_TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
     _V.PENDING: frozenset({_V.SENT, _V.DELIVERED, _V.FAILED}),
@@ -56,7 +58,8 @@ DELIVERY_TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
     _V.ACKNOWLEDGED: frozenset(),
     _V.REJECTED: frozenset(),
     _V.DELIVERED: frozenset(),
-    _V.FAILED: frozenset({_V.PENDING}),  # replay
+    # replay: the same artifact sent again by the ordinary send path, which asks the endpoint first
+    _V.FAILED: frozenset({_V.PENDING}),
 }
 FINAL_DOCUMENT_STATES = frozenset({_D.ROUTED, _D.FAILED})
 FINAL_DELIVERY_STATES = frozenset({_V.ACKNOWLEDGED, _V.REJECTED, _V.DELIVERED, _V.FAILED})
