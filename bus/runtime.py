@@ -164,6 +164,12 @@ class Runtime:
                 if expiry is not None:
                     metrics.CERTIFICATE_EXPIRY.labels(connector=name, sirens=sirens).set(expiry.timestamp())
 
+    def _owner(self) -> str:
+        """Who holds a lease: this worker's thread.  Two threads of one worker handed the same id (a
+        message published twice: the sweeper's and the first) must not both take the work, which a
+        lease held in the worker's name alone would let them."""
+        return f"{self.actor}/{threading.current_thread().name}"
+
     def _circuit_changed(self, endpoint: str, state: str, failures: int) -> None:
         """Keep the circuit's state in the ledger (``status``) and say it in the log."""
         (log.warning if state == "open" else log.info)("endpoint %s: circuit %s (%d failures in a row)",
@@ -301,7 +307,7 @@ class Runtime:
     # -- documents -------------------------------------------------------------------
     def handle_document(self, doc_id: str) -> None:
         """Map, route, build: RECEIVED → ROUTED (or FAILED).  The source's poller settles it."""
-        document = self.ledger.claim_document(doc_id, self.actor, self.lease_seconds)
+        document = self.ledger.claim_document(doc_id, self._owner(), self.lease_seconds)
         if document is None:  # another worker holds it
             return
         try:
@@ -310,13 +316,13 @@ class Runtime:
             elif document.state == DocumentState.PREPARED:  # left so by an older worker
                 self._route(document, None)
             else:
-                self.ledger.release_lease("document", doc_id, self.actor)
+                self.ledger.release_lease("document", doc_id, self._owner())
         except TransientError as exc:
             log.warning("document %s will be retried: %s", doc_id, redact(str(exc)))
             # the lease expires and the sweeper re-publishes it
         except StaleState:
             log.info("document %s moved on meanwhile", doc_id)
-            self.ledger.release_lease("document", doc_id, self.actor)
+            self.ledger.release_lease("document", doc_id, self._owner())
 
     def _prepare(self, document: Any) -> Any:
         try:
@@ -335,7 +341,7 @@ class Runtime:
         failed = self.ledger.transition_document(
             document.id, DocumentState.FAILED, actor=self.actor, reason=reason, expect=document.state
         )
-        self.ledger.release_lease("document", document.id, self.actor)
+        self.ledger.release_lease("document", document.id, self._owner())
         metrics.DOCUMENTS.labels(route=document.route or "none", outcome="failed").inc()
         metrics.DEAD_LETTERS.labels(route=document.route or "none", connector=document.source).inc()
         log.error("document %s (%s from %s) FAILED: %s", document.id, document.bundle, document.source, reason)
@@ -356,7 +362,7 @@ class Runtime:
             prepared=fields,
             deliveries=[plan.ledger_fields() for plan in planned],
             actor=self.actor,
-            release_owner=self.actor,
+            release_owner=self._owner(),
             payload_sha256=document.sidecar_sha256,
             unique_id_acte=True,
         )
@@ -368,16 +374,16 @@ class Runtime:
 
     # -- deliveries ------------------------------------------------------------------
     def handle_delivery(self, delivery_id: str) -> None:
-        if not self.ledger.acquire_lease("delivery", delivery_id, self.actor, self.lease_seconds):
+        if not self.ledger.acquire_lease("delivery", delivery_id, self._owner(), self.lease_seconds):
             return
         delivery = self.ledger.get_delivery(delivery_id)
         if delivery.state != DeliveryState.PENDING:
-            self.ledger.release_lease("delivery", delivery_id, self.actor)
+            self.ledger.release_lease("delivery", delivery_id, self._owner())
             return
         circuit = self.circuits[delivery.endpoint]
         if not circuit.allow():
             # keep the lease as the timer: the sweeper re-publishes it once it expires
-            self.ledger.acquire_lease("delivery", delivery_id, self.actor, circuit.retry_in())
+            self.ledger.acquire_lease("delivery", delivery_id, self._owner(), circuit.retry_in())
             return
         connector = self.acting_for(delivery)
         name, sha256, kind = delivery.artifact_name, delivery.artifact_sha256, delivery.artifact_kind
@@ -436,7 +442,7 @@ class Runtime:
             attempts=delivery.attempts + 1,
             reason=result.detail,
         )
-        self.ledger.release_lease("delivery", delivery.id, self.actor)
+        self.ledger.release_lease("delivery", delivery.id, self._owner())
         if delivery.state in FINAL_DELIVERY:
             self._delivery_final(delivery)
 
@@ -462,7 +468,7 @@ class Runtime:
             "delivery", delivery.id, actor=delivery.endpoint, reason=f"attempt {attempts}: {redact(reason)}",
             attempts=attempts,
         )
-        self.ledger.acquire_lease("delivery", delivery.id, self.actor, wait)
+        self.ledger.acquire_lease("delivery", delivery.id, self._owner(), wait)
         log.warning(
             "delivery %s to %s: attempt %d failed (%s); next try in %.0f s",
             delivery.id, delivery.endpoint, attempts, redact(reason), wait,
@@ -477,7 +483,7 @@ class Runtime:
             reason=redact(reason),
             attempts=attempts if attempts is not None else delivery.attempts + 1,
         )
-        self.ledger.release_lease("delivery", delivery.id, self.actor)
+        self.ledger.release_lease("delivery", delivery.id, self._owner())
         metrics.DEAD_LETTERS.labels(route=delivery.route, connector=delivery.endpoint).inc()
         log.error("delivery %s to %s FAILED: %s", delivery.id, delivery.endpoint, redact(reason))
         self._delivery_final(failed)
