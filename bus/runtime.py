@@ -205,8 +205,7 @@ class Runtime:
                     if self.stop_event.is_set() or (room is not None and taken >= room):
                         break
                     claimed = connector.claim(candidate)
-                    if claimed is not None:
-                        self._ingest(source, claimed, recovered=False)
+                    if claimed is not None and self._take(source, claimed, recovered=False):
                         taken += 1
                 self._quiet[source] = not candidates
                 self._settle(source)
@@ -215,6 +214,26 @@ class Runtime:
                 self._quiet[source] = False
                 log.error("poll of %s failed: %s", source, redact(str(exc)))
         return taken
+
+    def _take(self, source: str, claimed: Claimed, *, recovered: bool) -> bool:
+        """Ingest a claimed bundle; one that cannot be recorded now (a TransientError: the spool's disk
+        full, the ledger unreachable) goes back to the source as it was, or, from a source that cannot
+        take it back, stays claimed for ``recover`` at the next start.  False then."""
+        try:
+            self._ingest(source, claimed, recovered=recovered)
+            return True
+        except TransientError as exc:
+            metrics.POLL_FAILURES.labels(connector=source).inc()
+            fate = "it stays claimed and is taken again when the bus starts next"
+            unclaim = getattr(self.sources[source], "unclaim", None)
+            if unclaim is not None:
+                try:
+                    unclaim(claimed)
+                    fate = "it is back in the source as it was, taken again at the next poll"
+                except HentError as stuck:
+                    fate = redact(str(stuck))
+            log.error("%s from %s not taken in: %s; %s", claimed.key, source, redact(str(exc)), fate)
+            return False
 
     def _room(self, source: str) -> int | None:
         """Back-pressure: how many more documents ``source`` may bring now (None: no bound), from the
@@ -555,7 +574,7 @@ class Runtime:
         for name, connector in self.sources.items():
             with self._source_locks[name]:
                 for claimed in connector.recover():
-                    self._ingest(name, claimed, recovered=True)
+                    self._take(name, claimed, recovered=True)
         self._republish(grace=0.0)  # what a previous run left unfinished, at once
         for name, connector in self.sources.items():
             self.scheduler.add(f"poll:{name}", functools.partial(self.poll, name), connector.config.poll)

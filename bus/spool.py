@@ -6,6 +6,12 @@ write goes to a temporary file under ``root/tmp`` (same file system), is fsynced
 bytes survive a crash, and a reader never sees a half-written blob.  Writing the same
 content twice keeps the blob already there.
 
+A write that fails — the spool's file system full (ENOSPC), a quota (EDQUOT) or a file-size
+limit (EFBIG) reached, or any other error of the spool's own files — is a
+:class:`~bus.errors.TransientError` naming the spool (rule ``spool-full``, or ``spool-write``),
+its temporary file removed: the runtime leaves the source as it was and tries again later.
+An error reading what is being stored (the source's file or stream) stays the ``OSError`` it is.
+
 ::
 
     spool = Spool(Path("var/hent/spool"))
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 __all__ = ["Spool", "SpoolWriter", "MissingBlob", "Readable", "CHUNK_SIZE"]
 
+import errno
 import hashlib
 import os
 import re
@@ -30,10 +37,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from bus.errors import HentError
+from bus.errors import HentError, TransientError
 
 CHUNK_SIZE = 1024 * 1024  #: bytes read or hashed at a time; no blob is held in memory whole
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  #: the file system full, a quota, a file-size limit
 
 
 class MissingBlob(HentError, KeyError):
@@ -62,10 +70,39 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _cannot_store(root: Path, what: str, exc: OSError) -> TransientError:
+    """The error of a failed write into the spool at ``root`` (its ``path``, which ``str()`` shows
+    first): ``spool-full`` when there is no room."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _NO_ROOM:
+        return TransientError(
+            f"the spool is full: {what} could not be stored ({reason}); free space on its file system "
+            "(or raise the quota or file-size limit that applies): the bus tries again",
+            path=str(root), rule="spool-full",
+        )
+    return TransientError(
+        f"the spool cannot store {what} ({reason}); check the spool's folder and file system: "
+        "the bus tries again",
+        path=str(root), rule="spool-write",
+    )
+
+
+@contextmanager
+def _storing(root: Path, what: str) -> Iterator[None]:
+    """Translate an ``OSError`` of a write into the spool (see :func:`_cannot_store`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise _cannot_store(root, what, exc) from exc
+
+
 def _check_sha(sha256: str) -> str:
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise ValueError(f"not a sha256 (64 lowercase hex digits): {sha256!r}")
     return sha256
+
+
+_BUILT = "a blob being built (an archive, a message)"
 
 
 class SpoolWriter:
@@ -88,30 +125,37 @@ class SpoolWriter:
     def write(self, data: bytes) -> int:
         if self._digest is not None:
             self._digest.update(data)
-        return self._file.write(data)
+        with _storing(self._spool.root, _BUILT):
+            return self._file.write(data)
+
+    def flush(self) -> None:
+        with _storing(self._spool.root, _BUILT):
+            self._file.flush()
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        position = self._file.seek(offset, whence)
-        if position != self._file.seek(0, os.SEEK_END) or self._digest is None:
-            self._digest = None  # a writer that goes back (zipfile): hash the result at the end
-        self._file.seek(position)
+        with _storing(self._spool.root, _BUILT):  # a seek writes out what is buffered
+            position = self._file.seek(offset, whence)
+            if position != self._file.seek(0, os.SEEK_END) or self._digest is None:
+                self._digest = None  # a writer that goes back (zipfile): hash the result at the end
+            self._file.seek(position)
         return position
 
     def __getattr__(self, name: str) -> Any:  # tell, flush, read, seekable, writable...
         return getattr(self._file, name)
 
     def _commit(self, sync: bool) -> str:
-        self._file.flush()
-        digest = self._digest
-        if digest is None:
-            self._file.seek(0)
-            digest = hashlib.sha256()
-            for chunk in iter(lambda: self._file.read(CHUNK_SIZE), b""):
-                digest.update(chunk)
-        if sync:
-            os.fsync(self._file.fileno())
-        self._file.close()
-        self._sha256 = self._spool._install(self._temp_path, digest.hexdigest(), sync=sync)
+        with _storing(self._spool.root, _BUILT):
+            self._file.flush()
+            digest = self._digest
+            if digest is None:
+                self._file.seek(0)
+                digest = hashlib.sha256()
+                for chunk in iter(lambda: self._file.read(CHUNK_SIZE), b""):
+                    digest.update(chunk)
+            if sync:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            self._sha256 = self._spool._install(self._temp_path, digest.hexdigest(), sync=sync)
         return self._sha256
 
     def _abort(self) -> None:
@@ -136,27 +180,33 @@ class Spool:
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; return its sha256."""
-        with self._temp() as (file, temp_path):
+        what = f"a blob of {len(data)} bytes"
+        with self._temp(what) as (file, temp_path), _storing(self.root, what):
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        return self._install(temp_path, hashlib.sha256(data).hexdigest())
+        with _storing(self.root, what):
+            return self._install(temp_path, hashlib.sha256(data).hexdigest())
 
-    def put_stream(self, fileobj: Readable) -> str:
-        """Store what ``fileobj`` yields until EOF, chunk by chunk; return its sha256."""
+    def put_stream(self, fileobj: Readable, *, what: str = "a stream") -> str:
+        """Store what ``fileobj`` yields until EOF, chunk by chunk; return its sha256.  ``what`` it is
+        names it in the error of a failed write."""
         digest = hashlib.sha256()
-        with self._temp() as (file, temp_path):
+        with self._temp(what) as (file, temp_path):
             for chunk in iter(lambda: fileobj.read(CHUNK_SIZE), b""):
                 digest.update(chunk)
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        return self._install(temp_path, digest.hexdigest())
+                with _storing(self.root, what):
+                    file.write(chunk)
+            with _storing(self.root, what):
+                file.flush()
+                os.fsync(file.fileno())
+        with _storing(self.root, what):
+            return self._install(temp_path, digest.hexdigest())
 
     def put_file(self, src: Path | str) -> str:
         """Store a copy of the file at ``src``; return its sha256."""
         with open(src, "rb") as fileobj:
-            return self.put_stream(fileobj)
+            return self.put_stream(fileobj, what=str(src))
 
     @contextmanager
     def writer(self, *, sync: bool = True) -> Iterator[SpoolWriter]:
@@ -166,10 +216,16 @@ class Spool:
         ``sync=False`` the blob is not fsynced yet: call :meth:`sync` before relying on it
         surviving a power loss (the runtime does, before sending it anywhere).
         """
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="writer-")
+        with _storing(self.root, _BUILT):
+            fd, name = tempfile.mkstemp(dir=self._tmp, prefix="writer-")
         out = SpoolWriter(self, os.fdopen(fd, "w+b"), Path(name))
         try:
             yield out
+        except OSError as exc:
+            out._abort()
+            if exc.errno in _NO_ROOM:  # written through the file's other methods
+                raise _cannot_store(self.root, _BUILT, exc) from exc
+            raise
         except BaseException:
             out._abort()
             raise
@@ -237,25 +293,41 @@ class Spool:
         return self.root / sha256[:2] / sha256
 
     @contextmanager
-    def _temp(self) -> Iterator[tuple[BinaryIO, Path]]:
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+    def _temp(self, what: str) -> Iterator[tuple[BinaryIO, Path]]:
+        """A temporary file to write ``what`` into, closed at the end of the block, removed if it raises."""
+        with _storing(self.root, what):
+            fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         temp_path = Path(name)
+        file = os.fdopen(fd, "wb")
         try:
-            with os.fdopen(fd, "wb") as file:
-                yield file, temp_path
+            yield file, temp_path
         except BaseException:
+            with suppress(OSError):  # what it still buffers goes with it
+                file.close()
+            with suppress(FileNotFoundError):
+                temp_path.unlink()
+            raise
+        try:
+            with _storing(self.root, what):
+                file.close()
+        except TransientError:
             with suppress(FileNotFoundError):
                 temp_path.unlink()
             raise
 
     def _install(self, temp_path: Path, sha256: str, *, sync: bool = True) -> str:
-        """Move a fsynced temporary file into place under its name (idempotent)."""
+        """Move a fsynced temporary file into place under its name (idempotent); removed if that fails."""
         target = self._location(sha256)
-        if target.is_file() and target.stat().st_size == temp_path.stat().st_size:
-            temp_path.unlink()
-            return sha256
-        self._makedirs(target.parent)
-        os.replace(temp_path, target)
+        try:
+            if target.is_file() and target.stat().st_size == temp_path.stat().st_size:
+                temp_path.unlink()
+                return sha256
+            self._makedirs(target.parent)
+            os.replace(temp_path, target)
+        except OSError:
+            with suppress(FileNotFoundError):
+                temp_path.unlink()
+            raise
         if sync:
             _fsync_dir(target.parent)
         return sha256

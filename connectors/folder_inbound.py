@@ -6,7 +6,8 @@ names are older than ``ready.min_age`` AND their sizes did not change between tw
 ``claim`` moves the whole bundle into a private work folder (a manifest is written
 first, so a crash mid-claim is finished by ``recover``).  ``commit`` moves it to
 ``done/`` (or deletes it); ``rollback`` moves it to ``error/`` beside
-``<sidecar>.error.txt`` saying what to fix.  Replies go to ``replies/`` as
+``<sidecar>.error.txt`` saying what to fix; ``unclaim`` gives a bundle the bus could not
+record (its spool full) back to the drop folder, untouched.  Replies go to ``replies/`` as
 ``<bundle>.<seq>.<code>.xml`` (a platform's message, verbatim) and ``<bundle>.<seq>.json``
 (a summary), never overwritten.  A file named by a sidecar is only ever looked for in
 the drop folder itself: a name with a path in it is not followed.
@@ -30,6 +31,7 @@ from pydantic import Field
 
 from bus.config import ConfigPath, ConnectorConfig
 from bus.connector import Candidate, Claimed, InboundConnector
+from bus.errors import TransientError
 from connectors._folder_common import (
     abandoned,
     atomic_write,
@@ -220,6 +222,25 @@ class FolderInbound(InboundConnector):
             for path in self._claimed_files(claimed):
                 target = sidecar_target if path.name == claimed.key else _free_name(self.error_dir / path.name)
                 move(path, target)
+            self._release(claimed)
+
+    def unclaim(self, claimed: Claimed) -> None:
+        """Give a bundle the bus could not record (its spool full...) back to the drop folder, as it
+        was: the files first, the sidecar last (a crash midway: :meth:`recover` claims it again),
+        never over a file dropped there since (TransientError: the bundle stays claimed)."""
+        origin = Path(claimed.origin or self.config.path)
+        with folder_errors(self.name, origin):
+            for path in self._claimed_files(claimed):
+                try:
+                    os.link(path, origin / path.name)  # fails if a file of that name is there again
+                except FileExistsError:
+                    raise TransientError(
+                        f"connector {self.name!r}: {path.name} was dropped again while its bundle "
+                        f"{claimed.key} was claimed; the bundle stays in {path.parent} and is taken when "
+                        "the bus starts next", connector=self.name, path=str(origin / path.name),
+                    ) from None
+                path.unlink()
+                fsync_dir(origin)
             self._release(claimed)
 
     def _claimed_files(self, claimed: Claimed) -> list[Path]:

@@ -5,7 +5,16 @@
   port, ``url``, ``stop()`` releases a held call at once; a context manager), TLS with
   :func:`server_context`, and the faults injected per operation (:class:`InjectedFault`, ``inject``,
   ``clear_faults``), the calls counted, and the common control routes (``/control/received``,
-  ``/control/faults``, ``/control/followup``, ``/control/classification``).
+  ``/control/faults``, ``/control/chaos``, ``/control/down``, ``/control/followup``,
+  ``/control/classification``).
+- Faults for chaos tests: ``inject(..., probability=p, seed=n)`` applies a fault to each matching
+  call with probability ``p`` (its ``count`` counts the calls it hit); ``chaos(p, kinds, seed=n)``
+  makes each call fail with probability ``p``, in one of ``kinds`` drawn at random; both draw
+  from a ``random.Random(seed)`` of their own, so a run is reproducible from its seed (up to the
+  order in which concurrent calls arrive).  ``down(seconds)`` takes the platform fully down:
+  ``how="refuse"`` closes the listening socket (connection refused) and opens it again on the same
+  port after ``seconds``; ``how="503"`` answers every service call HTTP 503 meanwhile (control
+  routes still answer); ``up()`` ends an outage early.
 - :class:`QuietHTTPServer`: a ThreadingHTTPServer that makes the TLS handshake in the
   connection's thread (so a client that never completes it holds neither the server nor
   ``stop()``) and logs a dropped connection at DEBUG, not as a traceback.
@@ -20,21 +29,23 @@
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_CLASSIFICATION", "HANDSHAKE_TIMEOUT", "MAX_BODY", "BaseSimHandler", "HttpSimulator", "InjectedFault",
-    "QuietHTTPServer", "SimulatorCommand", "server_context",
+    "DEFAULT_CLASSIFICATION", "DOWN_MODES", "HANDSHAKE_TIMEOUT", "MAX_BODY", "BaseSimHandler", "Chaos", "HttpSimulator",
+    "InjectedFault", "QuietHTTPServer", "SimulatorCommand", "server_context",
 ]
 
 import argparse
 import json
 import logging
+import random
 import signal
 import socket
 import ssl
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,12 +61,16 @@ DEFAULT_CLASSIFICATION = _ROOT / "config" / "classifications" / "demo-classifica
 MAX_BODY = 200 * 1024 * 1024
 #: seconds a client has to complete the TLS handshake
 HANDSHAKE_TIMEOUT = 10.0
+#: how :meth:`HttpSimulator.down` makes the platform unreachable
+DOWN_MODES = ("refuse", "503")
 
 
 @dataclass
 class InjectedFault:
     """``kind`` (one of the simulator's :attr:`kinds`) for ``operation`` (or "*"), ``count`` times
-    (None: always); ``seconds`` of latency or of a held call."""
+    (None: always); ``seconds`` of latency or of a held call.  With ``probability`` below 1, each
+    matching call is hit with that probability only (drawn from ``random.Random(seed)``), and
+    ``count`` counts the calls hit."""
 
     kinds: ClassVar[tuple[str, ...]] = ()
 
@@ -63,12 +78,48 @@ class InjectedFault:
     operation: str = "*"
     count: int | None = 1
     seconds: float = 0.0
+    probability: float = 1.0
+    seed: int | None = None
+    _random: random.Random = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in self.kinds:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(self.kinds)}")
         if self.count is not None and self.count < 1:
             raise ValueError("count must be at least 1 (or None for every call)")
+        if not 0.0 < self.probability <= 1.0:
+            raise ValueError(f"probability must be in ]0, 1], not {self.probability}")
+        self._random = random.Random(self.seed)
+
+    def hits(self) -> bool:
+        """Whether this call is hit (always, unless ``probability`` is below 1)."""
+        return self.probability >= 1.0 or self._random.random() < self.probability
+
+
+@dataclass
+class Chaos:
+    """Each call of ``operation`` (or "*") fails with ``probability``, in one of ``kinds`` drawn at
+    random (``seconds``: the latency, or how long a hang holds the call); seeded by ``seed``."""
+
+    probability: float
+    kinds: tuple[str, ...]
+    operation: str = "*"
+    seconds: float = 0.0
+    seed: int | None = None
+    _random: random.Random = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.probability <= 1.0:
+            raise ValueError(f"probability must be in ]0, 1], not {self.probability}")
+        if not self.kinds:
+            raise ValueError("chaos needs at least one fault kind")
+        self._random = random.Random(self.seed)
+
+    def draw(self) -> str | None:
+        """The kind of fault this call gets, or None (it goes through)."""
+        if self._random.random() >= self.probability:
+            return None
+        return self._random.choice(self.kinds)
 
 
 FaultT = TypeVar("FaultT", bound=InjectedFault)
@@ -165,8 +216,13 @@ class BaseSimHandler(BaseHTTPRequestHandler):
         """Count the call, wait its injected latency and apply a fault that leaves it unanswered
         (``drop``: closed at once; ``hang`` or ``timeout``: closed after the fault's ``seconds``, an
         hour if 0, or at stop()).  (False, None) when the call is left so, else (True, the other
-        fault to apply or None)."""
+        fault to apply or None).  While the platform is down (``down(how="503")``) every call is
+        answered 503 and left so."""
         simulator = self.server.simulator
+        if simulator._unavailable():
+            simulator._count_call(key or operation)
+            self._send(503, b"Service Unavailable (down)", "text/plain")
+            return False, None
         latency, fault = simulator._take_faults(operation, key)
         if latency and simulator._wait(latency):
             self._drop()
@@ -201,16 +257,34 @@ class HttpSimulator(ABC, Generic[FaultT]):
         self.host, self.port, self.tls = host, port, tls
         self.platform = Platform(classification or DEFAULT_CLASSIFICATION, ack_delay=ack_delay, departement=departement)
         self._faults = list(faults) + ([self.fault_type("latency", count=None, seconds=latency)] if latency else [])
+        self._chaos: list[Chaos] = []
         self._calls: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._life = threading.RLock()  # start, stop, down and up, one at a time
         self._stopping = threading.Event()
         self._server: QuietHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._down_until = 0.0  # time.monotonic() at which an outage ends (0: none)
+        self._down_how = "refuse"
+        self._down_timer: threading.Timer | None = None
+        self._refusing = False  # the listening socket is closed by down()
 
     # -- life ---------------------------------------------------------------------------
 
     def start(self) -> Self:
-        self._stopping.clear()
+        with self._life:
+            self._stopping.clear()
+            self._listen()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; a held call is released at once (its connection closed unanswered)."""
+        self._stopping.set()
+        with self._life:
+            self._end_outage()
+            self._unlisten()
+
+    def _listen(self) -> None:
         server = self.server_class((self.host, self.port), self.handler_class)
         server.simulator = self
         if self.tls is not None:  # accepted sockets are TLS ones; each handshakes in its own thread
@@ -219,11 +293,9 @@ class HttpSimulator(ABC, Generic[FaultT]):
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"{self.name}-simulator-{self.port}", daemon=True)
         self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        """Stop serving; a held call is released at once (its connection closed unanswered)."""
-        self._stopping.set()
+    def _unlisten(self) -> None:
+        """Close the listening socket (calls in progress go on in their threads)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -231,6 +303,45 @@ class HttpSimulator(ABC, Generic[FaultT]):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def down(self, seconds: float, how: str = "refuse") -> None:
+        """The platform is fully down for ``seconds`` from now: every call refused (``how="refuse"``:
+        connection refused; ``"503"``: HTTP 503 Service Unavailable), then it serves again."""
+        if how not in DOWN_MODES:
+            raise ValueError(f"unknown way down {how!r}; one of {', '.join(DOWN_MODES)}")
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        with self._life:
+            if self._server is None and not self._refusing:
+                raise RuntimeError(f"the {self.name} simulator is not running")
+            self._end_outage()
+            self._down_how, self._down_until = how, time.monotonic() + seconds
+            if how == "refuse":
+                self._unlisten()
+                self._refusing = True
+            self._down_timer = threading.Timer(seconds, self.up)
+            self._down_timer.daemon = True
+            self._down_timer.start()
+        self.log.info("%s simulator down for %.1f s (%s)", self.name, seconds, how)
+
+    def up(self) -> None:
+        """End an outage (at once, or when its time is over): the platform serves again, same port."""
+        with self._life:
+            refusing = self._refusing
+            self._end_outage()
+            if refusing and not self._stopping.is_set():
+                self._listen()
+        self.log.info("%s simulator up again", self.name)
+
+    @property
+    def is_down(self) -> bool:
+        """Whether an outage (:meth:`down`) is under way."""
+        return self._refusing or time.monotonic() < self._down_until
+
+    def _end_outage(self) -> None:
+        if self._down_timer is not None and self._down_timer is not threading.current_thread():
+            self._down_timer.cancel()
+        self._down_timer, self._down_until, self._refusing = None, 0.0, False
 
     @property
     def log(self) -> logging.Logger:
@@ -249,14 +360,30 @@ class HttpSimulator(ABC, Generic[FaultT]):
 
     # -- control ------------------------------------------------------------------------
 
-    def inject(self, kind: str, operation: str = "*", count: int | None = 1, seconds: float = 0.0) -> None:
-        """Inject a fault in the next ``count`` calls of ``operation`` ("*": every operation)."""
+    def inject(self, kind: str, operation: str = "*", count: int | None = 1, seconds: float = 0.0, *,
+               probability: float = 1.0, seed: int | None = None) -> None:
+        """Inject a fault in the next ``count`` calls of ``operation`` ("*": every operation); with
+        ``probability`` below 1, in each such call with that probability (``count``: calls hit)."""
         with self._lock:
-            self._faults.append(self.fault_type(kind, operation, count, seconds))
+            self._faults.append(self.fault_type(kind, operation, count, seconds, probability, seed))
+
+    def chaos(self, probability: float, kinds: Sequence[str], operation: str = "*", seconds: float = 0.0,
+              seed: int | None = None) -> int:
+        """From now on, each call of ``operation`` ("*": every one) fails with ``probability``, in one
+        of ``kinds`` drawn at random (``seconds``: a latency's, or how long a hang holds the call),
+        until :meth:`clear_faults`.  Returns the seed (drawn when not given), to replay the run."""
+        for kind in kinds:
+            self.fault_type(kind)  # a kind this simulator knows
+        seed = random.randrange(2**32) if seed is None else seed
+        with self._lock:
+            self._chaos.append(Chaos(probability, tuple(kinds), operation, seconds, seed))
+        return seed
 
     def clear_faults(self) -> None:
+        """Remove the injected faults and the chaos (not an outage: :meth:`up`)."""
         with self._lock:
             self._faults.clear()
+            self._chaos.clear()
 
     @abstractmethod
     def received(self) -> dict[str, Any]:
@@ -286,6 +413,8 @@ class HttpSimulator(ABC, Generic[FaultT]):
             for fault in list(self._faults):
                 if fault.operation not in ("*", operation, key) or (chosen and fault.kind != "latency"):
                     continue
+                if not fault.hits():
+                    continue
                 if fault.kind == "latency":
                     latency += fault.seconds
                 else:
@@ -294,7 +423,19 @@ class HttpSimulator(ABC, Generic[FaultT]):
                     fault.count -= 1
                     if fault.count == 0:
                         self._faults.remove(fault)
+            for chaos in self._chaos:
+                if chaos.operation not in ("*", operation, key):
+                    continue
+                kind = chaos.draw()
+                if kind == "latency":
+                    latency += chaos.seconds
+                elif kind is not None and chosen is None:
+                    chosen = self.fault_type(kind, operation, None, chaos.seconds)
         return latency, chosen
+
+    def _unavailable(self) -> bool:
+        """Whether service calls are answered 503 now (``down(how="503")``)."""
+        return self._down_how == "503" and time.monotonic() < self._down_until
 
     def _wait(self, seconds: float) -> bool:
         """Sleep, but not past stop(); True when stopped meanwhile."""
@@ -309,9 +450,20 @@ class HttpSimulator(ABC, Generic[FaultT]):
                 self.clear_faults()
                 return 200, {"faults": 0}
             if method == "POST" and path == "/control/faults":
+                seed = payload.get("seed")
                 self.inject(str(payload["kind"]), str(payload.get("operation", "*")), payload.get("count", 1),
-                            float(payload.get("seconds", 0.0)))
+                            float(payload.get("seconds", 0.0)), probability=float(payload.get("probability", 1.0)),
+                            seed=None if seed is None else int(seed))
                 return 200, {"faults": len(self._faults)}
+            if method == "POST" and path == "/control/chaos":
+                seed = payload.get("seed")
+                used = self.chaos(float(payload["probability"]), [str(k) for k in payload["kinds"]],
+                                  str(payload.get("operation", "*")), float(payload.get("seconds", 0.0)),
+                                  None if seed is None else int(seed))
+                return 200, {"seed": used}
+            if method == "POST" and path == "/control/down":
+                self.down(float(payload["seconds"]), str(payload.get("how", "503")))
+                return 200, {"down": True}
             if method == "POST" and path == "/control/followup":
                 return self._control_followup(payload)
             if method == "POST" and path == "/control/classification":
