@@ -16,6 +16,7 @@ __all__ = ["AnswerPoller", "ANSWERS", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS",
 
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from bus.connector import (
     RemoteMessage,
     RemoteStatus,
 )
+from bus.crash import crash_point
 from bus.document import Answer
 from bus.errors import DocumentError, HentError
 from bus.ledger import DeliveryState
@@ -71,6 +73,7 @@ class AnswerPoller:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self._held: dict[str, str] = {}  #: delivery id → why its platform holds it, as last journaled
+        self._receipts_lock = threading.Lock()
 
     def poll(self, endpoint: str) -> int:
         """Ask ``endpoint`` about its SENT deliveries; the number of answers acted upon."""
@@ -167,6 +170,7 @@ class AnswerPoller:
             delivery.id, state, actor=delivery.endpoint, expect=DeliveryState.SENT, reason=reason,
             payload_sha256=sha, **fields,
         )
+        crash_point("answer.after-ledger")
         sent_at = delivery.updated_at
         metrics.ACKNOWLEDGMENT_SECONDS.labels(route=delivery.route, outcome=state.lower()).observe(
             max((datetime.now(UTC) - sent_at).total_seconds(), 0.0)
@@ -234,18 +238,23 @@ class AnswerPoller:
         fetch = getattr(connector, "receipts", None)
         if fetch is None or not delivery.remote_id:
             return 0
-        files: dict[str, bytes] = fetch(delivery.remote_id)
-        if not files:
-            return 0  # not ready yet at the platform: asked again at the next follow-up poll
         runtime = self.runtime
-        kept = {name: runtime.spool.put_bytes(data) for name, data in sorted(files.items())}
-        manifest = runtime.spool.put_bytes(json.dumps(kept, sort_keys=True).encode())
-        if not runtime.ledger.add_message(delivery.id, message_id=RECEIPTS, code=RECEIPTS, name=", ".join(kept),
-                                          sha256=manifest, actor=delivery.endpoint):
-            return 0
-        runtime.delivery_answered(delivery, final=False, code=RECEIPTS, payload=None,
-                                  answer={"kind": "receipts", "files": sorted(files)}, attachments=files)
-        return 1
+        with self._receipts_lock:  # the answers poll and the follow-ups poll both ask: one at a time
+            if any(m["message_id"] == RECEIPTS for m in runtime.ledger.messages_of(delivery.id)):
+                return 0
+            files: dict[str, bytes] = fetch(delivery.remote_id)
+            if not files:
+                return 0  # not ready yet at the platform: asked again at the next follow-up poll
+            kept = {name: runtime.spool.put_bytes(data) for name, data in sorted(files.items())}
+            manifest = runtime.spool.put_bytes(json.dumps(kept, sort_keys=True).encode())
+            # returned, then kept: killed in between, the bus asks again and the reply's id keeps
+            # the source from getting them twice; a reply that failed is asked again too
+            if not runtime.delivery_answered(delivery, final=False, code=RECEIPTS, payload=None,
+                                             answer={"kind": "receipts", "files": sorted(files)}, attachments=files,
+                                             reply_id=f"{delivery.id}:{RECEIPTS}"):
+                return 0
+            return int(runtime.ledger.add_message(delivery.id, message_id=RECEIPTS, code=RECEIPTS,
+                                                  name=", ".join(kept), sha256=manifest, actor=delivery.endpoint))
 
     def _on_follow_up(self, delivery: Any, message: RemoteMessage, answer: Answer | None = None) -> bool:
         """Keep a later message of an act once (by its id) and return it to the source; a package
@@ -267,15 +276,19 @@ class AnswerPoller:
                                            inner)
             return kept
         answer = answer or runtime.processor.read_answer(message.data, message.name)
+        if any(m["message_id"] == message.message_id for m in runtime.ledger.messages_of(delivery.id)):
+            return False  # kept and returned before
         sha = runtime.spool.put_bytes(message.data)
         for data in message.attachments.values():
             runtime.spool.put_bytes(data)
-        if not runtime.ledger.add_message(delivery.id, message_id=message.message_id, code=answer.code,
-                                          name=message.name, sha256=sha, actor=delivery.endpoint):
+        # returned, then kept: killed in between, the message is read again and the reply's id keeps
+        # the source from getting it twice
+        if not runtime.delivery_answered(delivery, final=False, code=answer.code, payload=message.data,
+                                         answer=answer.summary, attachments=message.attachments,
+                                         reply_id=f"{delivery.id}:{message.message_id}"):
             return False
-        runtime.delivery_answered(delivery, final=False, code=answer.code, payload=message.data, answer=answer.summary,
-                                  attachments=message.attachments)
-        return True
+        return runtime.ledger.add_message(delivery.id, message_id=message.message_id, code=answer.code,
+                                          name=message.name, sha256=sha, actor=delivery.endpoint)
 
     def refresh_classifications(self, endpoint: str) -> int:
         """Ask ``endpoint`` for the classification (7-1) of every configured SIREN; keep each new

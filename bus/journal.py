@@ -59,6 +59,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from bus.crash import crash_point
 from bus.errors import HentError
 
 GENESIS_HASH = "0" * 64
@@ -184,6 +185,7 @@ def append(
 def append_many(conn: Connection, events: list[dict[str, Any]]) -> list[JournalEntry]:
     """Append several events (keyword arguments of :func:`append`) in order, chained, with one
     read of the head, one insert and one move of the head; inside the caller's transaction."""
+    crash_point("journal.mid-append")  # the caller's rows are changed: a crash must undo them too
     head = conn.execute(_HEAD_FOR_UPDATE).mappings().first()
     if head is None:
         raise HentError(

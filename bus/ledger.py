@@ -50,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -81,7 +81,7 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     deliveries_table,
     documents_table,
     envelope_serials_table,  # noqa: F401
-    leases_table,  # noqa: F401
+    leases_table,
     messages_table,  # noqa: F401
     replies_table,  # noqa: F401
 )
@@ -101,6 +101,7 @@ from bus.ledger_states import (
 )
 
 BUSY_TIMEOUT_MS = 30_000  #: read each time SQLite opens a connection (tests lower it here)
+_REPLY = "reply"  #: the lease entity of a reply owed to a source (see Ledger.owed_replies)
 
 _D, _V = DocumentState, DeliveryState
 
@@ -151,6 +152,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
 class Ledger(LedgerExtras):
     """Documents, deliveries, counters, leases and the journal, in one database."""
+
+    reply_lease = 60.0  #: seconds a worker has to write the reply of a delivery it made final
 
     def __init__(
         self, url: str, *, actor: str = "hent", clock: Callable[[], datetime] | None = None
@@ -621,6 +624,8 @@ class Ledger(LedgerExtras):
             values.update(state=str(to_state), reason=reason or None)
             if entity == "delivery":
                 values["final_at"] = now if to_state in final else None
+                if to_state in final:  # the source is owed a reply: kept until the runtime wrote it
+                    self._owe_reply(conn, entity_id, now)
         result = conn.execute(update(table).where(table.c.id == entity_id, table.c.state == current)
                               .values(**values))
         if result.rowcount != 1:  # cannot happen under the row lock; kept as the CAS guard
@@ -629,6 +634,33 @@ class Ledger(LedgerExtras):
                                from_state=current, to_state=to_state, reason=reason,
                                payload_sha256=payload_sha256, at=now)
         return conn.execute(select(table).where(table.c.id == entity_id)).one(), entry
+
+    # -- replies owed ----------------------------------------------------------------------
+    # A delivery entering a final state owes its source a reply (a file, a row's columns).  The
+    # debt is a lease ("reply", delivery id) written in the same transaction, held by this worker
+    # for ``reply_lease`` seconds and deleted once the reply is written: one left behind by a
+    # process killed in between, or by a failed write, expires, and the sweeper writes the reply.
+
+    def _owe_reply(self, conn: Connection, delivery_id: str, now: datetime) -> None:
+        until = now + timedelta(seconds=self.reply_lease)
+        owed = update(leases_table).where(leases_table.c.entity == _REPLY, leases_table.c.key == delivery_id)
+        if conn.execute(owed.values(lease_owner=self.actor, lease_until=until)).rowcount == 0:
+            conn.execute(insert(leases_table).values(entity=_REPLY, key=delivery_id, lease_owner=self.actor,
+                                                     lease_until=until))
+
+    def owed_replies(self, limit: int | None = 100) -> list[str]:
+        """The deliveries whose reply is owed and nobody writes (its lease expired), oldest first."""
+        query = (select(leases_table.c.key)
+                 .where(leases_table.c.entity == _REPLY, leases_table.c.lease_until < self.now())
+                 .order_by(leases_table.c.lease_until).limit(limit))
+        with self._read() as conn:
+            return [row.key for row in conn.execute(query)]
+
+    def reply_written(self, delivery_id: str) -> None:
+        """The reply of ``delivery_id`` is written: nothing is owed any more."""
+        with self._write() as conn:
+            conn.execute(delete(leases_table).where(leases_table.c.entity == _REPLY,
+                                                    leases_table.c.key == delivery_id))
 
     # -- reporting -------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from bus.connector import (
     OutboundConnector,
     SendResult,
 )
+from bus.crash import crash_point
 from bus.document import PreparedDocument, Processor
 from bus.errors import DocumentError, HentError, TransientError
 from bus.health import HealthServer
@@ -119,6 +120,7 @@ class Runtime:
         self.retries: dict[str, RetryPolicy] = {}  # endpoint → its policy
         Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(settings.ledger, actor=self.actor)
+        self.ledger.reply_lease = self.lease_seconds
         self.spool = Spool(Path(settings.spool))
         self.backbone = Backbone(settings.broker, display_url=redact_url(settings.broker))
         self.processor = processor_factory(self)
@@ -266,6 +268,7 @@ class Runtime:
                 return
         with metrics.stage_timer("ingest"):
             files = {name: self.spool.put_file(path) for name, path in claimed.files.items()}
+            crash_point("ingest.after-spool")
             sidecar_sha = files[claimed.key]
             # the same bundle is the same sidecar with the same files: a bundle dropped again
             # with a file that was missing is another document
@@ -285,6 +288,7 @@ class Runtime:
                 # the same bundle dropped again after the ministry refused it (the cause was not in
                 # the bundle: a classification since refreshed): a new attempt of the same act
                 key = f"bundle:{source}:{claimed.key}:{content}:after:{document.id}"
+        crash_point("ingest.before-source-commit")
         # from now on the claim knows its document, even if a crash interrupts its commit
         claimed = self.sources[source].tag(claimed, document.id)
         self._claims[source][document.id] = claimed
@@ -314,9 +318,10 @@ class Runtime:
         try:
             self.ledger.sync()  # what the ledger says is durable before the source changes
             if document.state == DocumentState.ROUTED:
+                crash_point("settle.before-commit")
                 connector.commit(claimed)
             else:
-                self._reply(document, None)
+                self._reply(document, None, reply_id=_reply_id(document))
                 connector.rollback(claimed, _error_note(document))
         except HentError as exc:  # this bundle waits for the next poll; the others go on
             log.error("settling %s from %s failed: %s", document.bundle, source, redact(str(exc)))
@@ -347,6 +352,7 @@ class Runtime:
         try:
             with metrics.stage_timer("prepare"):
                 prepared = self.processor.prepare(document)
+            crash_point("prepare.after-build")
             return self._route(document, prepared)
         except DocumentError as exc:
             return self._fail_document(document, str(exc))
@@ -410,6 +416,7 @@ class Runtime:
             self._fail_delivery(delivery, "the delivery names no artifact to send; replay its document")
             return
         try:  # nothing leaves the bus before the ledger and the artifact are durable
+            self.ledger.bump_attempts(delivery.id)  # a crash from here on: the next try asks the endpoint first
             self.ledger.sync()
             self.spool.sync(sha256)
         except (OSError, HentError) as exc:
@@ -421,7 +428,8 @@ class Runtime:
             sha256=sha256,
             kind=kind,
             client_key=delivery.client_key,
-            meta={"id_acte": delivery.id_acte, "envelope_name": delivery.envelope_name},
+            meta={"id_acte": delivery.id_acte, "envelope_name": delivery.envelope_name,
+                  "attempted": delivery.attempts > 0},  # an earlier try may have reached the endpoint
             blob=self.spool.path,
         )
         try:
@@ -429,6 +437,7 @@ class Runtime:
                 connector.connect()
                 try:
                     result = connector.send(artifact)
+                    crash_point("send.after-send")
                 finally:
                     connector.close()
         except TransientError as exc:
@@ -513,33 +522,65 @@ class Runtime:
         metrics.END_TO_END_SECONDS.labels(route=delivery.route, outcome=str(delivery.state).lower()).observe(
             max((_now() - started).total_seconds(), 0.0)
         )
-        self._reply(document, delivery, **message)
+        if self._reply(document, delivery, reply_id=_reply_id(delivery), **message):
+            self.ledger.reply_written(delivery.id)
+
+    def _replies_owed(self) -> None:
+        """Write the replies of final deliveries that a crash or a failed write left owed (the
+        ledger keeps each debt, with the state change, until the reply is written): once each,
+        the reply's id lets the source connector finish one cut short instead of writing it twice."""
+        for delivery_id in self.ledger.owed_replies():
+            if self.stop_event.is_set() or not self.ledger.acquire_lease("reply", delivery_id, self._owner(),
+                                                                         self.lease_seconds):
+                continue
+            delivery = self.ledger.get_delivery(delivery_id)
+            if delivery.state in FINAL_DELIVERY:  # else replayed since: a new reply will come with its end
+                message: dict[str, Any] = {}
+                ended = [e for e in self.ledger.entries(delivery_id) if e.from_state != e.to_state][-1:]
+                if ended and ended[0].payload_sha256 and self.spool.exists(ended[0].payload_sha256):
+                    data = self.spool.path(ended[0].payload_sha256).read_bytes()  # the platform's answer
+                    answer = self.processor.read_answer(data, None)
+                    message = {"code": answer.code, "payload": data, "answer": answer.summary}
+                log.warning("delivery %s is %s but its reply was not written: writing it now", delivery_id,
+                            delivery.state)
+                if not self._reply(self.ledger.get_document(delivery.document_id), delivery,
+                                   reply_id=_reply_id(delivery), **message):
+                    continue
+            self.ledger.reply_written(delivery_id)
 
     def delivery_answered(self, delivery: Any, *, final: bool, code: str | None, payload: bytes | None,
-                          answer: dict[str, Any] | None, attachments: dict[str, bytes] | None = None) -> None:
+                          answer: dict[str, Any] | None, attachments: dict[str, bytes] | None = None,
+                          reply_id: str | None = None) -> bool:
         """An endpoint answered: the acknowledgment or anomaly that ends the delivery (``final``),
-        or a later message about the act.  Either way the source gets it."""
+        or a later message about the act (``reply_id``: the same each time it is returned, so that
+        the source gets it once).  Either way the source gets it; False if a later one could not be."""
         message: dict[str, Any] = {"code": code, "payload": payload, "answer": answer, "attachments": attachments}
         if final:
             self._delivery_final(delivery, **message)
-        else:
-            self._reply(self.ledger.get_document(delivery.document_id), delivery, **message)
+            return True
+        return self._reply(self.ledger.get_document(delivery.document_id), delivery, reply_id=reply_id, **message)
 
     # -- replies to the source ---------------------------------------------------------
     def _reply(self, document: Any, delivery: Any | None, *, note: str | None = None,
                code: str | None = None, payload: bytes | None = None, answer: dict[str, Any] | None = None,
-               attachments: dict[str, bytes] | None = None) -> None:
+               attachments: dict[str, bytes] | None = None, reply_id: str | None = None) -> bool:
+        """Reply to the source (``reply_id``: written once, even if asked again after a crash);
+        False if the reply could not be written."""
         connector = self.sources.get(document.source)
         if connector is None:
-            return
+            return True
         summary = reply_summary(document, delivery, note=note)
         if answer is not None:
             summary["message"] = answer
+        if reply_id is not None:
+            summary["reply_id"] = reply_id
         try:
             with metrics.stage_timer("reply"):
                 connector.reply(document.bundle, code, payload, summary, attachments)
         except HentError as exc:
             log.error("reply to %s for %s failed: %s", document.source, document.bundle, redact(str(exc)))
+            return False
+        return True
 
     # -- sweeping, publishing ----------------------------------------------------------
     def _publish(self, queue: str, entity_id: str) -> None:
@@ -552,6 +593,7 @@ class Runtime:
         """Re-publish work whose lease expired; refresh the gauges."""
         try:
             self._republish(grace=self.lease_seconds)
+            self._replies_owed()
             counts = self.ledger.counts_by_state()
             for state, count in counts.get("document", {}).items():
                 metrics.LEDGER_DOCUMENTS.labels(state=state).set(count)
@@ -732,6 +774,14 @@ def _error_note(document: Any) -> str:
         f"{document.reason}\n"
         "Fix what is named above, then drop the corrected bundle again.\n"
     )
+
+
+
+def _reply_id(row: Any) -> str:
+    """The id of the reply saying that ``row`` (a delivery, a document) reached its state: the same
+    when it is asked again after a crash, another after a replay."""
+    moment = getattr(row, "final_at", None) or row.updated_at
+    return f"{row.id}:{row.state}:{moment.isoformat()}"
 
 
 def reply_summary(document: Any, delivery: Any | None, *, note: str | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from bus.crash import crash_point, halfway
 from bus.errors import ConfigError, TransientError
 
 
@@ -64,8 +65,10 @@ def remove_abandoned_temps(folder: Path) -> int:
     return removed
 
 
-def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None = None) -> None:
-    """Write ``data`` (or copy ``source``) to ``target`` under a temporary name, fsync, rename."""
+def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None = None,
+                 crash: str | None = None) -> None:
+    """Write ``data`` (or copy ``source``) to ``target`` under a temporary name, fsync, rename;
+    ``crash``: the crash point (:mod:`bus.crash`) reached halfway through a copy."""
     tmp = target.with_name(f".{target.name}.{threading.get_ident()}.{owner_suffix()}.tmp")
     try:
         with open(tmp, "wb") as out:
@@ -73,8 +76,9 @@ def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None
                 out.write(data)
             elif source is not None:
                 with open(source, "rb") as src:
-                    while chunk := src.read(1 << 20):
+                    for chunk in halfway(crash, iter(lambda: src.read(1 << 20), b""), os.fstat(src.fileno()).st_size):
                         out.write(chunk)
+                        out.flush()
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
@@ -174,6 +178,7 @@ def write_reply(
     names: Callable[[], set[str]],
     put_new: Callable[[str, bytes], bool],
     remove: Callable[[str], None] | None = None,
+    read: Callable[[str], bytes] | None = None,
 ) -> list[str]:
     """Write one reply for ``bundle`` into a replies folder, never overwriting anything.
 
@@ -186,6 +191,11 @@ def write_reply(
     Two replies for one bundle at once (a contract's act and DECP answered together, two
     workers) never share a number: each first claims ``.<stem>.<n>.claim``, exclusively, then
     looks again that no reply took ``n`` meanwhile.
+
+    A reply with an id (``summary["reply_id"]``, the runtime's) is written once even when the
+    bus is killed and writes it again: given ``read`` (a file's bytes), a reply whose summary
+    has that id is not written again (``[]`` is returned), and one cut short (its claim holds
+    the id, its summary is missing) is finished under its own number.
     """
     stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
     label = code or "message"
@@ -195,22 +205,67 @@ def write_reply(
               for name, data in (attachments or {}).items()]
     files.append(("", body))  # the summary, last
     taken = names()
-    seq = 1
-    while True:
-        used = any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken)
-        if not used and put_new(f".{stem}.{seq}.claim", b""):
-            taken = names()  # a reply may have ended between the listing and the claim
-            if not any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
-                break
-            if remove is not None:
-                remove(f".{stem}.{seq}.claim")
-        seq += 1
-    written = []
+    reply_id = str(summary.get("reply_id") or "")
+    seq, whole = _earlier_reply(stem, reply_id, taken, read) if reply_id and read else (None, False)
+    if whole:  # written before a crash, which came before the runtime could know it
+        if remove is not None and f".{stem}.{seq}.claim" in taken:
+            remove(f".{stem}.{seq}.claim")
+        return []
+    if seq is None:
+        seq, taken = _claim_number(stem, reply_id, taken, names, put_new, remove)
+    written: list[str] = []
+    mine: set[str] = set()
     for suffix, data in files:
-        target = f"{stem}.{seq}.json" if not suffix else free_name(f"{stem}.{seq}.{suffix}", taken)
-        put_new(target, data)
-        taken.add(target)
+        target = f"{stem}.{seq}.json" if not suffix else free_name(f"{stem}.{seq}.{suffix}", mine)
+        if not suffix:
+            crash_point("reply.mid-write")
+        if target not in taken:  # a reply cut short by a crash is finished: what it wrote stays
+            put_new(target, data)
         written.append(target)
     if remove is not None:
         remove(f".{stem}.{seq}.claim")
     return written
+
+
+def _claim_number(stem: str, reply_id: str, taken: set[str], names: Callable[[], set[str]],
+                  put_new: Callable[[str, bytes], bool], remove: Callable[[str], None] | None) -> tuple[int, set[str]]:
+    """The first number no reply of ``stem`` uses, claimed (``.<stem>.<n>.claim`` holds the reply's
+    id), and the folder's names listed after the claim."""
+    seq = 1
+    while True:
+        used = any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken)
+        if not used and put_new(f".{stem}.{seq}.claim", reply_id.encode()):
+            taken = names()  # a reply may have ended between the listing and the claim
+            if not any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
+                return seq, taken
+            if remove is not None:
+                remove(f".{stem}.{seq}.claim")
+        seq += 1
+
+
+def _earlier_reply(
+    stem: str, reply_id: str, taken: set[str], read: Callable[[str], bytes]
+) -> tuple[int | None, bool]:
+    """(n, whole) of the reply ``reply_id`` of ``stem`` already in the folder: whole when its
+    summary is there, cut short when only its claim (holding the id) is; (None, False) if none."""
+    summaries = re.compile(rf"{re.escape(stem)}\.(\d+)\.json")
+    claims = re.compile(rf"\.{re.escape(stem)}\.(\d+)\.claim")
+    cut_short = None
+    for name in sorted(taken):
+        summary, claim = summaries.fullmatch(name), claims.fullmatch(name)
+        if summary is None and claim is None:
+            continue
+        try:
+            data = read(name)
+        except OSError:
+            continue
+        if claim is not None and data == reply_id.encode():
+            cut_short = int(claim[1])
+        elif summary is not None:
+            try:
+                said = json.loads(data).get("reply_id")
+            except (ValueError, AttributeError):
+                continue
+            if said == reply_id:
+                return int(summary[1]), True
+    return cut_short, False

@@ -273,6 +273,7 @@ class FolderInbound(InboundConnector):
                 names=lambda: {p.name for p in folder.iterdir()},
                 put_new=lambda name, data: exclusive_write(folder / name, data),
                 remove=lambda name: (folder / name).unlink(missing_ok=True),
+                read=lambda name: (folder / name).read_bytes(),
             )
 
     def reachable(self) -> tuple[bool, str]:

@@ -73,7 +73,7 @@ class FolderOutbound(OutboundConnector):
                     path=str(target),
                     rule="never-overwrite",
                 )
-            atomic_write(target, source=artifact.path)
+            atomic_write(target, source=artifact.path, crash="send.mid-upload")
         return SendResult("DELIVERED", remote_id=str(target))
 
     def reachable(self) -> tuple[bool, str]:

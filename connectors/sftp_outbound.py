@@ -26,6 +26,7 @@ from pydantic import Field
 
 from bus.config import EndpointConfig
 from bus.connector import ARCHIVE, DECP_JSON, DECP_XML, FILE, Artifact, InboxItem, OutboundConnector, SendResult
+from bus.crash import halfway
 from bus.errors import ConfigError, DocumentError, TransientError
 from connectors._archive_options import ArchiveOptions
 from connectors._sftp_answers import AnswerFolderOptions, SftpAnswerFolder
@@ -105,7 +106,7 @@ class SftpOutbound(OutboundConnector):
             part = f"{final}.part"
             with sftp.open(part, "wb") as remote:
                 remote.set_pipelined(True)
-                for chunk in read_local(artifact.path):
+                for chunk in halfway("send.mid-upload", read_local(artifact.path), size):
                     remote.write(chunk)
             written = sftp.stat(part).st_size
             if written != size:

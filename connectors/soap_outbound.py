@@ -5,8 +5,11 @@ transaction id; the acknowledgment poller then asks :meth:`SoapOutbound.statuses
 is sent twice: when the platform answers DUPLICATE, or when the outcome is unknown (a
 timeout or a connection lost after the request left, a 5xx), the submission is looked up by
 its client key (FindSubmission) before anything else; the runtime's retry sends the very
-same bytes, from the spool.  Once the act is acknowledged, :meth:`SoapOutbound.receipts`
-brings back the stamped act, its stamped annexes and the bordereau (GetReceipts).
+same bytes, from the spool.  A delivery tried before (``artifact.meta["attempted"]``: the
+runtime counts each try in the ledger before it starts, so this survives a crash of the
+process between the send and the ledger's SENT) is looked up first, and followed if found.
+Once the act is acknowledged, :meth:`SoapOutbound.receipts` brings back the stamped act, its
+stamped annexes and the bordereau (GetReceipts).
 
 The WSDL is read from a local file once per connector and never fetched at run time; TLS is
 verified unless ``verify_tls: false`` (a warning in the log when the client is built).
@@ -158,6 +161,10 @@ class SoapOutbound(OutboundConnector):
                 "the submission again: replay its document so that it is prepared again",
                 connector=self.name, path=artifact.name, rule="soap-client-key",
             )
+        if artifact.meta.get("attempted"):  # an earlier try, maybe cut short by a crash, may have reached it
+            found = self.lookup(client_key)
+            if found is not None:
+                return SendResult("SENT", remote_id=found, detail="found at the platform (an earlier try): not resent")
         data = self._read(artifact)
         try:
             answer = self._call("SubmitArchive", ArchiveName=artifact.name, ClientKey=client_key,
