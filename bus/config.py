@@ -175,6 +175,10 @@ class BusSettings(_Redacted):
         default=2, ge=1, le=64,
         description="Consumer threads of this process: documents and deliveries handled at once.",
     )
+    prefetch: int = Field(
+        default=1, ge=1, le=1000,
+        description="Messages a consumer thread takes from each queue before it acknowledges one (RabbitMQ).",
+    )
 
     @model_validator(mode="after")
     def _defaults(self, info: ValidationInfo) -> BusSettings:
