@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from routes.pipeline import Pipeline
 
     config = _load(args.config)
-    runtime = Runtime(config, Pipeline.for_runtime)
+    runtime = Runtime(config, Pipeline.for_runtime, role=args.role)
     runtime.run()
     return EXIT_OK
 
@@ -498,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     run = with_config(sub.add_parser("run", help="run the bus until SIGTERM or SIGINT"))
+    run.add_argument("--role", choices=("all", "poller", "worker"), default="all",
+                     help="poller: read the sources and the platforms' answers (each source and each endpoint's "
+                          "answers held by one node at a time); worker: prepare and send; all: both (default)")
     run.set_defaults(func=cmd_run)
     check = with_config(sub.add_parser("check", help="report every configuration error at once (exit 2)"))
     check.add_argument("--online", action="store_true",

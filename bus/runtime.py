@@ -94,6 +94,10 @@ class RetryPolicy:
         return None
 
 
+#: what a node does: poll (sources, the platforms' answers), work (prepare, send) or both
+ROLES = ("all", "poller", "worker")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -108,7 +112,11 @@ class Runtime:
         *,
         retry: RetryPolicy | None = None,
         serve_http: bool = True,
+        role: str = "all",
     ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
+        self.role = role  # poller: sources and platforms' answers; worker: prepare and send; all: both
         settings = config.bus
         self.config = config
         self.actor = settings.worker_id
@@ -122,7 +130,8 @@ class Runtime:
         self.ledger = Ledger(settings.ledger, actor=self.actor)
         self.ledger.reply_lease = self.lease_seconds
         self.spool = Spool(Path(settings.spool))
-        self.backbone = Backbone(settings.broker, display_url=redact_url(settings.broker))
+        self.backbone = Backbone(settings.broker, display_url=redact_url(settings.broker),
+                                 prefetch=int(settings.prefetch))
         self.processor = processor_factory(self)
         self.stop_event = threading.Event()
         self.scheduler = Scheduler()
@@ -135,6 +144,7 @@ class Runtime:
         self._source_locks: dict[str, threading.Lock] = {}
         self._quiet: dict[str, bool] = {}
         self._paused: dict[str, bool] = {}  # sources held back by their routes' max_backlog
+        self._held: dict[str, bool] = {}  # the polls (sources, answers) this node holds the lease of
         self._build_connectors()
         self.answers = AnswerPoller(self)
 
@@ -196,11 +206,20 @@ class Runtime:
 
     # -- ingestion -------------------------------------------------------------------
     def poll(self, source: str) -> int:
-        """One poll of a source: claim what is ready, record it, settle finished bundles."""
+        """One poll of a source: claim what is ready, record it, settle finished bundles.  Held by
+        one node at a time (a lease in the ledger); a node taking a source over first recovers
+        what the node before it had claimed."""
         connector = self.sources[source]
         taken = 0
         with self._source_locks[source]:
             try:
+                fresh = not self._held.get(f"source:{source}", False)
+                if not self._hold(f"source:{source}"):
+                    self._quiet[source] = True  # another node reads it
+                    return 0
+                if fresh:
+                    for recovered in connector.recover():
+                        self._take(source, recovered, recovered=True)
                 room = self._room(source)
                 candidates = connector.list_ready() if room != 0 else []
                 for candidate in candidates:
@@ -613,29 +632,39 @@ class Runtime:
         """Recover claims left by a previous run, sweep once, start polling and serving."""
         self.spool.clean_temp()
         self._reconcile_spool()
-        for name, connector in self.sources.items():
-            with self._source_locks[name]:
-                for claimed in connector.recover():
-                    self._take(name, claimed, recovered=True)
         self._republish(grace=0.0)  # what a previous run left unfinished, at once
-        for name, connector in self.sources.items():
-            self.scheduler.add(f"poll:{name}", functools.partial(self.poll, name), connector.config.poll)
         self.scheduler.add("sweep", self.sweep, float(self.config.bus.sweep), now=False)
-        for name, endpoint in self.endpoints.items():
-            if isinstance(endpoint, AnsweringEndpoint):
-                self.scheduler.add(f"answers:{name}", functools.partial(self.answers.poll, name),
-                                   float(self.config.bus.answers))
-                self.scheduler.add(f"follow-ups:{name}", functools.partial(self.answers.poll_follow_ups, name),
-                                   float(self.config.bus.follow_ups))
-                self.scheduler.add(f"classification:{name}",
-                                   functools.partial(self.answers.refresh_classifications, name),
-                                   self.config.bus.classification)
-            if isinstance(endpoint, InboxEndpoint) and endpoint.has_inbox:
-                self.scheduler.add(f"inbox:{name}", functools.partial(self.answers.poll_inbox, name),
-                                   float(self.config.bus.answers))
+        if self.role != "worker":  # the sources (each recovered by the node that takes it) and the answers
+            for name, connector in self.sources.items():
+                self.scheduler.add(f"poll:{name}", functools.partial(self.poll, name), connector.config.poll)
+            bus = self.config.bus
+            for name, endpoint in self.endpoints.items():
+                jobs: list[tuple[str, Callable[[str], Any], Any]] = []
+                if isinstance(endpoint, AnsweringEndpoint):
+                    jobs += [("answers", self.answers.poll, float(bus.answers)),
+                             ("follow-ups", self.answers.poll_follow_ups, float(bus.follow_ups)),
+                             ("classification", self.answers.refresh_classifications, bus.classification)]
+                if isinstance(endpoint, InboxEndpoint) and endpoint.has_inbox:
+                    jobs.append(("inbox", self.answers.poll_inbox, float(bus.answers)))
+                for kind, job, every in jobs:
+                    self.scheduler.add(f"{kind}:{name}", functools.partial(self._held_job, f"{kind}:{name}", job,
+                                                                           name), every)
         self.scheduler.start()
         if self._serve_http:
             self._http = HealthServer(self.config.bus.metrics.listen, self.readiness_checks()).start()
+
+    def _hold(self, job: str) -> bool:
+        """Take or renew this node's lease on ``job`` (a source's poll, an endpoint's answers):
+        one node at a time does it; another takes it over once the lease expired (its node died)."""
+        held = self.ledger.acquire_lease("poll", job, self.actor, self.lease_seconds)
+        if held != self._held.get(job, False):
+            log.info("%s %s on this node (%s)", job, "taken" if held else "held by another node", self.actor)
+        self._held[job] = held
+        return held
+
+    def _held_job(self, job: str, run: Callable[[str], Any], endpoint: str) -> Any:
+        """``run(endpoint)`` if this node holds ``job``, else nothing (another node does it)."""
+        return run(endpoint) if self._hold(job) else 0
 
     def _republish(self, *, grace: float) -> None:
         """Publish again the unfinished work nobody holds (see ``Ledger.expired_work``)."""
@@ -706,12 +735,26 @@ class Runtime:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
         self.start()
-        log.info("hent worker %s running: %d source(s), %d endpoint(s)", self.actor,
+        log.info("hent %s %s running: %d source(s), %d endpoint(s)", self.role, self.actor,
                  len(self.sources), len(self.endpoints))
         try:
-            self.consume()
+            if self.role == "poller":  # no consumer: the workers prepare and send
+                self.stop_event.wait()
+            else:
+                self.consume()
         finally:
+            self.release_polls()
             self.shutdown()
+
+    def release_polls(self) -> None:
+        """Give back the polls this node holds, so that another node takes them at once (a clean stop)."""
+        for job, held in list(self._held.items()):
+            if held:
+                try:
+                    self.ledger.release_lease("poll", job, self.actor)
+                except HentError as exc:
+                    log.warning("could not give back %s: %s", job, redact(str(exc)))
+                self._held[job] = False
 
     def request_stop(self, why: str = "stop requested") -> None:
         log.info("%s: finishing in-flight work", why)
