@@ -195,3 +195,13 @@ def test_one_poller_and_three_workers_survive_kills_and_a_broker_restart_with_ev
         assert min(numbers) >= 1 and max(numbers) <= ACTS_PER_SIREN + 3, (key, max(numbers))
     # the restarted poller took the source over once the killed one's lease expired
     assert "source:seances taken on this node" in (tmp_path / "poller2.log").read_text()
+
+
+def test_the_scale_out_example_checks_clean(tmp_path: Path) -> None:
+    from tests.harness import run_cli
+
+    env = {"HENT_BROKER_PASSWORD": "broker-secret", "HENT_LEDGER_PASSWORD": "ledger-secret",
+           "LEGALITY_SOAP_PASSWORD": "soap-secret", "HENT_HOME": str(tmp_path), "HENT_SPOOL": str(tmp_path / "spool")}
+    result = run_cli("check", "-c", "config/examples/scale-out.yaml", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "secret" not in result.stdout + result.stderr
