@@ -34,6 +34,8 @@ from zeep.transports import Transport
 from bus.errors import ConfigError, DocumentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
 from connectors._folder_common import plain_file_name
+from transformers import safe_xml
+from transformers.safe_xml import XmlRefused
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 DOCUMENT_FAULTS = frozenset({"INVALID_ARCHIVE", "UNKNOWN_TRANSACTION", "NOT_CANCELLABLE"})
 #: HTTP statuses that blame the request itself rather than the endpoint
 DOCUMENT_STATUSES = frozenset({400, 413, 422})
+_MAX_FAULT_DETAIL = 1 << 20  #: bytes of a fault's detail read back
 
 
 class RemoteFetchRefused(Exception):
@@ -134,7 +137,8 @@ def load_client(
 
     Raises ConfigError when the WSDL is missing, unreadable, or imports a remote document.
     """
-    settings = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    settings = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
+                             xml_huge_tree=False)
 
     def refuse(message: str, rule: str) -> ConfigError:
         return ConfigError(f"connector {connector!r}: {message}", connector=connector, path=str(wsdl), rule=rule)
@@ -214,8 +218,9 @@ def fault_detail(fault: Fault, element: str = "LegalityFault") -> tuple[str | No
     detail = fault.detail
     if isinstance(detail, str | bytes):
         try:
-            detail = etree.fromstring(detail, etree.XMLParser(resolve_entities=False, no_network=True))
-        except etree.XMLSyntaxError:
+            detail = safe_xml.parse(detail.encode() if isinstance(detail, str) else detail, name="fault detail",
+                                    max_bytes=_MAX_FAULT_DETAIL)
+        except XmlRefused:
             return None, None, None
     if not isinstance(detail, etree._Element):
         return None, None, None

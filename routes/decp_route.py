@@ -31,10 +31,12 @@ from lxml import etree
 from bus.connector import DECP_JSON, DECP_XML
 from bus.document import Answer, PlannedDelivery
 from bus.errors import DocumentError
+from transformers import safe_xml
 from transformers.decp import build_json, build_xml, check_contract, file_name
 from transformers.decp_mapping import ContractMapping
 from transformers.decp_model import CanonicalContract, decp_key
 from transformers.procurement_receipt import read_procurement_answer
+from transformers.safe_xml import XmlRefused
 
 #: a route's decp_format → the artifact kind it builds
 DECP_KINDS = {"xml": DECP_XML, "json": DECP_JSON}
@@ -110,8 +112,8 @@ class DecpBuilder:
 def procurement_answer(data: bytes, name: str | None) -> Answer | None:
     """The platform's receipt or rejection as an :class:`Answer`, or None when ``data`` is not one."""
     try:
-        root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
-    except etree.XMLSyntaxError:
+        root = safe_xml.parse(data, name=name, entities="keep")  # read_procurement_answer refuses a DOCTYPE
+    except XmlRefused:
         return None
     if etree.QName(root).namespace != _NAMESPACE:
         return None

@@ -68,7 +68,9 @@ from typing import Any
 
 from lxml import etree
 
+from transformers import safe_xml
 from transformers.actes_model import NATURES
+from transformers.safe_xml import XmlRefused
 
 ACTES_NS = "http://www.interieur.gouv.fr/ACTES#v1.1-20040216"
 
@@ -244,8 +246,8 @@ class _Reader:
             self.errors.append("the message is empty")
             return None
         try:
-            root = etree.fromstring(self.raw, _parser())
-        except etree.XMLSyntaxError as exc:
+            root = _parse(self.raw, self.filename)
+        except XmlRefused as exc:
             root = self._recover(exc)
         if root is not None:
             dtd = root.getroottree().docinfo.internalDTD
@@ -253,22 +255,26 @@ class _Reader:
                 self.errors.append("the message declares entities (DOCTYPE): they were not expanded")
         return root
 
-    def _recover(self, exc: etree.XMLSyntaxError) -> Any:
-        if "encoding" in str(exc).lower() or "utf-8" in str(exc).lower():
+    def _recover(self, exc: XmlRefused) -> Any:
+        if exc.rule != "xml-well-formed":  # too large or too deep: nothing more is tried
+            self.errors.append(f"not XML: {exc.message} [{exc.rule}]")
+            return None
+        exc_text = exc.detail
+        if "encoding" in exc_text.lower() or "utf-8" in exc_text.lower():
             try:
-                root = etree.fromstring(self.raw, _parser(encoding="iso-8859-1"))
-                self.errors.append(f"wrong encoding ({exc}); read as ISO-8859-1")
+                root = _parse(self.raw, self.filename, encoding="iso-8859-1")
+                self.errors.append(f"wrong encoding ({exc_text}); read as ISO-8859-1")
                 return root
-            except etree.XMLSyntaxError:
+            except XmlRefused:
                 pass
         try:
-            root = etree.fromstring(self.raw, _parser(recover=True))
-        except etree.XMLSyntaxError:
+            root = _parse(self.raw, self.filename, recover=True)
+        except XmlRefused:
             root = None
         if root is None:
-            self.errors.append(f"not XML: {exc}")
+            self.errors.append(f"not XML: {exc_text}")
         else:
-            self.errors.append(f"malformed XML: {exc}; read what could be recovered")
+            self.errors.append(f"malformed XML: {exc_text}; read what could be recovered")
         return root
 
     def _xml_message(self, kind: str, root: Any) -> MinistryMessage:
@@ -392,10 +398,9 @@ class _Reader:
         return "".join(parts).strip() or None
 
 
-def _parser(**options: Any) -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, **options
-    )
+def _parse(raw: bytes, filename: str | None, **options: Any) -> Any:
+    """The message's root, read by the hardened parser; declared entities are noted, never expanded."""
+    return safe_xml.parse(raw, name=filename, entities="keep", **options)
 
 
 def _local(tag: Any) -> str:

@@ -30,7 +30,9 @@ from lxml import etree
 
 from bus.errors import ConfigError, Problem
 
+from . import safe_xml
 from .actes_model import NATURES
+from .safe_xml import XmlRefused
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "actes"
 NS = "http://www.interieur.gouv.fr/ACTES#v1.1-20040216"
@@ -91,13 +93,10 @@ class ActesValidator:
 
     def validate_xml(self, data: bytes, name: str) -> list[Problem]:
         """Problems of one XML message: malformed XML, a DOCTYPE, or each schema error."""
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
         try:
-            document = etree.fromstring(data, parser).getroottree()
-        except etree.XMLSyntaxError as exc:
-            return [
-                Problem(f"not well-formed XML: {exc.msg}", file=name, line=exc.lineno, rule="xml-well-formed")
-            ]
+            document = safe_xml.parse(data, name=name).getroottree()
+        except XmlRefused as exc:
+            return list(exc.problems)
         if document.docinfo.doctype:
             return [
                 Problem("a DOCTYPE is not allowed in an ACTES message", file=name, line=1, rule="xml-doctype")
@@ -253,10 +252,9 @@ def _readable(message: str) -> str:
 
 
 def _root(data: bytes) -> etree._Element | None:
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     try:
-        return etree.fromstring(data, parser)
-    except etree.XMLSyntaxError:
+        return safe_xml.parse(data, name=None)
+    except XmlRefused:
         return None
 
 

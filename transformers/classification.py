@@ -19,6 +19,7 @@ from pathlib import Path
 from lxml import etree
 
 from bus.errors import DocumentError, Problem
+from transformers import safe_xml
 
 
 @dataclass(frozen=True)
@@ -64,16 +65,7 @@ class Classification:
     @classmethod
     def from_bytes(cls, data: bytes, *, name: str | None = None) -> Classification:
         """Parse a classification file held in memory; ``name`` is used in error messages."""
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
-        try:
-            root = etree.fromstring(data, parser)
-        except etree.XMLSyntaxError as exc:
-            problem = Problem(
-                f"not well-formed XML: {exc.msg}", file=name, line=exc.lineno, rule="xml-well-formed"
-            )
-            raise DocumentError(
-                str(problem), problems=[problem], path=name, line=exc.lineno, rule="xml-well-formed"
-            ) from exc
+        root = safe_xml.parse(data, name=name, entities="keep")  # a platform's file: entities left unexpanded
         if etree.QName(root).localname != "RetourClassification":
             message = f"root element is {etree.QName(root).localname}, expected RetourClassification"
             raise DocumentError(

@@ -63,6 +63,7 @@ from lxml import etree
 from bus.errors import ConfigError, DocumentError, Problem, ValidationFailed
 from bus.registry import suggest
 
+from . import safe_xml
 from .decp_model import (
     CONCESSION,
     KINDS,
@@ -75,6 +76,7 @@ from .decp_model import (
     Titulaire,
     schema_fields,
 )
+from .safe_xml import XmlRefused
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "decp"
 HENT_XSD = "hent-decp.xsd"
@@ -439,11 +441,10 @@ class DecpValidator:
 
     def validate_xml(self, data: bytes, name: str) -> list[Problem]:
         """Problems of a DECP XML document against both XSDs (each error: schema, element, rule decp-xsd)."""
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
         try:
-            document = etree.fromstring(data, parser).getroottree()
-        except etree.XMLSyntaxError as exc:
-            return [Problem(f"not well-formed XML: {exc.msg}", file=name, line=exc.lineno, rule="xml-well-formed")]
+            document = safe_xml.parse(data, name=name).getroottree()
+        except XmlRefused as exc:
+            return list(exc.problems)
         problems = []
         for schema_name, schema in self._xsd:
             with self._lock:
@@ -477,12 +478,7 @@ _TRUE = ("oui", "true", "1")
 
 def contracts_from_xml(data: bytes, name: str) -> list[CanonicalContract]:
     """The contracts of a DECP 2 ``<marches>`` document, read leniently; DocumentError (rule decp-read)."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise DocumentError(f"not well-formed XML: {exc.msg}", path=name, line=exc.lineno,
-                            rule="xml-well-formed") from exc
+    root = safe_xml.parse(data, name=name)
     contracts = []
     for element in root:
         if element.tag in KINDS:

@@ -24,6 +24,8 @@ from typing import Literal
 from lxml import etree
 
 from bus.errors import ConfigError, DocumentError, Problem
+from transformers import safe_xml
+from transformers.safe_xml import XmlRefused
 
 PROCUREMENT_NS = "urn:hent:procurement:1"
 PROCUREMENT_XSD = Path(__file__).resolve().parent.parent / "schemas" / "procurement" / "procurement.xsd"
@@ -85,11 +87,11 @@ def read_procurement_answer(data: bytes, name: str) -> ProcurementAnswer:
     """The answer in ``data`` (a file named ``name``), validated; DocumentError otherwise."""
     if len(data) > _MAX_ANSWER:
         raise _refuse(name, f"{len(data)} bytes, more than {_MAX_ANSWER}")
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
-        tree = etree.fromstring(data, parser).getroottree()
-    except etree.XMLSyntaxError as exc:
-        raise _refuse(name, f"not well-formed XML ({exc.msg})", line=exc.lineno) from exc
+        tree = safe_xml.parse(data, name=name, max_bytes=_MAX_ANSWER, entities="keep").getroottree()
+    except XmlRefused as exc:
+        what = "not well-formed XML" if exc.rule == "xml-well-formed" else exc.rule
+        raise _refuse(name, f"{what} ({exc.detail})", line=exc.line) from exc
     if tree.docinfo.doctype:
         raise _refuse(name, "it holds a DOCTYPE", line=1)
     root = tree.getroot()
