@@ -21,6 +21,7 @@ from typing import Any
 
 from bus.crash import crash_point, halfway
 from bus.errors import ConfigError, TransientError
+from bus.names import is_safe_name, plain_file_name
 
 
 def fsync_dir(path: Path) -> None:
@@ -138,19 +139,9 @@ def folder_errors(connector: str, path: Path) -> Iterator[None]:
         ) from exc
 
 
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
-
-
-def plain_file_name(name: str | None, default: str) -> str:
-    """``name`` as a plain file name (no folder, no control or reserved character, no leading dot);
-    ``default`` when nothing is left of it."""
-    last = re.split(r"[\\/]", name or "")[-1]
-    return _UNSAFE.sub("_", last).strip(" .") or default
-
-
 def plain_name(name: str) -> bool:
-    """A file name with no folder in it: what a sidecar may name."""
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+    """A file name with no folder in it: what a sidecar may name (:func:`bus.names.is_safe_name`)."""
+    return is_safe_name(name)
 
 
 def glob_escape(text: str) -> str:

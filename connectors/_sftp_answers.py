@@ -11,7 +11,8 @@ sizes unchanged between two polls, or a done-file).  Messages are ``.xml`` files
 ``.tar.gz`` packages; a file whose name starts with a message's stem followed by ``_`` or
 ``.`` (``…-2-1_12.xml`` → ``…-2-1_12_1.pdf``) goes with that message, and a file that goes
 with no message is taken alone once it is older than ``orphan_after`` (and set aside, since
-it matches nothing).
+it matches nothing).  A listed name that is no plain file name (:mod:`bus.names`) is left
+alone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bus.config import Duration
 from bus.connector import InboxItem
 from bus.errors import DocumentError
+from bus.names import is_safe_name
 from connectors._folder_common import free_name
 from connectors._pickup_options import ReadyConfig
 from connectors._sftp_common import SessionHolder, makedirs, remote_join
@@ -88,6 +90,7 @@ class SftpAnswerFolder:
                 self._dirs_ready = True
             entries = {e.filename: e for e in sftp.listdir_attr(options.path) if stat.S_ISREG(e.st_mode or 0)}
         names = sorted(n for n in entries if not n.startswith(".") and fnmatchcase(n, options.pattern)
+                       and is_safe_name(n)  # a name with a folder, a control character...: never fetched
                        and not (ready.done_file and n.endswith(ready.done_file)))
         messages = [n for n in names if _is_message(n)]
         belongs = {n: m for n in names if n not in messages

@@ -46,6 +46,7 @@ from pydantic import Field
 from bus.config import ConfigPath, ConnectorConfig, Duration
 from bus.connector import Candidate, Claimed, InboundConnector
 from bus.errors import ConfigError, TransientError
+from bus.names import name_problem
 from connectors._folder_common import (
     atomic_write,
     exclusive_write,
@@ -132,6 +133,13 @@ class SftpInbound(InboundConnector):
                 if name.startswith(".") or not fnmatchcase(name, self.config.pattern):
                     continue
                 key = (remote_join(root, name), attr.st_size, attr.st_mtime)
+                problem = name_problem(name)
+                if problem is not None:  # never claimed under a name that is no plain file name
+                    if key not in self._warned:
+                        self._warned.add(key)
+                        log.warning("%s: the listing of %s names %r, which %s: left alone; rename it [file-name]",
+                                    self.name, root, name[:120], problem)
+                    continue
                 if key in consumed:
                     if key not in self._warned:  # once, not at every poll
                         self._warned.add(key)

@@ -76,6 +76,7 @@ from typing import Any, BinaryIO
 from lxml import etree
 
 from bus.errors import DocumentError, Problem, ValidationFailed
+from bus.names import is_safe_name
 from bus.registry import suggest
 
 from .actes_model import ActFile
@@ -150,8 +151,8 @@ class ResponseRequest:
 
 
 def _plain_name(name: str) -> bool:
-    """A file name without a folder: no separator, not ``.`` or ``..``, no surrounding blanks."""
-    return bool(name) and name == name.strip() and not {"/", "\\"} & set(name) and name not in (".", "..")
+    """A plain file name (:func:`bus.names.is_safe_name`) with no surrounding blanks."""
+    return is_safe_name(name) and name == name.strip()
 
 
 def response_members(sidecar: str, data: bytes) -> list[str]:

@@ -7,9 +7,10 @@ A platform may also leave the message alone, as a bare ``.xml`` file, with its l
 beside it (``<message stem>_1.pdf``): those come here as ``attachments``.
 
 :func:`unpack_answer` never reads a member it would have to trust: only regular files with a
-plain name, at most :data:`MAX_MEMBERS` of them and :data:`MAX_UNPACKED` bytes in all; anything
-else is a :class:`DocumentError` naming the package and the rule, and the package is set aside
-by the caller with that note.  Which message is which is the business of ``actes_in``.
+plain name (:func:`bus.names.name_problem`), at most :data:`MAX_MEMBERS` of them and
+:data:`MAX_UNPACKED` bytes in all; anything else is a :class:`DocumentError` naming the
+package and the rule, and the package is set aside by the caller with that note.  Which
+message is which is the business of ``actes_in``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from bus.errors import DocumentError
+from bus.names import name_problem
 
 MAX_MEMBERS = 200  #: members in one answer package
 MAX_UNPACKED = 256 << 20  #: bytes once unpacked (the ministry's archives stay under 150 MiB)
@@ -73,9 +75,10 @@ def _members(name: str, data: bytes) -> dict[str, bytes]:
                     raise refuse(f"more than {MAX_MEMBERS} members", "answer-size")
                 if not member.isfile():
                     raise refuse(f"member {member.name!r} is not a regular file")
-                if "/" in member.name or "\\" in member.name or member.name in ("", ".", "..") \
-                        or "\x00" in member.name:
-                    raise refuse(f"member {member.name!r} is not a plain file name (the package must be flat)")
+                problem = name_problem(member.name)
+                if problem is not None:
+                    raise refuse(f"member {member.name!r:.120} is not a plain file name (the package must be flat): "
+                                 f"it {problem}")
                 if member.name in found:
                     raise refuse(f"member {member.name!r} appears twice")
                 total += member.size

@@ -41,7 +41,9 @@ precedent_id_acte, referent_name, referent_phone, referent_email (optional).
 Every problem names the sidecar, the canonical field (``annexes[1].file`` counts from 0,
 like the JSON list it comes from) and the rule: required, map-value, integer,
 date-format, boolean, text, single-value, file-present, collectivite-known, encoding,
-json-syntax, csv-syntax, csv-rows, xml-syntax, xml-entities-forbidden. ACTES rules
+json-syntax, csv-syntax, csv-rows, xml-syntax, xml-entities-forbidden, xml-too-large,
+xml-too-deep, file-name (a file named with a folder, ``..``, a control character, a device
+name...: :mod:`bus.names`). ACTES rules
 (NumeroInterne pattern, Objet length...) are the builder's, not checked here. XML is read
 with no entity expansion and no network; a sidecar declaring entities is refused.
 
@@ -63,6 +65,8 @@ from pathlib import Path, PureWindowsPath
 from typing import Any, NoReturn
 
 from bus.errors import DocumentError, Problem
+from bus.names import RULE as NAME_RULE
+from bus.names import name_problem
 from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.sidecar import Rule, Sidecar
 
@@ -216,9 +220,16 @@ class _Run(Sidecar):
                  files: dict[str, Path]) -> ActFile | None:
         if name is None:
             return None
+        # a vendor may name a relative folder (export\\2026\\plan.pdf): its base name is looked up in the bundle;
+        # a path climbing out (..) or absolute is refused, and the base name must be a plain one
+        base = PureWindowsPath(name).name
+        problem = name_problem(name) if ".." in name or PureWindowsPath(name).anchor else name_problem(base)
+        if problem is not None:
+            self.problem(field_name, NAME_RULE, f"the file name {name!r:.120} {problem}; the sidecar must name a "
+                         "file of its bundle")
+            return None
         path = files.get(name)
         if path is None:
-            base = PureWindowsPath(name).name
             path = next((p for n, p in files.items() if PureWindowsPath(n).name == base), None)
         if path is None:
             known = ", ".join(sorted(files)) or "none"
