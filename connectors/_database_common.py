@@ -156,7 +156,7 @@ def row_json(connector: str, row: Mapping[str, Any], json_columns: frozenset[str
         if name in json_columns and isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... (tests/hostile)
                 problem = problem or f"column {name!r} does not hold JSON ({exc}): fix the row, then make it ready"
                 continue
         document[name] = _jsonable(connector, name, value)

@@ -151,7 +151,7 @@ def _said(response: requests.Response) -> str:
     """Pastell's ``error-message``, else the start of the body."""
     try:
         payload = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[... found by tests/hostile
         payload = None
     if isinstance(payload, dict) and payload.get("error-message"):
         return redact(str(payload["error-message"]))
@@ -298,7 +298,7 @@ class PastellClient:
         response = self.call(method, path, operation=operation, **options)
         try:
             return response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... found by tests/hostile
             raise TransientError(f"connector {self.connector!r}: {operation}: Pastell's answer is not JSON "
                                  f"(HTTP {response.status_code}); retried later", connector=self.connector,
                                  rule="pastell-answer") from exc

@@ -371,7 +371,7 @@ class S2lowHttp:
             raise problem
         try:
             nonce = json.loads(reply.body)["nounce"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise TransientError(f"connector {self.connector!r}: get-nounce: S2LOW answered {_what_came(reply.body)} "
                                  'instead of {"nounce": ...}; retried later', connector=self.connector,
                                  rule="s2low-answer") from None

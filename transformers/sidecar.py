@@ -3,7 +3,7 @@
 A :class:`Sidecar` parses the bytes once and then answers what a :class:`Rule` selects,
 converted to a canonical kind (text, int, date, bool, a list of them); nothing raises:
 every finding is a :class:`~bus.errors.Problem` naming the sidecar, the canonical field and
-the rule (encoding, json-syntax, csv-syntax, csv-rows, xml-syntax, xml-entities-forbidden,
+the rule (encoding, json-syntax, json-too-deep, csv-syntax, csv-rows, xml-syntax, xml-entities-forbidden,
 xml-too-large, xml-too-deep, required, map-value, integer, decimal, text, single-value, date-format,
 boolean).  XML is read by :func:`transformers.safe_xml.parse` (no entity expansion, no network,
 bounded size and depth); a sidecar declaring entities is refused.  The mapping file's syntax is
@@ -98,6 +98,13 @@ class Sidecar:
         except json.JSONDecodeError as exc:
             self.problem(None, "json-syntax", f"not valid JSON at line {exc.lineno}, column {exc.colno}: "
                          f"{exc.msg}", line=exc.lineno)
+            return None
+        except ValueError as exc:  # crash found by tests/hostile: an integer of 5,000 digits
+            self.problem(None, "json-syntax", f"not valid JSON: {exc}")
+            return None
+        except RecursionError:  # crash found by tests/hostile: [[[[... 100,000 deep
+            self.problem(None, "json-too-deep", "arrays or objects nested too deep to be read: export the "
+                         "sidecar flat")
             return None
 
     def _read_csv(self, data: bytes) -> Any:
@@ -210,6 +217,12 @@ class Sidecar:
             except json.JSONDecodeError as exc:
                 self.problem(field_name, "json-syntax", f"the text is not valid JSON (column {exc.colno}: "
                              f"{exc.msg})")
+                return None
+            except ValueError as exc:
+                self.problem(field_name, "json-syntax", f"the text is not valid JSON ({exc})")
+                return None
+            except RecursionError:
+                self.problem(field_name, "json-too-deep", "the JSON text is nested too deep to be read")
                 return None
         converted, problems = convert(value, kind, rule.split, formats)
         for rule_name, message in problems:
