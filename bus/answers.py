@@ -12,7 +12,8 @@ that sent the act (``<bundle>.<n>.<code>.xml`` beside a summary).
 from __future__ import annotations
 
 __all__ = ["AnswerPoller", "ANSWERS", "BATCH", "FOLLOW_UP_DAYS", "HELD_REASONS", "LETTERS", "RECEIPTS",
-           "UNACKNOWLEDGED", "open_letters"]
+           "UNACKNOWLEDGED", "ANSWER_AGES", "LETTER_AGES", "awaiting_answer_metric", "letters_metric",
+           "open_letters"]
 
 import json
 import logging
@@ -59,6 +60,8 @@ ANSWERS = {"2-1": ("2-2",), "3-1": ("3-2", "3-3", "3-4"), "4-1": ("4-2", "4-3", 
 UNACKNOWLEDGED = ("2-2", "3-2", "4-2")
 #: age buckets of the open letters metric, in days
 LETTER_AGES = ((7, "0-7d"), (30, "7-30d"), (None, "30d+"))
+#: age buckets of the awaiting-answer metric, in hours
+ANSWER_AGES = ((1, "0-1h"), (4, "1-4h"), (24, "4-24h"), (7 * 24, "1-7d"), (None, "7d+"))
 #: the ledger message that records the stamped act and the bordereau of an acknowledged act
 RECEIPTS = "receipts"
 #: names of the packages (the ministry's .tar.gz) a platform may hand a follow-up in
@@ -465,14 +468,34 @@ def open_letters(ledger: Any) -> list[dict[str, Any]]:
     return ledger.open_letters(tuple(LETTERS), closing)
 
 
+def _age(ages: tuple[tuple[int | None, str], ...], value: float) -> str:
+    """The label of the first bucket of ``ages`` whose limit ``value`` is under."""
+    return next(label for limit, label in ages if limit is None or value < limit)
+
+
 def letters_metric(ledger: Any, now: datetime | None = None) -> None:
     """``hent_prefecture_letters_open{code,age}`` from the ledger."""
     now = now or datetime.now(UTC)
     counts: Counter[tuple[str, str]] = Counter()
     for letter in open_letters(ledger):
-        days = (now - letter["received_at"]).total_seconds() / 86400
-        bucket = next(label for limit, label in LETTER_AGES if limit is None or days < limit)
-        counts[(letter["code"], bucket)] += 1
+        counts[(letter["code"], _age(LETTER_AGES, (now - letter["received_at"]).total_seconds() / 86400))] += 1
     for code in LETTERS:
         for _, label in LETTER_AGES:
             metrics.LETTERS_OPEN.labels(code=code, age=label).set(counts[(code, label)])
+
+
+def awaiting_answer_metric(ledger: Any, endpoints: dict[str, OutboundConnector], now: datetime | None = None) -> None:
+    """``hent_deliveries_awaiting_answer{connector,age}`` from the ledger: the SENT deliveries by
+    endpoint and hours since they were sent (or since the last event journaled about them: the
+    platform starting to hold one), every bucket of every endpoint that answers later present."""
+    now = now or datetime.now(UTC)
+    counts: Counter[tuple[str, str]] = Counter()
+    for delivery in ledger.deliveries(state=DeliveryState.SENT):
+        hours = (now - delivery.updated_at).total_seconds() / 3600
+        counts[(delivery.endpoint, _age(ANSWER_AGES, hours))] += 1
+    answering = {name for name, connector in endpoints.items()
+                 if isinstance(connector, AnsweringEndpoint)
+                 or (isinstance(connector, InboxEndpoint) and connector.has_inbox)}
+    for endpoint in sorted(answering | {endpoint for endpoint, _ in counts}):
+        for _, label in ANSWER_AGES:
+            metrics.DELIVERIES_AWAITING_ANSWER.labels(connector=endpoint, age=label).set(counts[(endpoint, label)])

@@ -1,7 +1,13 @@
 """Every Prometheus metric of Hent, defined once.
 
-Labels are bounded: route, connector, outcome, stage, state, queue — names from the
-configuration or fixed vocabularies, never a file name or a document id.
+Names follow Prometheus' conventions: the ``hent_`` prefix, ``_total`` on counters (added by the
+client), base units spelt out (``_seconds``, ``_timestamp_seconds``, ``_bytes``).  Labels are
+bounded: route, connector, outcome, stage, state, queue, kind, code, age, waiting, sirens — names
+from the configuration or fixed vocabularies, never a file name, a document id or an objet.
+
+:data:`SERIES` lists every series ``/metrics`` exposes with its label names (what the dashboard
+and the alert rules may use: ``tests/unit/test_grafana_dashboard.py`` checks them against it).
+No ``_created`` series: they would double the series for no use a dashboard has.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ __all__ = [
     "ACKNOWLEDGMENT_SECONDS",
     "LEDGER_DOCUMENTS",
     "LEDGER_DELIVERIES",
+    "DELIVERIES_AWAITING_ANSWER",
     "DEAD_LETTERS",
     "POLL_FAILURES",
+    "SOURCE_LAST_SUCCESS",
     "SEND_FAILURES",
     "UNMATCHED_ANSWERS",
     "PLATFORM_WAITING",
@@ -25,114 +33,148 @@ __all__ = [
     "QUEUE_DEPTH",
     "BUILD_INFO",
     "REGISTRY",
+    "SERIES",
     "stage_timer",
 ]
 
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
+#: every series name ``/metrics`` exposes → its label names
+SERIES: dict[str, tuple[str, ...]] = {}
 
-DOCUMENTS = Counter(
+
+def _counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
+    SERIES[f"{name}_total"] = tuple(labels)
+    return Counter(name, documentation, labels, registry=REGISTRY)
+
+
+def _gauge(name: str, documentation: str, labels: Sequence[str]) -> Gauge:
+    SERIES[name] = tuple(labels)
+    return Gauge(name, documentation, labels, registry=REGISTRY)
+
+
+def _histogram(name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]) -> Histogram:
+    SERIES.update({f"{name}_bucket": (*labels, "le"), f"{name}_count": tuple(labels), f"{name}_sum": tuple(labels)})
+    return Histogram(name, documentation, labels, buckets=buckets, registry=REGISTRY)
+
+
+def _info(name: str, documentation: str, values: dict[str, str]) -> Info:
+    SERIES[f"{name}_info"] = tuple(values)
+    info = Info(name, documentation, registry=REGISTRY)
+    info.info(values)
+    return info
+
+
+_MINUTE, _HOUR, _DAY = 60, 3600, 24 * 3600
+
+# -- the flow ---------------------------------------------------------------------------
+DOCUMENTS = _counter(
     "hent_documents",
     "Documents that reached a final document state, by route and outcome (routed, failed).",
     ["route", "outcome"],
-    registry=REGISTRY,
 )
-STAGE_SECONDS = Histogram(
+STAGE_SECONDS = _histogram(
     "hent_stage_duration_seconds",
     "Time spent in each stage of the pipeline (ingest, prepare: map + build + validate + pack, send, reply).",
     ["stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-    registry=REGISTRY,
 )
-END_TO_END_SECONDS = Histogram(
+END_TO_END_SECONDS = _histogram(
     "hent_end_to_end_seconds",
-    "From pickup at the source to the final state of a delivery (delivered, acknowledged...).",
+    "From pickup at the source to the final state of a delivery, by route and outcome (delivered, "
+    "acknowledged, rejected, failed).",
     ["route", "outcome"],
-    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
-    registry=REGISTRY,
+    buckets=(0.1, 0.5, 1, 5, 15, _MINUTE, 5 * _MINUTE, 15 * _MINUTE, _HOUR, 4 * _HOUR, _DAY, 7 * _DAY),
 )
-ACKNOWLEDGMENT_SECONDS = Histogram(
+ACKNOWLEDGMENT_SECONDS = _histogram(
     "hent_acknowledgment_seconds",
-    "From SENT to the platform's answer (acknowledged, rejected), by route.",
+    "From SENT to the platform's answer, by route and outcome (acknowledged, rejected).",
     ["route", "outcome"],
-    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 3 * 24 * 3600, 7 * 24 * 3600),
-    registry=REGISTRY,
+    buckets=(1, 5, 15, _MINUTE, 5 * _MINUTE, 15 * _MINUTE, _HOUR, 4 * _HOUR, 12 * _HOUR, _DAY, 3 * _DAY, 7 * _DAY),
 )
-LEDGER_DOCUMENTS = Gauge(
-    "hent_ledger_documents", "Documents in the ledger by state.", ["state"], registry=REGISTRY
+
+# -- the ledger (refreshed at each sweep, the same on every node) ---------------------------
+LEDGER_DOCUMENTS = _gauge("hent_ledger_documents", "Documents in the ledger by state.", ["state"])
+LEDGER_DELIVERIES = _gauge("hent_ledger_deliveries", "Deliveries in the ledger by state.", ["state"])
+DELIVERIES_AWAITING_ANSWER = _gauge(
+    "hent_deliveries_awaiting_answer",
+    "Deliveries SENT and not answered yet (no acknowledgment, no anomaly), by endpoint and time since they "
+    "were sent or last heard of (0-1h, 1-4h, 4-24h, 1-7d, 7d+).",
+    ["connector", "age"],
 )
-LEDGER_DELIVERIES = Gauge(
-    "hent_ledger_deliveries", "Deliveries in the ledger by state.", ["state"], registry=REGISTRY
-)
-DEAD_LETTERS = Counter(
-    "hent_dead_letters",
-    "Deliveries and documents moved to FAILED, by route and connector.",
-    ["route", "connector"],
-    registry=REGISTRY,
-)
-POLL_FAILURES = Counter(
-    "hent_poll_failures", "Failed polls of a source connector.", ["connector"], registry=REGISTRY
-)
-PLATFORM_WAITING = Gauge(
-    "hent_platform_waiting_deliveries",
-    "Deliveries a platform holds until a person acts (S2LOW 17: to be posted, 18: to be signed).",
-    ["connector", "waiting"],
-    registry=REGISTRY,
-)
-LETTERS_OPEN = Gauge(
+LETTERS_OPEN = _gauge(
     "hent_prefecture_letters_open",
     "Letters of the préfecture (2-1, 3-1, 4-1) not answered yet, by code and age (0-7d, 7-30d, 30d+).",
     ["code", "age"],
-    registry=REGISTRY,
 )
-CERTIFICATE_EXPIRY = Gauge(
+
+# -- failures and dead letters ----------------------------------------------------------------
+DEAD_LETTERS = _counter(
+    "hent_dead_letters",
+    "Deliveries and documents moved to FAILED, by route ('none': failed before it was routed) and connector.",
+    ["route", "connector"],
+)
+POLL_FAILURES = _counter(
+    "hent_poll_failures",
+    "Failed polls of a source, or of an endpoint's answers, by connector.",
+    ["connector"],
+)
+SOURCE_LAST_SUCCESS = _gauge(
+    "hent_source_last_success_timestamp_seconds",
+    "When the node holding each source last polled it successfully (Unix time; the time it took the "
+    "source, until its first success).",
+    ["connector"],
+)
+SEND_FAILURES = _counter(
+    "hent_send_failures",
+    "Failed sends to an endpoint, by connector and kind (transient, document, unexpected).",
+    ["connector", "kind"],
+)
+UNMATCHED_ANSWERS = _counter(
+    "hent_unmatched_answers",
+    "Answer files an endpoint left that matched no delivery or could not be read (set aside in error/).",
+    ["connector"],
+)
+
+# -- endpoints and sources --------------------------------------------------------------------
+PLATFORM_WAITING = _gauge(
+    "hent_platform_waiting_deliveries",
+    "Deliveries a platform holds until a person acts, by connector and why (to-be-posted: S2LOW 17, or Pastell's "
+    "TdT still to transmit it; to-be-signed: S2LOW 18).",
+    ["connector", "waiting"],
+)
+CERTIFICATE_EXPIRY = _gauge(
     "hent_certificate_expiry_timestamp_seconds",
     "When each client certificate an endpoint presents expires (Unix time), by connector and the SIRENs "
     "it acts for ('default': the connector's own).",
     ["connector", "sirens"],
-    registry=REGISTRY,
 )
-UNMATCHED_ANSWERS = Counter(
-    "hent_unmatched_answers",
-    "Answer files an endpoint left that matched no delivery or could not be read (set aside in error/).",
-    ["connector"],
-    registry=REGISTRY,
-)
-SEND_FAILURES = Counter(
-    "hent_send_failures",
-    "Failed sends to an endpoint, by connector and kind (transient, document).",
-    ["connector", "kind"],
-    registry=REGISTRY,
-)
-CIRCUIT_STATE = Gauge(
+CIRCUIT_STATE = _gauge(
     "hent_endpoint_circuit_state",
     "Circuit of each endpoint: 0 closed, 1 open, 2 half-open.",
     ["connector"],
-    registry=REGISTRY,
 )
-SOURCE_PAUSED = Gauge(
+SOURCE_PAUSED = _gauge(
     "hent_source_paused",
     "1 while a source takes no new documents because its routes' backlog reached max_backlog.",
     ["connector"],
-    registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge(
-    "hent_backbone_queue_depth", "Messages waiting in each backbone queue.", ["queue"], registry=REGISTRY
-)
-BUILD_INFO = Info("hent_build", "Version of Hent and of the Python running it.", registry=REGISTRY)
+QUEUE_DEPTH = _gauge("hent_backbone_queue_depth", "Messages waiting in each backbone queue.", ["queue"])
 
 try:
     _version = metadata.version("hent")
 except metadata.PackageNotFoundError:  # running from a checkout that was not installed
     _version = "0+unknown"
-BUILD_INFO.info({"version": _version, "python": platform.python_version()})
+BUILD_INFO = _info("hent_build", "Version of Hent and of the Python running it.",
+                   {"version": _version, "python": platform.python_version()})
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bus import metrics, registry
-from bus.answers import UNACKNOWLEDGED, AnswerPoller, letters_metric
+from bus.answers import UNACKNOWLEDGED, AnswerPoller, awaiting_answer_metric, letters_metric
 from bus.backbone import DELIVERIES, DOCUMENTS, Backbone
 from bus.certs import certificate_expiry
 from bus.circuit import Circuit
@@ -217,7 +217,8 @@ class Runtime:
                 if not self._hold(f"source:{source}"):
                     self._quiet[source] = True  # another node reads it
                     return 0
-                if fresh:
+                if fresh:  # the clock of hent_source_last_success_timestamp_seconds starts now
+                    metrics.SOURCE_LAST_SUCCESS.labels(connector=source).set_to_current_time()
                     for recovered in connector.recover():
                         self._take(source, recovered, recovered=True)
                 room = self._room(source)
@@ -230,6 +231,7 @@ class Runtime:
                         taken += 1
                 self._quiet[source] = not candidates
                 self._settle(source)
+                metrics.SOURCE_LAST_SUCCESS.labels(connector=source).set_to_current_time()
             except HentError as exc:
                 metrics.POLL_FAILURES.labels(connector=source).inc()
                 self._quiet[source] = False
@@ -619,6 +621,7 @@ class Runtime:
             for state, count in counts.get("delivery", {}).items():
                 metrics.LEDGER_DELIVERIES.labels(state=state).set(count)
             letters_metric(self.ledger)
+            awaiting_answer_metric(self.ledger, self.endpoints)
             self.backbone.housekeeping()
             for queue in Backbone.QUEUES:
                 depth = self.backbone.depth(queue)

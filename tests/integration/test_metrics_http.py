@@ -14,12 +14,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bus import metrics
+from bus.answers import ANSWER_AGES, awaiting_answer_metric
 from bus.config import load_config
 from bus.runtime import Runtime
 from routes.pipeline import Pipeline
@@ -172,6 +174,46 @@ def test_metrics_gauge_the_ledger_by_state(running: Running) -> None:
     assert samples[("hent_ledger_deliveries", (("state", "DELIVERED"),))] == 1.0
     assert samples[("hent_ledger_deliveries", (("state", "PENDING"),))] == 0.0
     assert samples[("hent_endpoint_circuit_state", (("connector", ENDPOINT),))] == 0.0
+
+
+def test_metrics_say_when_each_source_was_last_polled_successfully(running: Running) -> None:
+    # Given the bus polls its drop folder every 0.2 s
+    # When /metrics is scraped
+    last = running.samples()[("hent_source_last_success_timestamp_seconds", (("connector", SOURCE),))]
+
+    # Then the last successful poll is a Unix time of a moment ago
+    assert time.time() - 30 < last <= time.time()
+
+
+def test_metrics_count_sent_deliveries_awaiting_an_answer_by_endpoint_and_age() -> None:
+    # Given SENT deliveries of two platforms sent 10 minutes, 5 hours and 3 days ago, and a folder endpoint
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+    @dataclass
+    class Sent:
+        endpoint: str
+        updated_at: datetime
+
+    class Ledger:
+        def deliveries(self, *, state: str) -> list[Sent]:
+            assert state == "SENT"
+            return [Sent("metrics-platform", now - timedelta(minutes=10)),
+                    Sent("metrics-platform", now - timedelta(hours=5)),
+                    Sent("metrics-platform", now - timedelta(hours=7)),
+                    Sent("metrics-tdt", now - timedelta(days=3))]
+
+    # When the sweep computes the gauge
+    awaiting_answer_metric(Ledger(), {"metrics-folder": object()}, now)  # type: ignore[dict-item]
+
+    # Then each platform's deliveries are counted by age, every bucket present; a folder has none
+    def gauge(connector: str) -> dict[str, float | None]:
+        return {label: metrics.REGISTRY.get_sample_value("hent_deliveries_awaiting_answer",
+                                                         {"connector": connector, "age": label})
+                for _, label in ANSWER_AGES}
+
+    assert gauge("metrics-platform") == {"0-1h": 1.0, "1-4h": 0.0, "4-24h": 2.0, "1-7d": 0.0, "7d+": 0.0}
+    assert gauge("metrics-tdt") == {"0-1h": 0.0, "1-4h": 0.0, "4-24h": 0.0, "1-7d": 1.0, "7d+": 0.0}
+    assert set(gauge("metrics-folder").values()) == {None}
 
 
 def test_metrics_carry_the_build_info(running: Running) -> None:
