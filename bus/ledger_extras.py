@@ -275,8 +275,11 @@ class LedgerExtras:
                 bumped = conn.execute(bump, params).first()
                 if bumped is not None:
                     return int(bumped[0])
-                if conn.execute(read, params).first() is not None:
-                    return None  # at the maximum
+                current = conn.execute(read, params).first()
+                if current is not None:
+                    if maximum is not None and int(current[0]) >= maximum:
+                        return None  # at the maximum
+                    continue  # created by another worker after this bump looked (READ COMMITTED): bump again
                 try:
                     with conn.begin_nested():
                         conn.execute(insert(table).values(**key, last=1))

@@ -141,8 +141,9 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float, nodes: li
 
 
 def test_one_poller_and_three_workers_survive_kills_and_a_broker_restart_with_every_act_once(
-    tmp_path: Path, vhost: RabbitVhost, database: str,
+    tmp_path: Path, vhost: RabbitVhost, database: str, request: pytest.FixtureRequest,
 ) -> None:
+    request_finalizer = request.addfinalizer
     with LegalitySimulator(ack_delay=0.3) as legality:
         config = scale_config(tmp_path, vhost.url, database, legality)
         for siren in SIRENS:
@@ -150,6 +151,7 @@ def test_one_poller_and_three_workers_survive_kills_and_a_broker_restart_with_ev
                 drop_deliberation(tmp_path / "drop", f"DEL{siren[-4:]}_{n:03d}", decision=DECISION, annexes=0,
                                   siren=siren)
         ledger = Ledger(database)
+        request_finalizer(ledger.close)  # closed whatever happens: no connection left to the next test
         total = len(SIRENS) * ACTS_PER_SIREN
 
         def count(*states: str) -> int:
@@ -178,7 +180,6 @@ def test_one_poller_and_three_workers_survive_kills_and_a_broker_restart_with_ev
                 node.stop()
         # every act acknowledged, each received exactly once by the platform
         deliveries = ledger.deliveries()
-        ledger.close()
         assert len(deliveries) == total and {d.state for d in deliveries} == {"ACKNOWLEDGED"}
         received = legality.received()["by_act"]
         assert len(received) == total and set(received.values()) == {1}, {k: v for k, v in received.items() if v != 1}

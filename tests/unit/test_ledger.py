@@ -437,6 +437,31 @@ def test_envelope_serials_count_per_siren_per_day(ledger: Ledger) -> None:
     assert ledger.next_envelope_serial("214400152", "2024-05-02") == 4
 
 
+def test_workers_racing_for_the_first_serials_of_a_day_each_get_their_own(ledger_url: str, clock: Clock) -> None:
+    """Eight ledgers (as eight workers) draw at once for a SIREN and day no one has drawn for yet:
+    the row is created by one; the others, which looked before it was committed, bump it."""
+    import threading
+
+    ledgers = [Ledger(ledger_url, actor=f"w{n}", clock=clock) for n in range(8)]
+    barrier, drawn, errors = threading.Barrier(8), [], []
+
+    def draw(worker: Ledger) -> None:
+        barrier.wait()
+        try:
+            drawn.extend(worker.next_envelope_serial("214400152", "2024-06-03") for _ in range(5))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=draw, args=(worker,)) for worker in ledgers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for worker in ledgers:
+        worker.close()
+    assert errors == [] and sorted(drawn) == list(range(1, 41))
+
+
 def test_the_10000th_envelope_of_a_day_is_refused(ledger: Ledger) -> None:
     ledger.next_envelope_serial("214400152", "2024-05-02")
     with ledger.engine.begin() as conn:
