@@ -19,29 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bus.logging_setup import FORMATS, setup_logging
+
 if TYPE_CHECKING:
     from bus.errors import Problem
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-
-def _setup_logging(level: str) -> None:
-    from bus.secrets import SecretFilter
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # APScheduler reports every run of every job at INFO: keep its warnings only
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 def _load(path: str) -> Any:
@@ -324,6 +312,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from bus.ledger import Ledger, StaleState
     from bus.ledger_ops import apply_replay, dead_letters, find_replays, replays_of
+    from bus.progress import Progress
     from bus.spool import Spool
 
     if sum((bool(args.ids), args.route is not None, args.all_failed)) != 1:
@@ -343,17 +332,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for problem in refused:
             print(f"not replayed: {problem}", file=sys.stderr)
             status = EXIT_FAILED
-        for replay in replays:
-            if args.dry_run:
-                print(f"would replay {replay.describe()}")
-                continue
-            try:
-                done.append(apply_replay(ledger, replay, actor=args.by, note=args.reason))
-            except StaleState as exc:
-                print(f"not replayed: {exc}", file=sys.stderr)
-                status = EXIT_FAILED
-                continue
-            print(f"replayed {replay.describe()}")
+        with Progress("would replay" if args.dry_run else "replayed", total=len(replays)) as progress:
+            for number, replay in enumerate(replays):
+                progress.update(number)
+                if args.dry_run:
+                    print(f"would replay {replay.describe()}")
+                    continue
+                try:
+                    done.append(apply_replay(ledger, replay, actor=args.by, note=args.reason))
+                except StaleState as exc:
+                    print(f"not replayed: {exc}", file=sys.stderr)
+                    status = EXIT_FAILED
+                    continue
+                print(f"replayed {replay.describe()}")
     finally:
         ledger.close()
     if done:
@@ -374,30 +365,33 @@ def _reply_replayed(config: Any, done: list[Any], actor: str) -> None:
     from bus import registry
     from bus.connector import InboundContext
     from bus.errors import HentError
+    from bus.progress import Progress
     from bus.runtime import reply_summary
     from bus.secrets import redact
 
     by_source: dict[str, list[Any]] = {}
     for replay in done:
         by_source.setdefault(replay.document.source, []).append(replay)
-    for source, replays in sorted(by_source.items()):
-        try:
-            cfg = config.connector_config(source, "inbound")
-        except KeyError:
-            print(f"source {source}: no longer configured: no reply written")
-            continue
-        connector = registry.connector_class(cfg.type, "inbound")(source, cfg, InboundContext())
-        try:
-            for replay in replays:
-                what = ("prepared again" if replay.delivery is None else
-                        f"sent again to {replay.delivery.endpoint} as it was built")
-                note = f"put back into the flow by {actor} after its failure: it will be {what}"
-                connector.reply(replay.document.bundle, None, None,
-                                reply_summary(replay.document, replay.delivery, note=note))
-        except HentError as exc:
-            print(f"source {source}: the reply saying so could not be written: {redact(_one_line(str(exc)))}")
-        finally:
-            connector.close()
+    with Progress("replies written", total=len(done)) as progress:
+        for source, replays in sorted(by_source.items()):
+            try:
+                cfg = config.connector_config(source, "inbound")
+            except KeyError:
+                print(f"source {source}: no longer configured: no reply written")
+                continue
+            connector = registry.connector_class(cfg.type, "inbound")(source, cfg, InboundContext())
+            try:
+                for replay in replays:
+                    what = ("prepared again" if replay.delivery is None else
+                            f"sent again to {replay.delivery.endpoint} as it was built")
+                    note = f"put back into the flow by {actor} after its failure: it will be {what}"
+                    connector.reply(replay.document.bundle, None, None,
+                                    reply_summary(replay.document, replay.delivery, note=note))
+                    progress.advance()
+            except HentError as exc:
+                print(f"source {source}: the reply saying so could not be written: {redact(_one_line(str(exc)))}")
+            finally:
+                connector.close()
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -406,6 +400,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     from bus.ledger import Ledger
     from bus.ledger_ops import KEPT_REASONS, plan_purge, purge_folder, purge_spool
+    from bus.progress import Progress
     from bus.spool import Spool
 
     config = _load(args.config)
@@ -414,8 +409,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
     cutoff = datetime.now(UTC) - timedelta(seconds=args.older_than)
     would = "would remove" if args.dry_run else "removed"
     try:
-        plan = plan_purge(ledger, cutoff)
-        purged = purge_spool(ledger, spool, plan, dry_run=args.dry_run)
+        with Progress("purge: reading the ledger") as progress:
+            progress.update()
+            plan = plan_purge(ledger, cutoff)
+        with Progress("purge: spool blobs") as progress:
+            purged = purge_spool(ledger, spool, plan, dry_run=args.dry_run, progress=progress.count)
     finally:
         ledger.close()
     print(f"spool: {would} {len(purged.removed)} blob(s), {_bytes(purged.size)}, of {len(plan.documents)} "
@@ -431,7 +429,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
         if source.type != "folder" or source.on_success == "delete":
             continue
         done_dir = source.done_dir or source.path / "done"
-        removed = purge_folder(done_dir, time.time() - args.older_than, dry_run=args.dry_run)
+        with Progress(f"purge: source {name}") as progress:
+            removed = purge_folder(done_dir, time.time() - args.older_than, dry_run=args.dry_run,
+                                   progress=progress.count)
         print(f"source {name}: {would} {len(removed)} file(s), {_bytes(sum(removed.values()))}, from {done_dir}")
     print("the ledger and its journal are kept whole" + ("; nothing was removed (--dry-run)" if args.dry_run else ""))
     return EXIT_OK
@@ -475,12 +475,64 @@ def _duration(text: str) -> float:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import os
+    import threading
+
+    from bus.progress import Progress
     from simulators.demo import run_demo
 
-    return run_demo(
-        workspace=Path(args.workspace) if args.workspace else None, keep=args.keep, as_json=args.json,
-        transport=args.transport,
-    )
+    given = Path(args.workspace).resolve() if args.workspace else None
+    before = os.environ.get("HENT_DEMO_WORKSPACE")
+    stop = threading.Event()
+    with Progress("demo:", until_output=True) as progress:
+        if progress.enabled:  # the demo's workspace: the one given, else the one it makes and announces
+            workspace = (lambda: given) if given else (
+                lambda: os.environ.get("HENT_DEMO_WORKSPACE") if os.environ.get("HENT_DEMO_WORKSPACE") != before
+                else None)
+            threading.Thread(target=_watch_demo, args=(progress, workspace, stop), name="demo-progress",
+                             daemon=True).start()
+        try:
+            return run_demo(workspace=given, keep=args.keep, as_json=args.json, transport=args.transport)
+        finally:
+            stop.set()
+
+
+def _watch_demo(progress: Any, workspace: Any, stop: Any) -> None:
+    """Until ``stop``: how many of the demo's documents are prepared and deliveries final, read
+    from its ledger (``<workspace>/var/ledger.db``, as config/demo*.yaml put it) without writing."""
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bus.ledger_schema import deliveries_table, documents_table
+
+    engine = None
+    try:
+        progress.update(text="starting the platform's simulator")
+        while not stop.wait(0.3):
+            folder = workspace()
+            database = Path(folder) / "var" / "ledger.db" if folder else None
+            if database is None or not database.is_file():
+                continue
+            if engine is None:
+                engine = create_engine(f"sqlite:///file:{database}?mode=ro&uri=true")
+            try:
+                with engine.connect() as conn:
+                    states: dict[str, dict[str, int]] = {
+                        name: {state: count for state, count in conn.execute(
+                            select(table.c.state, func.count()).group_by(table.c.state))}
+                        for name, table in (("documents", documents_table), ("deliveries", deliveries_table))}
+            except SQLAlchemyError:  # not created yet, or busy: the next look
+                continue
+            documents, deliveries = states["documents"], states["deliveries"]
+            if not documents:
+                continue
+            prepared = documents.get("ROUTED", 0) + documents.get("FAILED", 0)
+            final = sum(deliveries.get(s, 0) for s in ("DELIVERED", "ACKNOWLEDGED", "REJECTED", "FAILED"))
+            progress.update(text=f"{prepared}/{sum(documents.values())} documents prepared, "
+                            f"{final}/{sum(deliveries.values())} deliveries final")
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -490,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default INFO; WARNING for demo)"
+    )
+    parser.add_argument(
+        "--log-format", choices=FORMATS, default="human",
+        help="human: one line per record for people (default); json: one JSON object per line (time, level, "
+        "logger, message, and when known document_id, delivery_id, route, connector, state) for a log shipper; "
+        "auto: human when stderr is a terminal, json otherwise. Logs go to stderr, secrets masked",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -589,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level or ("WARNING" if args.command == "demo" else "INFO"))
+    setup_logging(args.log_level or ("WARNING" if args.command == "demo" else "INFO"), args.log_format)
     from bus.errors import ConfigError, HentError
     from bus.secrets import redact
 

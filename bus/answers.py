@@ -38,6 +38,7 @@ from bus.crash import crash_point
 from bus.document import Answer
 from bus.errors import DocumentError, HentError
 from bus.ledger import DeliveryState
+from bus.logging_setup import fields_of
 from bus.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class AnswerPoller:
         except HentError as exc:
             metrics.POLL_FAILURES.labels(connector=endpoint).inc()
             log.error("asking %s for %s failed: %s", endpoint, "the files of its answer folder" if inbox else "answers",
-                      redact(str(exc)))
+                      redact(str(exc)), extra={"connector": endpoint})
         finally:
             connector.close()
         return done
@@ -142,7 +143,8 @@ class AnswerPoller:
         entries = self.runtime.ledger.entries(delivery.id)
         if not entries or entries[-1].reason != reason:
             self.runtime.ledger.record("delivery", delivery.id, actor=delivery.endpoint, reason=reason)
-            log.warning("delivery %s to %s is %s", delivery.id, delivery.endpoint, reason)
+            log.warning("delivery %s to %s is %s", delivery.id, delivery.endpoint, reason,
+                        extra=fields_of(delivery=delivery))
         self._held[delivery.id] = reason
 
     def _on_status(self, delivery: Any, status: RemoteStatus) -> Any:
@@ -174,6 +176,7 @@ class AnswerPoller:
             payload_sha256=sha, **fields,
         )
         crash_point("answer.after-ledger")
+        log.info("delivery %s to %s: %s", delivery.id, delivery.endpoint, state, extra=fields_of(delivery=updated))
         sent_at = delivery.updated_at
         metrics.ACKNOWLEDGMENT_SECONDS.labels(route=delivery.route, outcome=state.lower()).observe(
             max((datetime.now(UTC) - sent_at).total_seconds(), 0.0)
@@ -198,7 +201,8 @@ class AnswerPoller:
                 try:
                     messages = scoped.messages(delivery.remote_id, known)
                 except DocumentError as exc:  # this submission is unknown to the platform: the others go on
-                    log.error("follow-up messages of delivery %s: %s", delivery.id, redact(str(exc)))
+                    log.error("follow-up messages of delivery %s: %s", delivery.id, redact(str(exc)),
+                              extra=fields_of(delivery=delivery))
                     continue
                 for message in messages:
                     if self._on_follow_up(delivery, message):
@@ -405,7 +409,8 @@ class AnswerPoller:
 
     def _set_aside(self, endpoint: str, connector: InboxEndpoint, item: InboxItem, problem: str) -> None:
         metrics.UNMATCHED_ANSWERS.labels(connector=endpoint).inc()
-        log.error("ALERT answer %s from %s set aside: %s", item.name, endpoint, redact(problem))
+        log.error("ALERT answer %s from %s set aside: %s", item.name, endpoint, redact(problem),
+                  extra={"connector": endpoint})
         connector.settle(item, problem)
 
     def _inbox_message(self, endpoint: str, name: str, data: bytes, attachments: dict[str, bytes]) -> Any:

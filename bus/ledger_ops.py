@@ -68,7 +68,7 @@ import os
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -508,11 +508,13 @@ class PurgedBlobs:
         return sum(self.removed.values())
 
 
-def purge_spool(ledger: Ledger, spool: Spool, plan: PurgePlan, *, dry_run: bool = False) -> PurgedBlobs:
+def purge_spool(ledger: Ledger, spool: Spool, plan: PurgePlan, *, dry_run: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> PurgedBlobs:
     """Remove the blobs of ``plan`` from ``spool``; with ``dry_run``, only say which.
 
     Each blob is first moved aside (same file system); the ledger is then read again and a blob
     something started to name meanwhile goes back into the spool; the others are deleted.
+    ``progress(done, total)`` is told as each blob is settled.
     """
     result = PurgedBlobs()
     present: dict[str, Path] = {}
@@ -533,7 +535,9 @@ def purge_spool(ledger: Ledger, spool: Spool, plan: PurgePlan, *, dry_run: bool 
             os.replace(path, aside / sha256)
             moved[sha256] = size
     still = plan_purge(ledger, plan.cutoff).blobs
-    for sha256, size in moved.items():
+    for done, (sha256, size) in enumerate(moved.items(), 1):
+        if progress is not None:
+            progress(done, len(moved))
         if sha256 in still:
             result.removed[sha256] = size
         else:  # named again meanwhile: back where it was (content-addressed, so a copy is the same blob)
@@ -545,14 +549,19 @@ def purge_spool(ledger: Ledger, spool: Spool, plan: PurgePlan, *, dry_run: bool 
     return result
 
 
-def purge_folder(folder: Path, cutoff: float, *, dry_run: bool = False) -> dict[Path, int]:
+def purge_folder(folder: Path, cutoff: float, *, dry_run: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> dict[Path, int]:
     """The files directly in ``folder`` that have not changed since ``cutoff`` (a POSIX time; the
     latest of their modification and status change, which a move into the folder sets), removed
-    unless ``dry_run``: path → size.  Hidden files and sub-folders are left alone."""
+    unless ``dry_run``: path → size.  Hidden files and sub-folders are left alone.
+    ``progress(done, total)`` is told as each entry of the folder is looked at."""
     removed: dict[Path, int] = {}
     if not folder.is_dir():
         return removed
-    for path in sorted(folder.iterdir()):
+    entries = sorted(folder.iterdir())
+    for done, path in enumerate(entries, 1):
+        if progress is not None:
+            progress(done, len(entries))
         if path.name.startswith(".") or not path.is_file() or path.is_symlink():
             continue
         status = path.stat()

@@ -49,6 +49,7 @@ from bus.document import PreparedDocument, Processor
 from bus.errors import DocumentError, HentError, TransientError
 from bus.health import HealthServer
 from bus.ledger import DeliveryState, DocumentState, Ledger, StaleState
+from bus.logging_setup import add_log_context, fields_of, with_log_context
 from bus.scheduler import Scheduler
 from bus.secrets import redact, redact_url
 from bus.spool import Spool
@@ -185,7 +186,7 @@ class Runtime:
     def _circuit_changed(self, endpoint: str, state: str, failures: int) -> None:
         """Keep the circuit's state in the ledger (``status``) and say it in the log."""
         (log.warning if state == "open" else log.info)("endpoint %s: circuit %s (%d failures in a row)",
-                                                        endpoint, state, failures)
+                                                        endpoint, state, failures, extra={"connector": endpoint})
         try:
             self.ledger.set_circuit(endpoint, state, failures)
         except HentError as exc:
@@ -235,7 +236,7 @@ class Runtime:
             except HentError as exc:
                 metrics.POLL_FAILURES.labels(connector=source).inc()
                 self._quiet[source] = False
-                log.error("poll of %s failed: %s", source, redact(str(exc)))
+                log.error("poll of %s failed: %s", source, redact(str(exc)), extra={"connector": source})
         return taken
 
     def _take(self, source: str, claimed: Claimed, *, recovered: bool) -> bool:
@@ -255,7 +256,8 @@ class Runtime:
                     fate = "it is back in the source as it was, taken again at the next poll"
                 except HentError as stuck:
                     fate = redact(str(stuck))
-            log.error("%s from %s not taken in: %s; %s", claimed.key, source, redact(str(exc)), fate)
+            log.error("%s from %s not taken in: %s; %s", claimed.key, source, redact(str(exc)), fate,
+                      extra={"connector": source})
             return False
 
     def _room(self, source: str) -> int | None:
@@ -271,7 +273,7 @@ class Runtime:
         if paused != self._paused.get(source, False):
             (log.warning if paused else log.info)(
                 "source %s: %s (%d documents and deliveries wait on its routes, max_backlog %d)", source,
-                "paused" if paused else "taking documents again", waiting, min(bounds))
+                "paused" if paused else "taking documents again", waiting, min(bounds), extra={"connector": source})
         self._paused[source] = paused
         metrics.SOURCE_PAUSED.labels(connector=source).set(1 if paused else 0)
         return room
@@ -321,7 +323,8 @@ class Runtime:
                 reason="dropped again after its failure: processed anew",
             )
         if document.state == DocumentState.ROUTED and not created and not recovered:
-            log.warning("%s from %s was already processed as document %s", claimed.key, source, document.id)
+            log.warning("%s from %s was already processed as document %s", claimed.key, source, document.id,
+                        extra=fields_of(document=document))
             self._reply(document, None, note=f"already processed as document {document.id}: not sent again")
         elif document.state not in FINAL_DOCUMENT:
             self._publish(DOCUMENTS, document.id)
@@ -345,16 +348,19 @@ class Runtime:
                 self._reply(document, None, reply_id=_reply_id(document))
                 connector.rollback(claimed, _error_note(document))
         except HentError as exc:  # this bundle waits for the next poll; the others go on
-            log.error("settling %s from %s failed: %s", document.bundle, source, redact(str(exc)))
+            log.error("settling %s from %s failed: %s", document.bundle, source, redact(str(exc)),
+                      extra=fields_of(document=document))
             return
         del self._claims[source][document.id]
 
     # -- documents -------------------------------------------------------------------
+    @with_log_context("document_id")
     def handle_document(self, doc_id: str) -> None:
         """Map, route, build: RECEIVED → ROUTED (or FAILED).  The source's poller settles it."""
         document = self.ledger.claim_document(doc_id, self._owner(), self.lease_seconds)
         if document is None:  # another worker holds it
             return
+        add_log_context(route=document.route, connector=document.source)
         try:
             if document.state == DocumentState.RECEIVED:
                 self._prepare(document)
@@ -390,7 +396,8 @@ class Runtime:
         self.ledger.release_lease("document", document.id, self._owner())
         metrics.DOCUMENTS.labels(route=document.route or "none", outcome="failed").inc()
         metrics.DEAD_LETTERS.labels(route=document.route or "none", connector=document.source).inc()
-        log.error("document %s (%s from %s) FAILED: %s", document.id, document.bundle, document.source, reason)
+        log.error("document %s (%s from %s) FAILED: %s", document.id, document.bundle, document.source, reason,
+                  extra=fields_of(document=failed))
         return failed
 
     def _route(self, document: Any, prepared: PreparedDocument | None) -> Any:
@@ -413,16 +420,20 @@ class Runtime:
             unique_id_acte=True,
         )
         metrics.DOCUMENTS.labels(route=routed.route or "none", outcome="routed").inc()
+        log.info("document %s (%s from %s) %s to %s", routed.id, routed.bundle, routed.source, routed.state,
+                 ", ".join(d.endpoint for d in deliveries) or "no endpoint", extra=fields_of(document=routed))
         for delivery in deliveries:
             if delivery.state == DeliveryState.PENDING:
                 self._publish(DELIVERIES, delivery.id)
         return routed
 
     # -- deliveries ------------------------------------------------------------------
+    @with_log_context("delivery_id")
     def handle_delivery(self, delivery_id: str) -> None:
         if not self.ledger.acquire_lease("delivery", delivery_id, self._owner(), self.lease_seconds):
             return
         delivery = self.ledger.get_delivery(delivery_id)
+        add_log_context(document_id=delivery.document_id, route=delivery.route, connector=delivery.endpoint)
         if delivery.state != DeliveryState.PENDING:
             self.ledger.release_lease("delivery", delivery_id, self._owner())
             return
@@ -492,6 +503,8 @@ class Runtime:
             reason=result.detail,
         )
         self.ledger.release_lease("delivery", delivery.id, self._owner())
+        log.info("delivery %s to %s: %s", delivery.id, delivery.endpoint, delivery.state,
+                 extra=fields_of(delivery=delivery))
         if delivery.state in FINAL_DELIVERY:
             self._delivery_final(delivery)
 
@@ -520,7 +533,7 @@ class Runtime:
         self.ledger.acquire_lease("delivery", delivery.id, self._owner(), wait)
         log.warning(
             "delivery %s to %s: attempt %d failed (%s); next try in %.0f s",
-            delivery.id, delivery.endpoint, attempts, redact(reason), wait,
+            delivery.id, delivery.endpoint, attempts, redact(reason), wait, extra=fields_of(delivery=delivery),
         )
 
     def _fail_delivery(self, delivery: Any, reason: str, attempts: int | None = None) -> None:
@@ -534,7 +547,8 @@ class Runtime:
         )
         self.ledger.release_lease("delivery", delivery.id, self._owner())
         metrics.DEAD_LETTERS.labels(route=delivery.route, connector=delivery.endpoint).inc()
-        log.error("delivery %s to %s FAILED: %s", delivery.id, delivery.endpoint, redact(reason))
+        log.error("delivery %s to %s FAILED: %s", delivery.id, delivery.endpoint, redact(reason),
+                  extra=fields_of(delivery=failed))
         self._delivery_final(failed)
 
     def _delivery_final(self, delivery: Any, **message: Any) -> None:
@@ -563,7 +577,7 @@ class Runtime:
                     answer = self.processor.read_answer(data, None)
                     message = {"code": answer.code, "payload": data, "answer": answer.summary}
                 log.warning("delivery %s is %s but its reply was not written: writing it now", delivery_id,
-                            delivery.state)
+                            delivery.state, extra=fields_of(delivery=delivery))
                 if not self._reply(self.ledger.get_document(delivery.document_id), delivery,
                                    reply_id=_reply_id(delivery), **message):
                     continue
@@ -599,7 +613,8 @@ class Runtime:
             with metrics.stage_timer("reply"):
                 connector.reply(document.bundle, code, payload, summary, attachments)
         except HentError as exc:
-            log.error("reply to %s for %s failed: %s", document.source, document.bundle, redact(str(exc)))
+            log.error("reply to %s for %s failed: %s", document.source, document.bundle, redact(str(exc)),
+                      extra={"document_id": document.id, "connector": document.source})
             return False
         return True
 
@@ -722,14 +737,16 @@ class Runtime:
             if missing:
                 reason = (f"the spool lost {len(missing)} of its files ({', '.join(m[:12] for m in missing)}...): "
                           "restore the spool, or drop the bundle again, then replay it")
-                log.error("ALERT document %s (%s): %s", document.id, document.bundle, reason)
+                log.error("ALERT document %s (%s): %s", document.id, document.bundle, reason,
+                          extra=fields_of(document=document))
                 self.ledger.transition_document(document.id, DocumentState.FAILED, actor=self.actor,
                                                 expect=document.state, reason=reason)
         for delivery in self.ledger.deliveries(state=DeliveryState.PENDING):
             if delivery.artifact_sha256 and not self.spool.exists(delivery.artifact_sha256):
                 reason = (f"its artifact {delivery.artifact_name} ({delivery.artifact_sha256[:12]}...) is no longer in "
                           "the spool: restore the spool, then replay it")
-                log.error("ALERT delivery %s to %s: %s", delivery.id, delivery.endpoint, reason)
+                log.error("ALERT delivery %s to %s: %s", delivery.id, delivery.endpoint, reason,
+                          extra=fields_of(delivery=delivery))
                 self._fail_delivery(delivery, reason, attempts=delivery.attempts)
 
     def run(self, *, install_signals: bool = True) -> None:

@@ -342,3 +342,62 @@ def test_status_on_an_unreachable_ledger_says_so_in_one_line() -> None:
     assert "Traceback" not in result.stderr
     assert "ledger unavailable or busy" in result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_demo_logs_one_json_object_per_line_with_the_documents_context(tmp_path: Path) -> None:
+    # Given the demo, its logs asked as JSON at INFO
+    result = run_bus("--log-format", "json", "--log-level", "INFO", "demo", "--workspace", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # Then every line of stderr is a JSON object with time, level, logger and message
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    # and the records about documents and deliveries carry their id, route, connector and state
+    documents = {row["document"]: row for row in (json.loads(line) for line in result.stdout.splitlines())}
+    routed = [r for r in records if r["level"] == "INFO" and r.get("state") == "ROUTED"]
+    assert {r["document_id"] for r in routed} == {d for d, row in documents.items() if row["state"] == "ROUTED"}
+    assert all(r["route"] == documents[r["document_id"]]["route"] for r in routed)
+    [failed] = [r for r in records if r.get("state") == "FAILED"]
+    assert (failed["level"], failed["connector"], failed["document_id"]) == (
+        "ERROR", "deliberations", next(d for d, row in documents.items() if row["state"] == "FAILED"))
+    answered = [r for r in records if r.get("state") in ("ACKNOWLEDGED", "REJECTED")]
+    assert len(answered) == 4 and all(r["connector"] == "prefecture" and r["delivery_id"] for r in answered)
+    retried = [r for r in records if r["level"] == "WARNING" and "attempt 1 failed" in r["message"]]
+    assert retried and retried[0]["state"] == "PENDING" and retried[0]["document_id"] in documents
+    # and no person, no e-mail address, no objet of an act is in them
+    for personal in ("Hélène Le Bihan", "Gaëlle Riou", "actes@saint-herblain.fr", "Garantie d'emprunt",
+                     "Cession de la parcelle"):
+        assert personal not in result.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_replay_shows_its_progress_on_a_terminal_and_nothing_in_a_script(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+    import sys
+
+    import run_bus as cli
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setenv("HENT_DEMO_WORKSPACE", str(demo.workspace))
+    try:
+        for stderr, shown in ((_Terminal(), True), (io.StringIO(), False)):
+            # Given the demo's dead letter, and stderr a terminal, then a pipe
+            stdout = io.StringIO()
+            monkeypatch.setattr(sys, "stdout", stdout)
+            monkeypatch.setattr(sys, "stderr", stderr)
+            # When every dead letter is replayed (dry run: the ledger is left as it is)
+            assert cli.main(["replay", "--all-failed", "--dry-run", "-c", str(REPO / "config" / "demo.yaml")]) == 0
+            # Then the terminal saw the progress, erased before the result; the pipe nothing at all
+            assert stdout.getvalue().startswith("would replay document ")
+            erased = "\r" + " " * len("would replay 0/1") + "\r"
+            assert stderr.getvalue() == (f"\rwould replay 0/1{erased}" if shown else "")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
