@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from bus import registry
 from bus.errors import ConfigError, Problem
-from bus.secrets import redact
+from bus.secrets import Secret, redact
 from bus.yamlconf import (
     MarkedDict,
     describe,
@@ -211,11 +211,15 @@ def _plain_secrets(
             continue
         key, value = field.alias or name, getattr(model, name)
         extra = field.json_schema_extra
-        if isinstance(extra, dict) and extra.get("secret") and value is not None:
+        if value is not None and (isinstance(value, Secret) or (isinstance(extra, dict) and extra.get("secret"))):
             if (*loc, key) not in interpolated:
                 problems.append(_problem(document, (*loc, key), _IN_YAML, "secret-in-yaml"))
         elif isinstance(value, BaseModel):
             problems.extend(_plain_secrets(document, value, (*loc, key), interpolated))
+        elif isinstance(value, list | tuple):  # credentials: [{sirens, password}, ...]
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    problems.extend(_plain_secrets(document, item, (*loc, key, index), interpolated))
     return problems
 
 

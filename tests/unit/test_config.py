@@ -29,6 +29,7 @@ from bus.config import (
 )
 from bus.errors import ConfigError
 from bus.secrets import MASK, Secret, SecretFilter
+from tests.harness import MAPPINGS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "config"
 
@@ -609,4 +610,27 @@ routes:
         "main.yaml:8: routes[2].from: connector 'a' feeds a mapped route here and a passthrough route in "
         "routes[0]: a source's files are read one way (relayed unchanged, a response bundle or a vendor's "
         "export); use two sources [route-kind]",
+    ]
+
+
+def test_a_password_written_in_a_credentials_list_is_refused_and_a_reference_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HENT_TEST_CRED_PASSWORD", "from-the-environment")
+    (tmp_path / "in").mkdir()
+    path = write(tmp_path, "main.yaml", (
+        "bus: {state_dir: ./var}\n"
+        "connectors:\n"
+        "  src: {type: folder, path: in}\n"
+        "  tdt:\n"
+        "    type: soap\n"
+        "    endpoint: https://tdt.example/soap\n"
+        "    credentials:\n"
+        "      - {sirens: ['214400152'], username: a, password: written-here}\n"
+        "      - {sirens: ['214400160'], username: b, password: '${HENT_TEST_CRED_PASSWORD}'}\n"
+        f"routes: [{{name: r, from: src, map: {MAPPINGS / 'deliberations-json.yaml'}, to: tdt}}]\n"
+    ))
+    assert relative(problems_of(path), tmp_path) == [
+        "main.yaml:8: connectors.tdt.credentials[0].password: a secret must not be written in the YAML: "
+        "use ${ENV_VAR} or ${file:/path} [secret-in-yaml]"
     ]
