@@ -5,6 +5,8 @@ After the restart: every document ROUTED, every delivery final, each act receive
 legality simulator (SubmitArchive calls counted, duplicates included), each reply file once (no
 second copy of a message, no reply cut short, no claim left behind), every bundle in done/, and
 the journal verified.  The simulator runs in this process, the bus in a subprocess, as in production.
+Each SOAP case runs on the embedded default; a reduced set of them (``SCALE_OUT_POINTS``) also runs
+on RabbitMQ + PostgreSQL, the same YAML with the broker's and the ledger's URLs changed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bus.ledger_schema import leases_table
 from simulators.backoffice import drop_deliberation
 from simulators.legality import LegalitySimulator
 from simulators.legality_sftp import LegalityDesk
+from tests.chaos._helpers import EMBEDDED, PASSWORD_VARIABLE, SCALE_OUT, Backend
 from tests.harness import ROOT, write_config
 from tests.sshd import SshServer, sshd_server  # noqa: F401 - the sshd fixture
 
@@ -51,6 +54,9 @@ SOAP_POINTS = {
     "journal.mid-append": 5,
     "settle.before-commit": 1,
 }
+#: the points also hit on RabbitMQ + PostgreSQL
+SCALE_OUT_POINTS = ["send.after-send", "answer.after-ledger", "journal.mid-append", "ingest.before-source-commit",
+                    "reply.mid-write"]
 MID_UPLOAD = "send.mid-upload"  #: no upload to a SOAP platform: hit on a folder and on an SFTP desk
 #: what shows, in the log or the journal, that the restart took the safe path
 EVIDENCE = {
@@ -63,8 +69,9 @@ EVIDENCE = {
 # -- the bus under test ---------------------------------------------------------------------------
 
 def start(config: Path, log: Path, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-    """``python run_bus.py run -c config``, its output appended to ``log``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HENT_")}
+    """``python run_bus.py run -c config``, its output appended to ``log``; of this process's HENT_
+    variables, only the broker's password is passed on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HENT_") or k == PASSWORD_VARIABLE}
     if crash_at:
         env["HENT_CRASH_AT"] = crash_at
     with open(log, "ab") as out:
@@ -232,12 +239,19 @@ def test_every_point_is_hit_by_a_case() -> None:
     assert sorted([*SOAP_POINTS, MID_UPLOAD]) == sorted(POINTS)
 
 
-@pytest.mark.parametrize("point", list(SOAP_POINTS))
+def test_the_points_hit_on_rabbitmq_and_postgresql_are_soap_points() -> None:
+    assert set(SCALE_OUT_POINTS) <= set(SOAP_POINTS)
+
+
+@pytest.mark.parametrize(("point", "backend"), [
+    *((point, EMBEDDED) for point in SOAP_POINTS),
+    *(pytest.param(point, SCALE_OUT, marks=pytest.mark.integration) for point in SCALE_OUT_POINTS),
+], indirect=["backend"])
 def test_killed_at_a_crash_point_the_bus_finishes_every_act_once_after_a_restart(
-    tmp_path: Path, simulator: LegalitySimulator, point: str
+    tmp_path: Path, simulator: LegalitySimulator, point: str, backend: Backend
 ) -> None:
     began = time.monotonic()
-    config = soap_bus(tmp_path, simulator)
+    config = backend.apply(soap_bus(tmp_path, simulator))
     numbers = drop_acts(tmp_path, ACTS)
     replies = tmp_path / "drop" / "deliberations" / "replies"
     expected = Counter({"ACKNOWLEDGED": 1, "receipts": 1})

@@ -5,6 +5,8 @@ Each run measures "0 lost, 0 duplicates" — the acts the endpoint received (its
 against the documents dropped and what the ledger says — and prints one line::
 
     documents: 60 | kills: 0 | lost: 0 | duplicate transmissions: 0 | time to recover: 1.4 s
+
+The flaky endpoint also runs, reduced (20 acts, a 5 s outage), on RabbitMQ + PostgreSQL.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
@@ -33,6 +35,7 @@ from bus.runtime import Runtime
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_contract, drop_deliberation
 from simulators.legality import LegalitySimulator
+from tests.chaos._helpers import EMBEDDED, SCALE_OUT, Backend
 from tests.harness import ROOT, ledger_outcome, run_until_idle, write_config
 
 pytestmark = pytest.mark.chaos
@@ -141,44 +144,52 @@ class Sampler:
 
 # -- a flaky endpoint, then fully down -----------------------------------------------------
 
-FLAKY_ACTS = 60
-OUTAGE = 20.0
+class Flaky(NamedTuple):
+    acts: int
+    outage: float  #: seconds the endpoint is fully down
 
 
-def test_a_flaky_endpoint_that_goes_down_for_20_s_gets_every_act_once(tmp_path: Path) -> None:
+FLAKY = {EMBEDDED: Flaky(60, 20.0), SCALE_OUT: Flaky(20, 5.0)}
+
+
+@pytest.mark.parametrize("backend", [EMBEDDED, pytest.param(SCALE_OUT, marks=pytest.mark.integration)],
+                         indirect=True)
+def test_a_flaky_endpoint_that_goes_down_for_a_while_gets_every_act_once(tmp_path: Path, backend: Backend) -> None:
     began = time.monotonic()
-    numeros = [f"FLK2026_{n:03d}" for n in range(FLAKY_ACTS)]
+    acts, outage = FLAKY[backend.name]
+    numeros = [f"FLK2026_{n:03d}" for n in range(acts)]
     with LegalitySimulator(ack_delay=0.2) as simulator:
         # Given an endpoint that fails 30 % of its calls (HTTP 500, or no answer within the bus's 1 s
         # read timeout), with a circuit of 3 failures and 2 s of cooldown, and a generous retry
         simulator.chaos(0.3, ["http500", "hang"], seconds=1.5, seed=SEED)
-        config = soap_bus(tmp_path, simulator,
-                          retry={"max_attempts": 60, "first_delay": "0.2s", "max_delay": "2s", "jitter": 0.3},
-                          circuit={"threshold": 3, "cooldown": "2s"})
+        config = backend.apply(soap_bus(
+            tmp_path, simulator, retry={"max_attempts": 60, "first_delay": "0.2s", "max_delay": "2s", "jitter": 0.3},
+            circuit={"threshold": 3, "cooldown": "2s"}))
         for numero in numeros:
             drop_deliberation(tmp_path / "drop" / "deliberations", numero, decision=DECISION, annexes=1)
         with running(config) as runtime, Sampler(runtime, "prefecture").sampling() as sampler:
-            # When it goes fully down (connection refused) for 20 s once half the acts reached it
-            wait_until(lambda: len(simulator.received()["by_act"]) >= FLAKY_ACTS // 2, 60, "half the acts sent")
-            simulator.down(OUTAGE)
-            outage_end = time.monotonic() + OUTAGE
-            time.sleep(OUTAGE - 0.5)
+            # When it goes fully down (connection refused) for a while (20 s, 5 s reduced) once half the acts reached it
+            wait_until(lambda: len(simulator.received()["by_act"]) >= acts // 2, 60, "half the acts sent")
+            simulator.down(outage)
+            outage_end = time.monotonic() + outage
+            time.sleep(outage - 0.5)
             held_back = {d.id for d in runtime.ledger.deliveries(state="PENDING")}
             # Then every act ends acknowledged, after the outage
-            wait_until(lambda: all_acknowledged(runtime, FLAKY_ACTS), OUTAGE + 50, "every act acknowledged")
+            wait_until(lambda: all_acknowledged(runtime, acts), outage + 50, "every act acknowledged")
         assert not simulator.is_down
         lost, duplicates = measured(simulator, numeros)
         calls = simulator.received()["calls"]
     outcome = ledger_outcome(config)
     # time to recover: from the end of the outage to the first acknowledgment of an act it held back
     recovered_at = min((sampler.acknowledged[d] for d in held_back if d in sampler.acknowledged), default=None)
-    figures = Figures(FLAKY_ACTS, lost, duplicates, None if recovered_at is None else recovered_at - outage_end)
+    figures = Figures(acts, lost, duplicates, None if recovered_at is None else recovered_at - outage_end)
     opened = sum(state == 1 for _, state in sampler.circuit)
-    print(f"\nflaky endpoint (seed {SEED}; {sum(calls.values())} calls; circuit seen opening {opened} times; "
-          f"{len(held_back)} acts held back by the outage): {figures.line()} [{time.monotonic() - began:.0f} s]")
+    print(f"\nflaky endpoint on {backend.name} (seed {SEED}; {sum(calls.values())} calls; circuit seen opening "
+          f"{opened} times; {len(held_back)} acts held back by the {outage:.0f} s outage): {figures.line()} "
+          f"[{time.monotonic() - began:.0f} s]")
     # each act received exactly once, as many acts as documents, every delivery acknowledged
     assert (lost, duplicates) == (0, 0)
-    assert len(outcome) == FLAKY_ACTS
+    assert len(outcome) == acts
     assert all([d.state for d in o["deliveries"]] == ["ACKNOWLEDGED"] for o in outcome.values())
     # the circuit was seen open (1), and closed (0) again at the end
     states = [state for _, state in sampler.circuit]

@@ -1,5 +1,5 @@
 """300 acts through the legality simulator over SOAP while the bus is SIGKILLed at 10 random
-instants and started again each time.
+instants and started again each time; reduced on RabbitMQ + PostgreSQL to 60 acts and 4 kills.
 
 The instants are seeded (``HENT_CHAOS_SEED``, else drawn and printed): each is a point along the
 run's progress (a number of journal events) plus a fraction of a second, so the kills fall in
@@ -10,7 +10,8 @@ each reply file present once, the journal verified.  The run prints::
 
     documents: 300 | kills: 10 | lost: 0 | duplicate transmissions: 0 | time to recover: p50 X s, max Y s
 
-(time to recover: from a restart to the first journal event after it).
+(time to recover: from a restart to the first journal event after it).  The journal's progress is
+read through the ledger's SQLAlchemy engine, whichever the database.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import statistics
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
-from bus.config import load_config
+from bus.journal import READ_ONLY_OPTION, journal_head_table
+from bus.ledger import Ledger
 from simulators.legality import LegalitySimulator
+from tests.chaos._helpers import EMBEDDED, SCALE_OUT, Backend
 from tests.chaos.test_crash_points import (
     act_key,
     drop_acts,
@@ -46,9 +49,15 @@ from tests.chaos.test_crash_points import (
 )
 
 pytestmark = pytest.mark.chaos
-DOCUMENTS = 300
-KILLS = 10
-BUDGET = 180.0  #: seconds for the whole run, on 2 cores
+
+
+class Run(NamedTuple):
+    documents: int
+    kills: int
+    budget: float  #: seconds for the whole run, on 2 cores
+
+
+RUNS = {EMBEDDED: Run(300, 10, 180.0), SCALE_OUT: Run(60, 4, 120.0)}
 EVENTS_PER_ACT = 7  #: journal events of an act acknowledged with its receipts, without retries
 
 
@@ -58,74 +67,63 @@ def simulator() -> Iterator[LegalitySimulator]:
         yield running
 
 
-class Journal:
-    """The number of journal events, read straight from the ledger's SQLite file (read-only queries)."""
-
-    def __init__(self, config: Path) -> None:
-        database = make_url(load_config(config).bus.ledger).database
-        assert database, "the embedded default (SQLite) is expected here"
-        self.path = database
-
-    def count(self) -> int:
-        if not Path(self.path).exists():
-            return 0
-        try:
-            with sqlite3.connect(self.path, timeout=5) as conn:
-                row = conn.execute("SELECT count FROM journal_head").fetchone()
-        except sqlite3.OperationalError:  # not created yet
-            return 0
-        return int(row[0]) if row else 0
+def journal_count(ledger: Ledger) -> int:
+    """The number of journal events, from the journal's head row (a read-only query)."""
+    with ledger.engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+        return int(conn.execute(select(journal_head_table.c.count)).scalar_one())
 
 
-def test_300_acts_with_10_random_kills_end_acknowledged_each_received_and_answered_once(
-    tmp_path: Path, simulator: LegalitySimulator
+@pytest.mark.parametrize("backend", [EMBEDDED, pytest.param(SCALE_OUT, marks=pytest.mark.integration)],
+                         indirect=True)
+def test_acts_with_random_kills_end_acknowledged_each_received_and_answered_once(
+    tmp_path: Path, simulator: LegalitySimulator, backend: Backend
 ) -> None:
     began = time.monotonic()
+    run = RUNS[backend.name]
     seed = int(os.environ.get("HENT_CHAOS_SEED") or random.randrange(1, 10**6))
-    print(f"\nrandom kills: seed {seed} (HENT_CHAOS_SEED={seed} to draw the same instants)")
+    print(f"\nrandom kills on {backend.name}: seed {seed} (HENT_CHAOS_SEED={seed} to draw the same instants)")
     rng = random.Random(seed)
-    config = soap_bus(tmp_path, simulator, follow_ups="3s")
-    numbers = drop_acts(tmp_path, DOCUMENTS)
+    config = backend.apply(soap_bus(tmp_path, simulator, follow_ups="3s"))
+    numbers = drop_acts(tmp_path, run.documents)
     log = tmp_path / "bus.log"
-    journal = Journal(config)
-    total = DOCUMENTS * EVENTS_PER_ACT
-    instants = sorted(rng.sample(range(total // 50, total * 9 // 10), KILLS))
+    total = run.documents * EVENTS_PER_ACT
+    instants = sorted(rng.sample(range(total // 50, total * 9 // 10), run.kills))
     recoveries: list[float] = []
-    deadline = began + BUDGET
+    deadline = began + run.budget
+    replies = tmp_path / "drop" / "deliberations" / "replies"
+    expected = Counter({"ACKNOWLEDGED": 1, "receipts": 1})
+    ledger = ledger_of(config)  # the journal's progress read through it, whichever the database
+    try:
+        # Given the bus killed with SIGKILL at random instants, started again after each
+        for n, instant in enumerate(instants):
+            before = journal_count(ledger)
+            bus = start(config, log)
+            restarted = time.monotonic()
+            try:
+                if n:  # time to recover: from the restart to its first progress
+                    wait_until(lambda b=before: journal_count(ledger) > b, deadline, f"progress after restart {n}",
+                               log)
+                    recoveries.append(time.monotonic() - restarted)
+                wait_until(lambda i=instant: journal_count(ledger) >= i, deadline, f"journal event {instant}", log)
+                time.sleep(rng.uniform(0.0, 0.3))
+            finally:
+                bus.send_signal(signal.SIGKILL)
+                bus.wait(timeout=10)
+            assert bus.returncode == -signal.SIGKILL
 
-    # Given the bus killed with SIGKILL at 10 random instants, started again after each
-    for n, instant in enumerate(instants):
-        before = journal.count()
+        # When it is started once more
+        before = journal_count(ledger)
         bus = start(config, log)
         restarted = time.monotonic()
         try:
-            if n:  # time to recover: from the restart to its first progress
-                wait_until(lambda b=before: journal.count() > b, deadline, f"progress after restart {n}", log)
-                recoveries.append(time.monotonic() - restarted)
-            wait_until(lambda i=instant: journal.count() >= i, deadline, f"journal event {instant}", log)
-            time.sleep(rng.uniform(0.0, 0.3))
+            wait_until(lambda: journal_count(ledger) > before, deadline, "progress after the last restart", log)
+            recoveries.append(time.monotonic() - restarted)
+            wait_until(lambda: finished(ledger, run.documents, "ACKNOWLEDGED") and settled(tmp_path, run.documents)
+                       and replies_whole(replies, numbers, expected), deadline, "every act acknowledged", log)
         finally:
-            bus.send_signal(signal.SIGKILL)
-            bus.wait(timeout=10)
-        assert bus.returncode == -signal.SIGKILL
+            stop(bus)
 
-    # When it is started once more
-    ledger = ledger_of(config)
-    replies = tmp_path / "drop" / "deliberations" / "replies"
-    expected = Counter({"ACKNOWLEDGED": 1, "receipts": 1})
-    before = journal.count()
-    bus = start(config, log)
-    restarted = time.monotonic()
-    try:
-        wait_until(lambda: journal.count() > before, deadline, "progress after the last restart", log)
-        recoveries.append(time.monotonic() - restarted)
-        wait_until(lambda: finished(ledger, DOCUMENTS, "ACKNOWLEDGED") and settled(tmp_path, DOCUMENTS)
-                   and replies_whole(replies, numbers, expected), deadline, "every act acknowledged", log)
-    finally:
-        stop(bus)
-
-    # Then the simulator's counts against the ledger: nothing lost, nothing sent twice
-    try:
+        # Then the simulator's counts against the ledger: nothing lost, nothing sent twice
         acts = {act_key(d.bundle.removesuffix(".json")): d for d in ledger.documents()}
         acknowledged = {d.document_id for d in ledger.deliveries() if d.state == "ACKNOWLEDGED"}
         journal_problems = ledger.verify_journal()
@@ -135,12 +133,13 @@ def test_300_acts_with_10_random_kills_end_acknowledged_each_received_and_answer
     received = simulator.received()["by_act"]
     lost = sum(1 for n in numbers if act_key(n) not in received or acts[act_key(n)].id not in acknowledged)
     duplicates = sum(count - 1 for count in received.values() if count > 1)
-    print(f"documents: {DOCUMENTS} | kills: {KILLS} | lost: {lost} | duplicate transmissions: {duplicates} | "
-          f"time to recover: p50 {statistics.median(recoveries):.1f} s, max {max(recoveries):.1f} s")
+    print(f"documents: {run.documents} | kills: {run.kills} | lost: {lost} | duplicate transmissions: {duplicates} | "
+          f"time to recover: p50 {statistics.median(recoveries):.1f} s, max {max(recoveries):.1f} s "
+          f"[{backend.name}, {time.monotonic() - began:.0f} s]")
     assert (lost, duplicates) == (0, 0)
     assert sorted(received) == sorted(act_key(n) for n in numbers) and set(acts) == set(received)
     kinds = reply_kinds(replies)
     assert {n: kinds.get(n) for n in numbers if kinds.get(n) != expected} == {}
     assert journal_problems == [] and debts == []
     assert bus.returncode == 0
-    assert time.monotonic() - began < BUDGET
+    assert time.monotonic() - began < run.budget
