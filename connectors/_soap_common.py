@@ -11,6 +11,7 @@ request never left, so a submission cannot have been recorded).
 from __future__ import annotations
 
 __all__ = [
+    "SoapEndpoint",
     "DuplicateSubmission", "OfflineTransport", "RemoteFetchRefused", "SoapClient", "TransientAlert", "build_session",
     "fault_detail", "items", "load_client", "open_client", "plain_file_name", "text", "unique_name", "zeep_errors",
 ]
@@ -31,6 +32,7 @@ from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceFo
 from zeep.exceptions import Error as ZeepError
 from zeep.transports import Transport
 
+from bus.connector import OutboundConnector
 from bus.errors import ConfigError, DocumentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
 from connectors._folder_common import plain_file_name
@@ -183,6 +185,41 @@ def open_client(
         log.warning("connector %r: TLS verification is off for %s: anyone on the path can read and change what "
                     "is sent; set verify_tls: true", connector, redact_url(soap.address))
     return soap
+
+
+class SoapEndpoint(OutboundConnector):
+    """The life cycle every endpoint speaking one of Hent's SOAP contracts shares: the client (its WSDL
+    read from local files) built once, on first use, under a lock; ``check`` builds it (a broken WSDL
+    is a ConfigError); ``close`` closes the session's connections and keeps the parsed WSDL."""
+
+    def __init__(self, name: str, config: Any) -> None:
+        super().__init__(name, config)
+        self._lock = threading.Lock()
+        self._soap: SoapClient | None = None
+
+    def _build(self) -> SoapClient:
+        """The zeep client of this endpoint (:func:`open_client` with its configuration)."""
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        """Load the WSDL and build the client, the first time only."""
+        self._client()
+
+    def check(self) -> None:
+        """Load the WSDL (local files only): a broken or remote-importing one is a ConfigError."""
+        self._client()
+
+    def close(self) -> None:
+        """Close the session's connections; the parsed WSDL is kept (a later call reconnects)."""
+        soap = self._soap
+        if soap is not None:
+            soap.transport.session.close()
+
+    def _client(self) -> SoapClient:
+        with self._lock:
+            if self._soap is None:
+                self._soap = self._build()
+            return self._soap
 
 
 def items(answer: Any, name: str) -> list[Any]:

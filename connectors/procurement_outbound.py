@@ -18,7 +18,6 @@ from __future__ import annotations
 
 __all__ = ["BATCH", "Connector", "ProcurementOutbound", "ProcurementOutboundConfig", "STATES", "WSDL"]
 
-import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,13 +26,14 @@ from pydantic_core import PydanticCustomError
 
 from bus.config import Duration, EndpointConfig, ExistingFile
 from bus.config_types import http_url
-from bus.connector import DECP_XML, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
+from bus.connector import DECP_XML, Artifact, RemoteMessage, RemoteStatus, SendResult
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from connectors._credentials import credentials_field, credentials_model
 from connectors._soap_common import (
     DuplicateSubmission,
     SoapClient,
+    SoapEndpoint,
     TransientAlert,
     items,
     open_client,
@@ -89,40 +89,16 @@ ProcurementCredentials = credentials_model("ProcurementCredentials", Procurement
 ProcurementOutboundConfig.model_rebuild()
 
 
-class ProcurementOutbound(OutboundConnector):
+class ProcurementOutbound(SoapEndpoint):
     Config = ProcurementOutboundConfig
     consumes = (DECP_XML,)
     config: ProcurementOutboundConfig
 
-    def __init__(self, name: str, config: ProcurementOutboundConfig) -> None:
-        super().__init__(name, config)
-        self._lock = threading.Lock()
-        self._soap: SoapClient | None = None
-
-    # ------------------------------------------------------------ life cycle
-
-    def connect(self) -> None:
-        """Load the WSDL and build the client, the first time only."""
-        self._client()
-
-    def check(self) -> None:
-        """Load the WSDL (local files only): a broken one is a ConfigError."""
-        self._client()
-
-    def close(self) -> None:
-        """Close the session's connections; the parsed WSDL is kept (a later call reconnects)."""
-        if self._soap is not None:
-            self._soap.transport.session.close()
-
-    def _client(self) -> SoapClient:
-        with self._lock:
-            if self._soap is None:
-                c = self.config
-                self._soap = open_client(
-                    self.name, wsdl=WSDL, endpoint=c.url, timeouts=(c.connect_timeout, c.read_timeout),
-                    verify_tls=c.verify_tls, ca_file=c.ca_file, client_cert=c.client_cert, client_key=c.client_key,
-                    username=c.username, password=c.password)
-            return self._soap
+    def _build(self) -> SoapClient:
+        c = self.config
+        return open_client(self.name, wsdl=WSDL, endpoint=c.url, timeouts=(c.connect_timeout, c.read_timeout),
+                           verify_tls=c.verify_tls, ca_file=c.ca_file, client_cert=c.client_cert,
+                           client_key=c.client_key, username=c.username, password=c.password)
 
     def _call(self, operation: str, **arguments: Any) -> Any:
         service = self._client().service

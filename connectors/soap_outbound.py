@@ -19,7 +19,6 @@ from __future__ import annotations
 
 __all__ = ["Connector", "SoapOutbound", "SoapOutboundConfig", "STATES", "BATCH"]
 
-import threading
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from bus.config import Duration, EndpointConfig, ExistingFile
 from bus.config_types import http_url
-from bus.connector import ARCHIVE, Artifact, OutboundConnector, RemoteMessage, RemoteStatus, SendResult
+from bus.connector import ARCHIVE, Artifact, RemoteMessage, RemoteStatus, SendResult
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from connectors._archive_options import ArchiveOptions
@@ -37,6 +36,7 @@ from connectors._credentials import credentials_field, credentials_model
 from connectors._soap_common import (
     DuplicateSubmission,
     SoapClient,
+    SoapEndpoint,
     TransientAlert,
     items,
     open_client,
@@ -106,37 +106,10 @@ SoapCredentials = credentials_model("SoapCredentials", SoapOutboundConfig,
 SoapOutboundConfig.model_rebuild()
 
 
-class SoapOutbound(OutboundConnector):
+class SoapOutbound(SoapEndpoint):
     Config = SoapOutboundConfig
     consumes = (ARCHIVE,)
     config: SoapOutboundConfig
-
-    def __init__(self, name: str, config: SoapOutboundConfig) -> None:
-        super().__init__(name, config)
-        self._lock = threading.Lock()
-        self._soap: SoapClient | None = None
-
-    # ------------------------------------------------------------ life cycle
-
-    def connect(self) -> None:
-        """Load the WSDL and build the client, the first time only."""
-        self._client()
-
-    def check(self) -> None:
-        """Load the WSDL (local files only): a broken or remote-importing one is a ConfigError."""
-        self._client()
-
-    def close(self) -> None:
-        """Close the session's connections; the parsed WSDL is kept (a later call reconnects)."""
-        soap = self._soap
-        if soap is not None:
-            soap.transport.session.close()
-
-    def _client(self) -> SoapClient:
-        with self._lock:
-            if self._soap is None:
-                self._soap = self._build()
-            return self._soap
 
     def _build(self) -> SoapClient:
         c = self.config
