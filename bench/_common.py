@@ -1,18 +1,109 @@
-"""What every benchmark's command line shares: a work folder, and a failure reported, not raised."""
+"""What every benchmark's command line shares: a work folder, a failure reported, not raised, and
+the one line per figure that ``bench/run.py`` gathers.
+
+A figure line reads::
+
+    name: 12.3 acts/s | baseline: 15.0 acts/s (what the baseline is) | ratio: 0.82 | target: ratio >= 0.7: met
+
+``ratio`` is value / baseline; ``target`` is ``none (...)`` for a figure that only informs, else
+the rule and ``met`` or ``NOT met``.  A figure that has no bare twin says ``baseline: none (why)``
+and ``ratio: -``.  A figure that could not be measured here is one line ``name: skipped: why``.
+A bench ends with ``targets met: K/N`` (the targets of its own lines).
+"""
 
 from __future__ import annotations
 
-__all__ = ["measure_in_workdir"]
+__all__ = [
+    "FIGURE_LINE",
+    "SKIPPED_LINE",
+    "SUMMARY_LINE",
+    "Figure",
+    "measure_in_workdir",
+    "percentile",
+    "skipped",
+    "summary",
+]
 
 import argparse
 import json
+import math
+import re
 import shutil
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+FIGURE_LINE = re.compile(
+    r"(?P<name>\w+): (?P<value>-?[\d.]+|nan) (?P<unit>\S+)"
+    r" \| baseline: (?:(?P<baseline>-?[\d.]+|nan) (?P<baseline_unit>\S+) \((?P<what>.+?)\)|none \((?P<why>.+?)\))"
+    r" \| ratio: (?P<ratio>-?[\d.]+|nan|-)"
+    r" \| target: (?P<target>.+)"
+)
+SKIPPED_LINE = re.compile(r"(?P<name>\w+): skipped: (?P<why>.+)")
+SUMMARY_LINE = re.compile(r"targets met: (?P<met>\d+)/(?P<total>\d+)")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    for bound, digits in ((1000, 0), (10, 1), (1, 2)):
+        if abs(value) >= bound:
+            return f"{value:.{digits}f}"
+    return f"{value:.3f}"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure beside its baseline, and its target (``rule`` None: informative)."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: float | None  #: None: no bare twin (``what`` says why)
+    what: str  #: what the baseline is
+    rule: str | None = None  #: e.g. "ratio >= 0.7"; None: no target
+    met: bool | None = None
+    note: str = "report"  #: what ``target: none (...)`` says when there is no rule
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None:
+            return None
+        return self.value / self.baseline if self.baseline else float("nan")
+
+    def line(self) -> str:
+        if self.baseline is None:
+            baseline, ratio = f"none ({self.what})", "-"
+        else:
+            baseline, ratio = f"{_number(self.baseline)} {self.unit} ({self.what})", f"{self.ratio:.2f}"
+        target = f"none ({self.note})" if self.rule is None else f"{self.rule}: {'met' if self.met else 'NOT met'}"
+        value = f"{_number(self.value)} {self.unit}"
+        return f"{self.name}: {value} | baseline: {baseline} | ratio: {ratio} | target: {target}"
+
+
+def skipped(name: str, why: str) -> str:
+    """The line of a figure that could not be measured here."""
+    return f"{name}: skipped: {why}"
+
+
+def summary(figures: list[Figure]) -> str:
+    """``targets met: K/N`` over the figures that have a target."""
+    ruled = [f for f in figures if f.rule is not None]
+    return f"targets met: {sum(bool(f.met) for f in ruled)}/{len(ruled)}"
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values``, linear between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def measure_in_workdir(

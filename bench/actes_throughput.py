@@ -64,7 +64,7 @@ import bus.journal  # noqa: E402
 import bus.spool  # noqa: E402
 import routes.pipeline  # noqa: E402
 import transformers.actes_out  # noqa: E402
-from bench._common import measure_in_workdir  # noqa: E402
+from bench._common import Figure, measure_in_workdir, summary  # noqa: E402
 from bus.backbone import DOCUMENTS  # noqa: E402
 from bus.config import load_config  # noqa: E402
 from bus.connector import Claimed  # noqa: E402
@@ -838,6 +838,27 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """The suite's lines (``bench/run.py``): the consumer stage against the bare loop (the target),
+    and the three stages one after the other (informative)."""
+    bare = result["bare_acts_per_s"]
+    what = "bare lxml + tarfile, the same acts"
+    return [
+        Figure("actes_throughput", result["runtime_acts_per_s"], "acts/s", bare, what, f"ratio >= {TARGET}",
+               result["target_met"]),
+        Figure("actes_pickup_to_routed", result["stages"]["whole_acts_per_s"], "acts/s", bare, what,
+               note="report: pickup + consumer stage + settling, one after the other"),
+    ]
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    archives = result["archives"]
+    return [f"# actes_throughput: {result['acts']} acts x {result['rounds']} round(s), median; consumer stage with "
+            f"{result['workers']} worker threads (map, build, validate, pack, route; no broker, no network); "
+            f"one worker: ratio {result['ratio_one_worker']:.2f}; archives valid and the same as the bare loop's: "
+            f"{'yes' if archives['valid'] and archives['same_content'] else 'NO'}"]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.actes_throughput",
@@ -859,10 +880,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the PDFs' random samples")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--figures", action="store_true",
+                        help="print the suite's figure lines (bench/run.py) instead of the table")
+    parser.add_argument("--quick", action="store_true", help="20 acts, 1 round: checks that it runs (CI)")
     parser.add_argument("--profile", action="store_true", help="add a cProfile round: top 25 cumulative entries")
     parser.add_argument("--workdir", type=Path, help="where to work (a fresh folder is made inside)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (spool, ledger, archives)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.acts, args.rounds, args.warmup, args.check = 20, 1, 5, 5
     if min(args.acts, args.rounds, args.check, args.batch) < 1 or args.warmup < 0:
         parser.error("--acts, --rounds, --check and --batch must be at least 1, --warmup at least 0")
     if args.pdf_size < 2048 or args.annex_size < 2048:
@@ -886,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     profiles = result.pop("profiles")
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
+    elif args.figures:
+        found = figures(result)
+        print("\n".join([*notes(result), *(f.line() for f in found), summary(found)]))
     else:
         print(render(result))
     for side, text in profiles.items():

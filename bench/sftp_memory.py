@@ -50,13 +50,13 @@ import paramiko  # noqa: E402
 import yaml  # noqa: E402
 
 from bench._common import measure_in_workdir  # noqa: E402
+from bench._sshd import SSHD, SshServer, start_sshd  # noqa: E402
+from bench._sshd import stop as stop_sshd  # noqa: E402
 from bus.config import load_config  # noqa: E402
 from bus.ledger import DeliveryState, DocumentState, Ledger  # noqa: E402
 from bus.spool import Spool  # noqa: E402
 from simulators.backoffice import SIREN  # noqa: E402
 from simulators.pdf import make_pdf  # noqa: E402
-from tests.sshd import SSHD, SshServer, start_sshd  # noqa: E402
-from tests.sshd import stop as stop_sshd  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MAPPING = REPO / "config" / "mappings" / "deliberations-json.yaml"

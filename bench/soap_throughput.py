@@ -41,17 +41,20 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from datetime import UTC, date, datetime, timedelta  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench._common import measure_in_workdir  # noqa: E402
-from bench.actes_throughput import _filesystem  # noqa: E402
+import zeep  # noqa: E402
+
+from bench._common import Figure, measure_in_workdir, summary  # noqa: E402
+from bench.actes_throughput import BareLoop, Bundle, _filesystem  # noqa: E402
 from bus.config import load_config  # noqa: E402
 from bus.ledger import MAX_ENVELOPE_SERIAL, DeliveryState, DocumentState, Ledger  # noqa: E402
 from bus.runtime import RetryPolicy, Runtime  # noqa: E402
 from routes.pipeline import Pipeline  # noqa: E402
 from simulators.backoffice import SIREN, drop_deliberation  # noqa: E402
-from simulators.legality import LegalitySimulator  # noqa: E402
+from simulators.legality import WSDL_PATH, LegalitySimulator  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MAPPING = REPO / "config" / "mappings" / "deliberations-json.yaml"
@@ -126,6 +129,55 @@ def drop_bundles(folder: Path, count: int, decision: date, pdf_size: int, annex_
     return numbers
 
 
+# -- the bare loop -------------------------------------------------------------------------
+
+BINDING = "{urn:hent:legality:1}LegalityBinding"
+BATCH = 50  #: GetStatus ids per call, as the bus asks
+
+
+def bare_soap(root: Path, args: argparse.Namespace, decision: date) -> dict[str, float]:
+    """The same acts with no bus: ``BareLoop`` (json, lxml, XSD, tar.gz), then zeep's
+    SubmitArchive to a simulator of its own, then GetStatus by batches of 50 until every act is
+    acknowledged; acts/s submitted and acknowledged, from the first build."""
+    folder = root / "bare"
+    numbers = [f"BSB_{n:05d}" for n in range(args.acts)]
+    for numero in numbers:
+        drop_deliberation(folder, numero, decision=decision, pdf_size=args.pdf_size, annex_size=args.annex_size)
+    bundles = [Bundle(n, folder, f"{n}.json", ()) for n in numbers]
+    loop, out = BareLoop(date.today()), root / "bare-out"
+    out.mkdir()
+    with LegalitySimulator(ack_delay=0.0) as simulator:
+        service = zeep.Client(str(WSDL_PATH)).create_service(BINDING, simulator.url)
+        status: Callable[..., object] = service.GetStatus
+        began = time.perf_counter()
+        pending: set[str] = set()
+        for bundle in bundles:
+            archive = loop.process(bundle, out)
+            envelope = archive.name.removeprefix(f"{TRIGRAM}-").removesuffix(".tar.gz") + ".xml"
+            id_acte = f"{DEPARTEMENT}-{SIREN}-{decision:%Y%m%d}-{bundle.numero}-DE"
+            answer = service.SubmitArchive(ArchiveName=archive.name, ClientKey=envelope, ExpectedIDActe=id_acte,
+                                           Archive=archive.read_bytes())
+            pending.add(str(answer.TransactionId))
+        submitted = time.perf_counter() - began
+        deadline = time.monotonic() + args.timeout
+        while pending:
+            ids = sorted(pending)
+            for start in range(0, len(ids), BATCH):
+                answer = status(TransactionId=ids[start:start + BATCH])
+                found = answer if isinstance(answer, list) else getattr(answer, "Transaction", None) or []
+                for item in found:  # zeep unwraps the list of Transaction, or not
+                    if str(item.Status).upper() == "ACKNOWLEDGED":
+                        pending.discard(str(item.TransactionId))
+                    elif str(item.Status).upper() == "REJECTED":
+                        raise BenchError(f"bare loop: transaction {item.TransactionId} REJECTED: {item.Detail}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"bare loop: {len(pending)} acts not acknowledged after {args.timeout:g} s")
+            if pending:
+                time.sleep(0.01)
+        acknowledged = time.perf_counter() - began
+    return {"submitted_acts_per_s": args.acts / submitted, "acknowledged_acts_per_s": args.acts / acknowledged}
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -192,6 +244,7 @@ def drive(runtime: Runtime, acts: int, timeout: float) -> None:
 def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     decision = date.today() - timedelta(days=1)
     numbers = drop_bundles(root / "drop", args.acts, decision, args.pdf_size, args.annex_size)
+    bare = bare_soap(root, args, decision)
     with LegalitySimulator(ack_delay=0.0) as simulator:
         config_path = root / "hent.yaml"
         config_path.write_text(_config_text(root, simulator.url, args), encoding="utf-8")
@@ -288,6 +341,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "calls": received.get("calls", {}),
         },
         "send_attempts": sum(attempts),
+        "bare": bare,
         "simulator": url,
         "pdf_size": args.pdf_size,
         "annex_size": args.annex_size,
@@ -334,6 +388,26 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """The suite's lines (``bench/run.py``): rates beside the bare zeep loop, and the latency."""
+    bare, latency = result["bare"], result["sent_to_acknowledged_ms"]
+    what = "bare lxml + tarfile + zeep, one thread"
+    return [
+        Figure("soap_submitted", result["submitted_acts_per_s"], "acts/s", bare["submitted_acts_per_s"], what),
+        Figure("soap_acknowledged", result["acknowledged_acts_per_s"], "acts/s", bare["acknowledged_acts_per_s"],
+               what + ", GetStatus at once"),
+        Figure("soap_sent_to_ack_p99", latency["p99"], "ms", None,
+               f"includes the wait for the answers poll, every {result['answers_poll_s']:g} s"),
+    ]
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    latency = result["sent_to_acknowledged_ms"]
+    return [f"# soap_throughput: {result['acts']} acts, {result['workers']} worker threads, simulator ack_delay 0; "
+            f"SENT → ACKNOWLEDGED p50 {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms; received exactly once: "
+            f"{'yes' if result['received']['exactly_once'] else 'NO'}"]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.soap_throughput",
@@ -352,10 +426,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds before the run is declared failed (default 600)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--figures", action="store_true",
+                        help="print the suite's figure lines (bench/run.py) instead of the table")
+    parser.add_argument("--quick", action="store_true", help="20 acts: checks that it runs (CI)")
     parser.add_argument("--workdir", type=Path, help="where to work (a fresh folder is made inside)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (ledger, spool, replies)")
     parser.add_argument("--log-level", default="ERROR", help="log level of the bus on stderr (default ERROR)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.acts = 20
     if args.acts < 1 or args.workers < 1:
         parser.error("--acts and --workers must be at least 1")
     if args.acts > MAX_ENVELOPE_SERIAL:
@@ -377,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
+    elif args.figures:
+        found = figures(result)
+        print("\n".join([*notes(result), *(f.line() for f in found), summary(found)]))
     else:
         print(render(result))
     return 0 if result["received"]["exactly_once"] else 1
