@@ -82,6 +82,21 @@ class LedgerExtras:
             except IntegrityError:
                 return False  # another worker took it first
 
+    def lease_owner(self, entity: str, key: str) -> str | None:
+        """Who holds the lease on ``key`` now (expired or not), or None."""
+        table, where = self._lease_target(entity, key)
+        with self._read() as conn:
+            row = conn.execute(select(table.c.lease_owner).where(*where)).first()
+        return None if row is None else row.lease_owner
+
+    def take_over_lease(self, entity: str, key: str, dead: str, owner: str, seconds: float) -> bool:
+        """Take the lease ``dead`` still holds (its process is known gone): True if it was still its."""
+        table, where = self._lease_target(entity, key)
+        statement = update(table).where(*where, table.c.lease_owner == dead).values(
+            lease_owner=owner, lease_until=self.now() + timedelta(seconds=seconds))
+        with self._write() as conn:
+            return conn.execute(statement).rowcount == 1
+
     def release_lease(self, entity: str, key: str, owner: str) -> bool:
         """Give the lease back if ``owner`` holds it; True if released."""
         table, where = self._lease_target(entity, key)

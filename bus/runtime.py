@@ -19,8 +19,10 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -675,6 +677,12 @@ class Runtime:
         """Take or renew this node's lease on ``job`` (a source's poll, an endpoint's answers):
         one node at a time does it; another takes it over once the lease expired (its node died)."""
         held = self.ledger.acquire_lease("poll", job, self.actor, self.lease_seconds)
+        if not held:  # held by a process of this machine that is gone (a restart): taken at once
+            owner = self.ledger.lease_owner("poll", job)
+            if owner is not None and _dead_here(owner):
+                held = self.ledger.take_over_lease("poll", job, owner, self.actor, self.lease_seconds)
+                if held:
+                    log.info("%s: its holder %s is no longer running on this machine", job, owner)
         if held != self._held.get(job, False):
             log.info("%s %s on this node (%s)", job, "taken" if held else "held by another node", self.actor)
         self._held[job] = held
@@ -838,6 +846,20 @@ def _error_note(document: Any) -> str:
         "Fix what is named above, then drop the corrected bundle again.\n"
     )
 
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether ``owner`` is a default worker id (``<host>-<pid>``) of this machine whose process is gone."""
+    host, _, pid = owner.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _reply_id(row: Any) -> str:

@@ -226,3 +226,30 @@ def test_at_start_a_delivery_whose_artifact_left_the_spool_is_failed_naming_it(t
         again.stop_event.set()
         again.shutdown()
     assert failed.state == "FAILED" and waiting.artifact_name in failed.reason and "restore the spool" in failed.reason
+
+
+def test_a_restarted_bus_takes_at_once_the_polls_its_dead_predecessor_on_this_machine_held(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    config_path = write_config(tmp_path, lease="60s")
+    loaded = load_config(config_path)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    dead, alive = f"{socket.gethostname()}-{finished.pid}", "another-machine-4242"
+    ledger = Ledger(loaded.bus.ledger)
+    try:
+        assert ledger.acquire_lease("poll", "source:deliberations", dead, 60)
+        assert ledger.acquire_lease("poll", "source:rh", alive, 60)
+    finally:
+        ledger.close()
+    runtime = Runtime(loaded, Pipeline.for_runtime, serve_http=False)
+    try:
+        # the lease of a process of this machine that is gone is taken at once, not after bus.lease
+        assert runtime._hold("source:deliberations")
+        assert runtime.ledger.lease_owner("poll", "source:deliberations") == runtime.actor
+        # one held by another machine's node is left to it until it expires
+        assert not runtime._hold("source:rh")
+    finally:
+        runtime.shutdown()
