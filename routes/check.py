@@ -6,8 +6,6 @@ __all__ = ["check_configuration", "probe_connectors"]
 
 from pathlib import Path
 
-from transformers.decp_mapping import ContractMapping
-
 from bus import registry
 from bus.certs import describe_certificate
 from bus.config import load_config
@@ -16,6 +14,7 @@ from bus.errors import ConfigError, HentError, Problem
 from routes.decp_route import DECP_KINDS
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
+from transformers.decp_mapping import ContractMapping
 from transformers.mapping import Mapping
 
 #: what each route transform builds, and the schemas it compiles

@@ -18,9 +18,8 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from transformers.decp_model import CanonicalContract
-
 from transformers.actes_model import CanonicalAct
+from transformers.decp_model import CanonicalContract
 
 WHEN_FIELDS = ("nature", "siren", "matiere", "source", "montant_min")
 

@@ -33,7 +33,7 @@ def test_every_module_declares_its_public_names_and_they_exist(module_name: str)
 
 
 def test_ruff_finds_nothing() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", "."], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", "--no-cache", "."], cwd=ROOT,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
