@@ -32,8 +32,8 @@ from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceFo
 from zeep.exceptions import Error as ZeepError
 from zeep.transports import Transport
 
-from bus.connector import OutboundConnector
-from bus.errors import ConfigError, DocumentError, TransientAlert, TransientError
+from bus.connector import Artifact, OutboundConnector, SendResult
+from bus.errors import ConfigError, DocumentError, HentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
 from connectors._folder_common import plain_file_name
 from transformers import safe_xml
@@ -220,6 +220,49 @@ class SoapEndpoint(OutboundConnector):
             if self._soap is None:
                 self._soap = self._build()
             return self._soap
+
+    def _call(self, operation: str, **arguments: Any) -> Any:
+        raise NotImplementedError
+
+    def lookup(self, client_key: str) -> str | None:
+        """The transaction id of the submission with ``client_key`` (FindSubmission), or None."""
+        raise NotImplementedError
+
+    def _after_duplicate(self, artifact: Artifact, client_key: str, duplicate: DuplicateSubmission) -> SendResult:
+        """The platform refused the submission as a duplicate: the existing one, followed."""
+        raise NotImplementedError
+
+    def _submit(self, artifact: Artifact, client_key: str, operation: str, **arguments: Any) -> SendResult:
+        """``operation(**arguments)`` never sent twice: an artifact tried before (``meta["attempted"]``:
+        a crash may have cut that try short after it reached the platform) is looked up first; a
+        DUPLICATE follows the existing submission; an unknown outcome (a timeout after the request
+        left, a 5xx) is looked up by ``client_key`` before the runtime's retry."""
+        if artifact.meta.get("attempted"):
+            found = self.lookup(client_key)
+            if found is not None:
+                return SendResult("SENT", remote_id=found, detail="found at the platform (an earlier try): not resent")
+        try:
+            answer = self._call(operation, **arguments)
+        except DuplicateSubmission as duplicate:
+            return self._after_duplicate(artifact, client_key, duplicate)
+        except TransientError as failure:
+            if failure.rule == "soap-connect" or isinstance(failure, TransientAlert):
+                raise  # the request never left, or was refused before being read: nothing to look up
+            found = self._lookup_after(client_key, failure)
+            if found is None:
+                raise
+            return SendResult("SENT", remote_id=found, detail="recorded by the platform though its answer was lost")
+        return SendResult("SENT", remote_id=str(answer.TransactionId))
+
+    def _lookup_after(self, client_key: str, cause: HentError) -> str | None:
+        try:
+            return self.lookup(client_key)
+        except HentError as exc:
+            raise TransientError(
+                f"{cause.message}; looking the submission up by its client key failed too ({exc.message}): "
+                "it will be looked up again before anything is sent",
+                connector=self.name, rule="soap-lookup",
+            ) from exc
 
 
 def items(answer: Any, name: str) -> list[Any]:

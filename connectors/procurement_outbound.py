@@ -34,7 +34,6 @@ from connectors._soap_common import (
     DuplicateSubmission,
     SoapClient,
     SoapEndpoint,
-    TransientAlert,
     items,
     open_client,
     plain_file_name,
@@ -115,20 +114,8 @@ class ProcurementOutbound(SoapEndpoint):
                 f"DECP XML ({DECP_XML!r}): route the contract through the decp transform",
                 connector=self.name, path=artifact.name, rule="procurement-kind")
         client_key = artifact.client_key or artifact.name
-        data = self._read(artifact)
-        try:
-            answer = self._call("SubmitDecp", FileName=plain_file_name(artifact.name, "decp.xml"), Content=data,
-                                ClientKey=client_key)
-        except DuplicateSubmission as duplicate:
-            return self._after_duplicate(artifact, client_key, duplicate)
-        except TransientError as failure:
-            if failure.rule == "soap-connect" or isinstance(failure, TransientAlert):
-                raise  # the request never left, or was refused before being read: nothing to look up
-            found = self._lookup_after(client_key, failure)
-            if found is None:
-                raise
-            return SendResult("SENT", remote_id=found, detail="recorded by the platform though its answer was lost")
-        return SendResult("SENT", remote_id=str(answer.TransactionId))
+        return self._submit(artifact, client_key, "SubmitDecp", FileName=plain_file_name(artifact.name, "decp.xml"),
+                            Content=self._read(artifact), ClientKey=client_key)
 
     def _read(self, artifact: Artifact) -> bytes:
         try:
@@ -158,15 +145,6 @@ class ProcurementOutbound(SoapEndpoint):
             f"transaction, and none has the client key {client_key!r}: find the publication on the platform; "
             "it is not sent again", connector=self.name, path=artifact.name, rule="procurement-duplicate-unknown",
         ) from duplicate
-
-    def _lookup_after(self, client_key: str, cause: HentError) -> str | None:
-        try:
-            return self.lookup(client_key)
-        except HentError as exc:
-            raise TransientError(
-                f"{cause.message}; looking the submission up by its client key failed too ({exc.message}): "
-                "it will be looked up again before anything is sent", connector=self.name, rule="soap-lookup",
-            ) from exc
 
     # ------------------------------------------------------------ AnsweringEndpoint
 

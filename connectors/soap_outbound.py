@@ -37,7 +37,6 @@ from connectors._soap_common import (
     DuplicateSubmission,
     SoapClient,
     SoapEndpoint,
-    TransientAlert,
     items,
     open_client,
     plain_file_name,
@@ -134,24 +133,8 @@ class SoapOutbound(SoapEndpoint):
                 "the submission again: replay its document so that it is prepared again",
                 connector=self.name, path=artifact.name, rule="soap-client-key",
             )
-        if artifact.meta.get("attempted"):  # an earlier try, maybe cut short by a crash, may have reached it
-            found = self.lookup(client_key)
-            if found is not None:
-                return SendResult("SENT", remote_id=found, detail="found at the platform (an earlier try): not resent")
-        data = self._read(artifact)
-        try:
-            answer = self._call("SubmitArchive", ArchiveName=artifact.name, ClientKey=client_key,
-                                ExpectedIDActe=id_acte, Archive=data)
-        except DuplicateSubmission as duplicate:
-            return self._after_duplicate(artifact, client_key, duplicate)
-        except TransientError as failure:
-            if failure.rule == "soap-connect" or isinstance(failure, TransientAlert):
-                raise  # the request never left, or was refused before being read: nothing to look up
-            found = self._lookup_after(client_key, failure)
-            if found is None:
-                raise
-            return SendResult("SENT", remote_id=found, detail="recorded by the platform though its answer was lost")
-        return SendResult("SENT", remote_id=str(answer.TransactionId))
+        return self._submit(artifact, client_key, "SubmitArchive", ArchiveName=artifact.name, ClientKey=client_key,
+                            ExpectedIDActe=id_acte, Archive=self._read(artifact))
 
     def _read(self, artifact: Artifact) -> bytes:
         try:
@@ -183,16 +166,6 @@ class SoapOutbound(SoapEndpoint):
             f"{client_key!r}: find the act on the platform; it is not sent again",
             connector=self.name, path=artifact.name, rule="soap-duplicate-unknown",
         ) from duplicate
-
-    def _lookup_after(self, client_key: str, cause: HentError) -> str | None:
-        try:
-            return self.lookup(client_key)
-        except HentError as exc:
-            raise TransientError(
-                f"{cause.message}; looking the submission up by its client key failed too ({exc.message}): "
-                "it will be looked up again before anything is sent",
-                connector=self.name, rule="soap-lookup",
-            ) from exc
 
     # ------------------------------------------------------------ AnsweringEndpoint
 

@@ -6,6 +6,7 @@ DECP files are the simulator tests' hand-written ones.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -293,3 +294,16 @@ def test_check_and_send_fetch_nothing_over_the_network(
     endpoint.send(make_artifact())
     endpoint.close()
     assert gets == []
+
+
+def test_a_send_tried_before_a_crash_is_looked_up_first_and_not_submitted_again(
+    endpoint: ProcurementOutbound, simulator: ProcurementSimulator, make_artifact: MakeArtifact,
+) -> None:
+    # Given a DECP the platform received, though the bus died before recording it
+    artifact = make_artifact()
+    first = endpoint.send(artifact)
+    # When the runtime tries it again, marked as tried before
+    again = endpoint.send(dataclasses.replace(artifact, meta={"attempted": True}))
+    # Then the platform is asked first and the submission followed, never submitted twice
+    assert again.remote_id == first.remote_id and "not resent" in again.detail
+    assert calls(simulator, "SubmitDecp") == 1 and calls(simulator, "FindSubmission") == 1
