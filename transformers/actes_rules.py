@@ -47,7 +47,9 @@ def check_act(
     Rules (field): siren-pattern, departement-pattern, arrondissement-range,
     collectivite-nature-pattern, decision-date-future, numero-interne-pattern, nature-range,
     matieres-count, matiere-range (matieres[i]), matieres-unknown, objet-length, objet-newline,
-    latin-1 / xml-char (objet, referent_*), idacte-pattern, classification-date-outdated,
+    referent-newline (referent_name, referent_phone), the text policy's latin-1, xml-char, control-char,
+    lone-surrogate, replacement-char, bidi-control, zero-width (objet, referent_*), idacte-pattern,
+    classification-date-outdated,
     return-emails-required, email-pattern; per file (main_document, annexes[i]): file-missing,
     file-extension, file-empty, file-type-mismatch, file-name-duplicate, main-document-type,
     annex-type, type-code-pattern / type-code-unknown (<field>.type_code).
@@ -99,8 +101,7 @@ def check_act(
             bool(ID_ACTE.fullmatch(act.precedent_id_acte)),
             "precedent_id_acte",
             "idacte-pattern",
-            f"PrecedentIdentifiantActe {act.precedent_id_acte!r} is not an IDActe "
-            "DDD-SIREN-YYYYMMDD-NUMERO-NN",
+            f"PrecedentIdentifiantActe {act.precedent_id_acte!r} is not an IDActe DDD-SIREN-YYYYMMDD-NUMERO-NN",
         )
     if classification is not None and classification.date is not None:
         bad(
@@ -136,9 +137,7 @@ def check_act(
 
 def _check_matieres(act: CanonicalAct, classification: Classification | None, bad: _Bad) -> None:
     codes = act.matieres
-    bad(
-        2 <= len(codes) <= 5, "matieres", "matieres-count", f"{len(codes)} matière code(s); 2 to 5 are needed"
-    )
+    bad(2 <= len(codes) <= 5, "matieres", "matieres-count", f"{len(codes)} matière code(s); 2 to 5 are needed")
     valid = True
     for index, code in enumerate(codes):
         ok = type(code) is int and code >= 0
@@ -174,6 +173,14 @@ def _check_text(act: CanonicalAct, policy: TextPolicy, src: str, problems: list[
         f"Objet has {len(objet)} characters; 1 to 499 are allowed",
     )
     bad("\n" not in objet and "\r" not in objet, "objet", "objet-newline", "Objet must be on one line")
+    for field in ("referent_name", "referent_phone"):
+        value = getattr(act, field)
+        bad(
+            not value or ("\n" not in value and "\r" not in value),
+            field,
+            "referent-newline",
+            f"the referent's {field.removeprefix('referent_')} must be on one line",
+        )
 
 
 def _check_files(
