@@ -20,7 +20,10 @@ avance-consistency (a rate without an advance); decimal (not a finite number);
 decimal-digits (more than 15 significant digits: not exact as a JSON number);
 publication-date (published before notification/signature); modification-id-min,
 modification-id-unique, modification-order, modification-date (before the contract's
-notification or signature); acte-id-unique, sous-traitance-unknown; xml-char.
+notification or signature); acte-id-unique, sous-traitance-unknown; and in every text (objet,
+identifiers, lieuExecution's code, each list item) what :func:`transformers.text_policy.check_text`
+refuses in any document: xml-char, control-char (DEL, C1), lone-surrogate, replacement-char (U+FFFD:
+the source's encoding was wrong), bidi-control, zero-width.  DECP is UTF-8: latin-1 does not apply.
 
 The CPV check digit is not checked, only the pattern: the algorithm documented with the
 2008 CPV does not give the check digits published in it, as the Publications Office
@@ -77,6 +80,7 @@ from .decp_model import (
     schema_fields,
 )
 from .safe_xml import XmlRefused
+from .text_policy import check_text
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "decp"
 HENT_XSD = "hent-decp.xsd"
@@ -85,7 +89,6 @@ JSON_SCHEMA = "schema_decp_v2.0.3.json"
 
 SIRET = re.compile(r"[0-9]{14}")
 CPV = re.compile(r"[0-9]{8}(-[0-9])?")
-_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
@@ -228,9 +231,8 @@ def _check_value(name: str, value: Any, kind: str, where: str, bad: _Bad) -> Non
 
 
 def _check_text(name: str, value: str, choices: tuple[str, ...] | None, where: str, bad: _Bad) -> None:
-    found = _NOT_XML.search(value)
-    bad(found is None, where, "xml-char",
-        f"character U+{ord(found.group()):04X} cannot be written in XML" if found else "")
+    for problem in check_text(value, field=where):  # controls, lone surrogates, U+FFFD, bidi, zero-width
+        bad(False, where, problem.rule or "xml-char", problem.message)
     if choices is not None:
         bad(value in choices, where, "choice",
             f"{value!r} is not one of: {', '.join(choices)}{suggest(value, choices)}")
@@ -408,7 +410,7 @@ def _safe(text: str) -> str:
     if _SAFE_NAME.fullmatch(text):
         return text
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{cleaned}-{digest}" if cleaned else digest
 
 
