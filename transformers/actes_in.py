@@ -42,7 +42,11 @@ that the ``Detail`` text quotes (``SLO-EACT--210703385--20170612-2.tar.gz -> ...
 The ministry's own envelope (EnveloppeMISILLCL) is not one of ours and gets none.
 
 XML is parsed with no entity expansion, no network, no DTD and lxml's size limits; an
-entity reference is left out of the text it appears in and noted in ``errors``.
+entity reference is left out of the text it appears in and noted in ``errors``.  A message
+whose bytes are not in its declared encoding (real ones say UTF-8 and hold ISO-8859-1) is read
+as ISO-8859-1, which maps every byte (no U+FFFD), and ``errors`` names the first byte and its
+offset: the reply's summary carries it.  What is read here is recorded and answered, never put
+into an envelope.
 """
 
 from __future__ import annotations
@@ -263,7 +267,7 @@ class _Reader:
         if "encoding" in exc_text.lower() or "utf-8" in exc_text.lower():
             try:
                 root = _parse(self.raw, self.filename, encoding="iso-8859-1")
-                self.errors.append(f"wrong encoding ({exc_text}); read as ISO-8859-1")
+                self.errors.append(f"wrong encoding{_bad_byte(self.raw)} ({exc_text}); read as ISO-8859-1")
                 return root
             except XmlRefused:
                 pass
@@ -396,6 +400,22 @@ class _Reader:
                 parts.append(self._text(child) or "")
             parts.append(child.tail or "")
         return "".join(parts).strip() or None
+
+
+_DECLARED = re.compile(rb"\s*<\?xml[^>]*encoding=[\"']([A-Za-z0-9._-]+)[\"']")
+
+
+def _bad_byte(raw: bytes) -> str:
+    """`` (byte 0xe9 at byte offset 185 is not UTF-8)``: where the bytes leave the declared encoding."""
+    declared = _DECLARED.match(raw)
+    encoding = declared.group(1).decode() if declared else "UTF-8"
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return f": byte 0x{raw[exc.start]:02x} at byte offset {exc.start} is not {encoding}"
+    except LookupError:
+        return f": {encoding!r} is not an encoding"
+    return ""
 
 
 def _parse(raw: bytes, filename: str | None, **options: Any) -> Any:

@@ -3,17 +3,26 @@
 A :class:`Sidecar` parses the bytes once and then answers what a :class:`Rule` selects,
 converted to a canonical kind (text, int, date, bool, a list of them); nothing raises:
 every finding is a :class:`~bus.errors.Problem` naming the sidecar, the canonical field and
-the rule (encoding, json-syntax, json-too-deep, csv-syntax, csv-rows, xml-syntax, xml-entities-forbidden,
-xml-too-large, xml-too-deep, required, map-value, integer, decimal, text, single-value, date-format,
-boolean).  XML is read by :func:`transformers.safe_xml.parse` (no entity expansion, no network,
-bounded size and depth); a sidecar declaring entities is refused.  The mapping file's syntax is
-in :mod:`transformers.mapping`.
+the rule (encoding, lone-surrogate, json-syntax, json-too-deep, csv-syntax, csv-rows, xml-syntax,
+xml-entities-forbidden, xml-too-large, xml-too-deep, required, map-value, integer, decimal, text,
+single-value, date-format, boolean).  XML is read by :func:`transformers.safe_xml.parse` (no entity
+expansion, no network, bounded size and depth); a sidecar declaring entities is refused.  The
+mapping file's syntax is in :mod:`transformers.mapping`.
+
+Bytes are decoded strictly, never another way than the encoding the mapping (or the XML
+declaration, or a UTF-16/32 byte order mark for XML) gives: bytes that encoding refuses, a NUL
+byte (UTF-16 without a byte order mark read as 8-bit), and UTF-8 read as a one-byte encoding
+(``é`` would become ``Ã©``) are each an ``encoding`` problem naming the byte offset and line.  A
+text holding half of a UTF-16 pair (JSON ``"\\ud800"``) is refused as ``lone-surrogate``: nothing
+can store or send it.  The other characters no document carries (controls, U+FFFD, bidi) are
+refused where the text is written (:mod:`transformers.text_policy`), under its policy.
 """
 
 from __future__ import annotations
 
 __all__ = ["ABSENT", "Rule", "Sidecar", "known_encoding"]
 
+import codecs
 import csv
 import io
 import json
@@ -28,6 +37,7 @@ from bus.registry import suggest
 from transformers import safe_xml
 from transformers.safe_xml import XmlRefused
 from transformers.sidecar_values import clean, convert, scalar, text_key, xml_value
+from transformers.text_policy import check_text
 
 #: a rule's ``const`` or ``default`` when the mapping gives none (None is a value there)
 ABSENT: Any = object()
@@ -59,6 +69,15 @@ def known_encoding(encoding: str) -> bool:
     return True
 
 
+def _bom_hint(data: bytes) -> str | None:
+    """The advice a byte order mark gives: the encoding it announces."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                      (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            return f"the file starts with a {name.upper()} byte order mark: set encoding: {name} in the mapping"
+    return None
+
+
 class Sidecar:
     """One sidecar: its parsed content (``context``, None when unreadable) and its problems."""
 
@@ -79,15 +98,55 @@ class Sidecar:
 
     # -- reading ----------------------------------------------------------------------------
     def _decode(self, data: bytes, encoding: str) -> str | None:
+        """``data`` read strictly as ``encoding``; None with an ``encoding`` problem naming the byte offset.
+
+        Besides the bytes the codec refuses, two readings that succeed but are wrong are refused:
+        NUL bytes (UTF-16 or UTF-32 without a byte order mark, read as an 8-bit encoding) and UTF-8
+        read as a one-byte-per-character encoding (latin-1, cp1252: ``é`` would arrive as ``Ã©``).
+        """
         codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+        wide = codecs.lookup(codec).name.startswith(("utf-16", "utf-32"))
+        nul = -1 if wide else data.find(b"\x00")
         try:
-            return data.decode(codec)
+            text = data.decode(codec)
         except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            self.problem(None, "encoding", f"cannot be read as {encoding}: byte 0x{data[exc.start]:02x} at "
-                         f"byte offset {exc.start} (line {line}); set encoding: in the mapping to the "
-                         "export's encoding", line=line)
+            bom = _bom_hint(data)
+            if bom is None and nul >= 0:
+                self._nul(data, nul, encoding)
+            else:
+                self._wrong_encoding(data, exc.start, f"cannot be read as {encoding}: byte 0x{data[exc.start]:02x}",
+                                     bom or "set encoding: in the mapping to the export's encoding")
             return None
+        if nul >= 0:
+            self._nul(data, nul, encoding)
+            return None
+        if len(text) == len(data) and not data.isascii():  # one byte per character: was it UTF-8?
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                return text
+            start = next(i for i, byte in enumerate(data) if byte >= 0x80)
+            end = start + 1
+            while end < len(data) and 0x80 <= data[end] < 0xC0:
+                end += 1
+            sequence = data[start:end]
+            advice = "the file starts with a UTF-8 byte order mark" if data.startswith(codecs.BOM_UTF8) else (
+                f"they are {sequence.decode('utf-8')!r} in UTF-8 and would be read as {sequence.decode(codec)!r}")
+            self._wrong_encoding(data, start, f"cannot be read as {encoding}: it is UTF-8, bytes {sequence.hex(' ')}",
+                                 f"{advice}; set encoding: utf-8 in the mapping")
+            return None
+        return text
+
+    def _nul(self, data: bytes, offset: int, encoding: str) -> None:
+        head = data[:256]
+        wide = head.count(0) * 4 >= len(head)  # every other byte NUL: ASCII written as UTF-16 or UTF-32
+        self._wrong_encoding(data, offset, f"cannot be read as {encoding}: a NUL byte (0x00), which no text holds,",
+                             "it is probably UTF-16 or UTF-32 without a byte order mark; export it again as UTF-8, "
+                             "or set encoding: utf-16 in the mapping" if wide else "remove it from the export")
+
+    def _wrong_encoding(self, data: bytes, offset: int, what: str, advice: str) -> None:
+        line = data.count(b"\n", 0, offset) + 1
+        self.problem(None, "encoding", f"{what} at byte offset {offset} (line {line}); {advice}", line=line)
 
     def _read_json(self, data: bytes) -> Any:
         text = self._decode(data, self.encoding or "utf-8")
@@ -227,7 +286,11 @@ class Sidecar:
         converted, problems = convert(value, kind, rule.split, formats)
         for rule_name, message in problems:
             self.problem(field_name, rule_name, message)
-        return converted
+        texts = [converted] if isinstance(converted, str) else converted if kind == "texts" and converted else []
+        halves = [p for text in texts for p in check_text(text, field=field_name, file=self.name)
+                  if p.rule == "lone-surrogate"]  # no encoding writes one: not in the ledger, not in a reply
+        self.problems.extend(halves)
+        return None if halves else converted
 
     def _absent(self, rule: Rule, context: Any) -> str:
         if rule.path is None:
