@@ -67,9 +67,10 @@ def remove_abandoned_temps(folder: Path) -> int:
 
 
 def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None = None,
-                 crash: str | None = None) -> None:
+                 crash: str | None = None, count: Callable[[int], None] | None = None) -> None:
     """Write ``data`` (or copy ``source``) to ``target`` under a temporary name, fsync, rename;
-    ``crash``: the crash point (:mod:`bus.crash`) reached halfway through a copy."""
+    ``crash``: the crash point (:mod:`bus.crash`) reached halfway through a copy; ``count``: told the
+    size of each chunk of ``source`` before it is written (what it raises stops the copy, nothing left)."""
     tmp = target.with_name(f".{target.name}.{threading.get_ident()}.{owner_suffix()}.tmp")
     try:
         with open(tmp, "wb") as out:
@@ -78,6 +79,8 @@ def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None
             elif source is not None:
                 with open(source, "rb") as src:
                     for chunk in halfway(crash, iter(lambda: src.read(1 << 20), b""), os.fstat(src.fileno()).st_size):
+                        if count is not None:
+                            count(len(chunk))
                         out.write(chunk)
                         out.flush()
             out.flush()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["PickupOptions", "ReadyConfig"]
+__all__ = ["PickupOptions", "ReadyConfig", "SourceLimits"]
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.config import Duration, Schedule
+from connectors._limits import SourceLimits
 
 
 class ReadyConfig(BaseModel):
@@ -31,3 +32,6 @@ class PickupOptions(BaseModel):
     ready: ReadyConfig = Field(default_factory=ReadyConfig, description="Readiness rules.")
     on_success: Literal["move", "delete"] = Field("move", description="Move processed bundles or delete them.")
     max_per_poll: int = Field(500, gt=0, description="At most this many bundles are claimed per poll.")
+    limits: SourceLimits = Field(
+        default_factory=SourceLimits, description="Size limits of a bundle, and the room it must leave (see below)."
+    )

@@ -25,7 +25,12 @@ and outcome columns left out, so the same row gives the same bytes), and the fil
 in ``files`` columns (a text, or a JSON list of texts) and in what the mapping reads from
 the sidecar — copied from ``files_dir`` into ``<work_dir>/claims/<bundle>/``.  A ``files``
 column naming a missing file, an absolute path or ``..`` rolls the row back at once, the
-error naming the column and the path.
+error naming the column and the path.  So does a row over a ``limits`` (:mod:`connectors._limits`):
+its files' sizes are checked before they are copied (``max_file_bytes``, ``max_document_bytes``,
+``max_files``), then counted as they are (a file that grows is cut off at the limit, its partial
+copy removed).  Before a row is claimed, the files its ``files`` columns name must leave
+``min_free_bytes`` free in ``work_dir`` (and the spool, when the runtime says where it is): else a
+TransientError (``spool-full``), and the row is left as it is for a later poll.
 
 Where outcomes go, by ``outcome``:
 
@@ -142,6 +147,7 @@ from connectors._database_common import (
     sql_table,
 )
 from connectors._folder_common import atomic_write, exclusive_write, folder_errors, move, owner_suffix, write_reply
+from connectors._limits import Budget, SourceLimits, room_folders, room_for
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +311,8 @@ class DatabaseInboundConfig(ConnectorConfig):
     replies_dir: ConfigPath | None = Field(None, description="Also write replies there as files (messages, summary).")
     work_dir: ConfigPath | None = Field(
         None, description="Local folder of the claimed rows' snapshots (default ~/.cache/hent/database/<connector>).")
+    limits: SourceLimits = Field(
+        default_factory=SourceLimits, description="Size limits of a row's files, and the room they must leave.")
     connect_timeout: Duration = Field(10.0, gt=0, description="Seconds to connect.")
     timeout: Duration = Field(30.0, gt=0, description="Longest statement (PostgreSQL); wait for a lock (SQLite).")
 
@@ -567,6 +575,7 @@ class DatabaseInbound(InboundConnector):
     # -- claim ----------------------------------------------------------------------------
     def claim(self, candidate: Candidate) -> Claimed | None:
         key = self.key_of(candidate.key)
+        self._room(candidate)
         if self.config.select.state is not None:
             statement = (update(self.vendor).where(self._match(self.vendor, key), self._ready(self.vendor))
                          .values({self.config.select.state.column: as_value(self.config.states.claimed)}))
@@ -584,6 +593,26 @@ class DatabaseInbound(InboundConnector):
             with folder_errors(self.name, self.work_dir):
                 self.watermark.advance(row[self._mark_column])
         return self._snapshot(key, row)
+
+    def _room(self, candidate: Candidate) -> None:
+        """TransientError (``spool-full``) when the files the row's ``files`` columns name would leave
+        less than ``limits.min_free_bytes`` where they are copied; the row is not claimed yet.  A row
+        over a limit is not held back: it is claimed, then rolled back with the reason."""
+        folder = self.config.files_dir
+        sizes: dict[str, int] = {}
+        for value in candidate.members:
+            relative = relative_file(value) if folder is not None else None
+            path = inside(folder, relative) if folder is not None and relative else None
+            try:
+                sizes[value] = path.stat().st_size if path is not None else 0
+            except OSError:
+                continue  # missing: the claim rolls the row back, naming it
+        try:
+            Budget(self.config.limits, self.name, candidate.key).declare(sizes)
+        except DocumentError:
+            return
+        room_for(self.config.limits, self.name, candidate.key, sum(sizes.values()),
+                 room_folders(self.context, self.work_dir))
 
     def _insert_claim(self, key: Key) -> bool:
         """Insert the row's claim (seq 0); False when another poller's is there."""
@@ -620,14 +649,24 @@ class DatabaseInbound(InboundConnector):
             return None
         stem = bundle.removesuffix(".json")
         target = self.claims_dir / stem
+        budget = Budget(self.config.limits, self.name, bundle)
         with folder_errors(self.name, self.claims_dir):
             preparing = self.claims_dir / f".{stem}.{owner_suffix()}"
             shutil.rmtree(preparing, ignore_errors=True)
-            (preparing / "files").mkdir(parents=True)
-            local: dict[str, str] = {}
-            for index, (name, path) in enumerate(sources.items()):
-                local[name] = f"files/{index}.{Path(name).name}"
-                atomic_write(preparing / local[name], source=path)
+            try:
+                budget.declare({bundle: len(data), **{name: path.stat().st_size for name, path in sources.items()}})
+                (preparing / "files").mkdir(parents=True)
+                local: dict[str, str] = {}
+                budget.start(bundle)
+                budget.count(len(data))
+                for index, (name, path) in enumerate(sources.items()):
+                    local[name] = f"files/{index}.{Path(name).name}"
+                    budget.start(name)
+                    atomic_write(preparing / local[name], source=path, count=budget.count)
+            except DocumentError as error:
+                shutil.rmtree(preparing, ignore_errors=True)
+                self._fail(key, str(error))
+                return None
             atomic_write(preparing / bundle, data)
             exclusive_write(preparing / MANIFEST, json.dumps({"key": list(key), "files": local, "ref": None}).encode())
             shutil.rmtree(target, ignore_errors=True)  # a snapshot of an earlier claim of the same row

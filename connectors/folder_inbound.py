@@ -11,6 +11,13 @@ record (its spool full) back to the drop folder, untouched.  Replies go to ``rep
 ``<bundle>.<seq>.<code>.xml`` (a platform's message, verbatim) and ``<bundle>.<seq>.json``
 (a summary), never overwritten.  A file named by a sidecar is only ever looked for in
 the drop folder itself: a name with a path in it is not followed.
+
+``limits`` (:mod:`connectors._limits`): before a bundle moves, its files' sizes must leave
+``min_free_bytes`` free where the bus copies them (else a TransientError, ``spool-full``, and the
+bundle stays where it was dropped); once claimed, the sizes read in the work folder are checked
+against ``max_file_bytes``, ``max_document_bytes`` and ``max_files``: a bundle over one is rolled
+back at once (``error/`` with its note, and a reply naming the file, the option and the rule),
+never copied into the spool.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pydantic import Field
 
 from bus.config import ConfigPath, ConnectorConfig
 from bus.connector import Candidate, Claimed, InboundConnector
-from bus.errors import TransientError
+from bus.errors import DocumentError, TransientError
 from connectors._folder_common import (
     abandoned,
     atomic_write,
@@ -43,6 +50,7 @@ from connectors._folder_common import (
     plain_name,
     write_reply,
 )
+from connectors._limits import Budget, refuse, room_folders, room_for
 from connectors._pickup_options import PickupOptions, ReadyConfig
 
 log = logging.getLogger(__name__)
@@ -130,6 +138,7 @@ class FolderInbound(InboundConnector):
     # -- claim / commit / rollback ---------------------------------------------------
     def claim(self, candidate: Candidate) -> Claimed | None:
         root = self.config.path
+        self._room(candidate)
         claim_id = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
         claim_dir = self.work_dir / claim_id
         with folder_errors(self.name, root):
@@ -145,7 +154,38 @@ class FolderInbound(InboundConnector):
                 (claim_dir / MANIFEST).unlink(missing_ok=True)
                 claim_dir.rmdir()
                 return None
-            return self._finish_claim(claim_dir, manifest)
+            return self._within_limits(self._finish_claim(claim_dir, manifest))
+
+    # -- limits ----------------------------------------------------------------------
+    def _room(self, candidate: Candidate) -> None:
+        """TransientError (``spool-full``) when the bundle, as it lies in the drop folder, would leave
+        less than ``limits.min_free_bytes`` where it is copied; nothing has moved yet.  A bundle over
+        a limit is not held back: it is refused once claimed, and never copied."""
+        sizes: dict[str, int] = {}
+        for name in (candidate.key, *candidate.members):
+            try:
+                sizes[name] = (self.config.path / name).stat().st_size
+            except OSError:
+                continue  # missing: the mapping says so; gone: the claim finds out
+        try:
+            Budget(self.config.limits, self.name, candidate.key).declare(sizes)
+        except DocumentError:
+            return
+        room_for(self.config.limits, self.name, candidate.key, sum(sizes.values()), room_folders(self.context))
+
+    def _within_limits(self, claimed: Claimed) -> Claimed | None:
+        """``claimed``, or None once refused: its files, out of the writer's reach, over a limit."""
+        if claimed.ref is not None:  # recorded before a restart: taken in already
+            return claimed
+        with folder_errors(self.name, claimed.sidecar.parent):
+            sizes = {name: path.stat().st_size for name, path in claimed.files.items()}
+        try:
+            Budget(self.config.limits, self.name, claimed.key).declare(sizes)
+        except DocumentError as error:
+            self._ensure_dirs()  # recover() may come before any listing
+            refuse(self, claimed, error)
+            return None
+        return claimed
 
     def _finish_claim(self, claim_dir: Path, manifest: dict[str, Any]) -> Claimed:
         root = Path(manifest["origin"])
@@ -197,7 +237,9 @@ class FolderInbound(InboundConnector):
                     continue
                 manifest = json.loads(manifest_path.read_text())
                 if (claim_dir / manifest["key"]).exists():
-                    claims.append(self._finish_claim(claim_dir, manifest))
+                    claimed = self._within_limits(self._finish_claim(claim_dir, manifest))
+                    if claimed is not None:
+                        claims.append(claimed)
                     continue
                 # the sidecar is back at the source (claim interrupted before it moved) or
                 # already in done/ or error/ (commit or rollback interrupted at the end)

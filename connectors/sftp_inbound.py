@@ -11,6 +11,14 @@ records what was consumed, then moves the bundle to ``done/`` (or deletes it);
 ``replies/`` on the server, named as the folder connector names them, never overwritten.
 ``recover`` resumes from the local manifests.
 
+``limits`` (:mod:`connectors._limits`): before a bundle moves, the sizes of the last listing must
+leave ``limits.min_free_bytes`` free in ``local_work_dir`` (and the spool, when the runtime says
+where it is), else a TransientError (``spool-full``) and the bundle stays in the outbox.  Once
+renamed into the remote work folder, the sizes the server gives are checked against
+``max_file_bytes``, ``max_document_bytes`` and ``max_files``, then the bytes are counted as they
+are downloaded (a file whose size lied is cut off at the limit, its partial copy removed): a
+bundle over a limit goes to ``error/`` with its note and a reply, and is never copied further.
+
 What was consumed — (remote path, size, mtime, sha256, ``consumed_at``) — is appended to
 ``<local_work_dir>/consumed.jsonl`` before the remote move: a file seen again with the same
 path, size and mtime (a remote move that failed, a bundle put back) is not claimed again.
@@ -45,7 +53,7 @@ from pydantic import Field
 
 from bus.config import ConfigPath, ConnectorConfig, Duration
 from bus.connector import Candidate, Claimed, InboundConnector
-from bus.errors import ConfigError, TransientError
+from bus.errors import ConfigError, DocumentError, TransientError
 from bus.names import name_problem
 from connectors._folder_common import (
     atomic_write,
@@ -57,6 +65,7 @@ from connectors._folder_common import (
     plain_name,
     write_reply,
 )
+from connectors._limits import Budget, refuse, room_folders, room_for
 from connectors._pickup_options import PickupOptions
 from connectors._sftp_common import SessionHolder, SftpOptions, load_key, makedirs, remote_join
 from connectors.folder_inbound import MANIFEST
@@ -101,6 +110,7 @@ class SftpInbound(InboundConnector):
         self.session = SessionHolder(name, config)
         self.consumed = _ConsumedLog(name, self.local_dir / CONSUMED)
         self._last_seen: dict[str, tuple[int, int]] = {}
+        self._listed: dict[str, int] = {}  #: the outbox's files and sizes at the last listing
         self._warned: set[tuple[str, int | None, int | None]] = set()
         self._dirs_ready = False
 
@@ -128,6 +138,7 @@ class SftpInbound(InboundConnector):
             self.consumed.forget(now - self.config.remember, {remote_join(root, e.filename) for e in listing})
             consumed = self.consumed.keys()
             entries = {e.filename: e for e in listing if stat.S_ISREG(e.st_mode or 0)}
+            self._listed = {name: attr.st_size or 0 for name, attr in entries.items()}
             for name in sorted(entries):
                 attr = entries[name]
                 if name.startswith(".") or not fnmatchcase(name, self.config.pattern):
@@ -187,6 +198,7 @@ class SftpInbound(InboundConnector):
         claim_id = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
         claim_dir = self.claims_dir / claim_id
         remote_dir = remote_join(self.remote_work, claim_id)
+        self._room(candidate)
         manifest: dict[str, Any] = {"key": candidate.key, "members": list(candidate.members),
                                     "origin": self.config.path, "remote_dir": remote_dir, "files": {}}
         with folder_errors(self.name, self.claims_dir):  # the local manifest first: recover() starts there
@@ -205,9 +217,24 @@ class SftpInbound(InboundConnector):
                 return None
             return self._finish_claim(sftp, claim_dir, manifest)
 
-    def _finish_claim(self, sftp: paramiko.SFTPClient, claim_dir: Path, manifest: dict[str, Any]) -> Claimed:
+    def _room(self, candidate: Candidate) -> None:
+        """TransientError (``spool-full``) when the bundle, by the sizes of the last listing, would leave
+        less than ``limits.min_free_bytes`` where it is copied; nothing has moved yet.  A bundle over a
+        limit is not held back: it is refused once claimed, and never downloaded."""
+        sizes = {name: self._listed[name] for name in (candidate.key, *candidate.members) if name in self._listed}
+        try:
+            Budget(self.config.limits, self.name, candidate.key).declare(sizes)
+        except DocumentError:
+            return
+        room_for(self.config.limits, self.name, candidate.key, sum(sizes.values()),
+                 room_folders(self.context, self.local_dir))
+
+    def _finish_claim(self, sftp: paramiko.SFTPClient, claim_dir: Path, manifest: dict[str, Any]) -> Claimed | None:
+        """The claim, its files renamed into the remote work folder and downloaded; None when the bundle
+        broke a limit (then rolled back to ``error/``)."""
         key, remote_dir, origin = manifest["key"], manifest["remote_dir"], manifest["origin"]
         marker = f"{key}{self.config.ready.done_file}" if self.config.ready.done_file else None
+        attrs: dict[str, paramiko.SFTPAttributes] = {}
         for name in [key, *manifest["members"], *([marker] if marker else [])]:
             target = remote_join(remote_dir, name)
             try:
@@ -218,45 +245,68 @@ class SftpInbound(InboundConnector):
                 except FileNotFoundError:
                     continue  # a member that is missing: the mapping says so
                 attr = sftp.stat(target)
-            if name != marker and (name not in manifest["files"] or not (claim_dir / name).is_file()):
-                digest = self._download(sftp, target, claim_dir / name)
-                manifest["files"][name] = {"size": attr.st_size, "mtime": attr.st_mtime, "sha256": digest}
+            if name != marker:
+                attrs[name] = attr
+        # a claim recorded before a restart was taken in already: its limits were checked then
+        budget = Budget(self.config.limits, self.name, key) if manifest.get("ref") is None else None
+        try:
+            if budget is not None:
+                budget.declare({name: attr.st_size or 0 for name, attr in attrs.items()})
+            for name, attr in attrs.items():
+                if name not in manifest["files"] or not (claim_dir / name).is_file():
+                    digest = self._download(sftp, remote_join(remote_dir, name), claim_dir / name, budget, name)
+                    manifest["files"][name] = {"size": attr.st_size, "mtime": attr.st_mtime, "sha256": digest}
+                elif budget is not None:
+                    budget.start(name)
+                    budget.count((claim_dir / name).stat().st_size)
+        except DocumentError as error:
+            refused: DocumentError | None = error
+        else:
+            refused = None
         with folder_errors(self.name, claim_dir):
             atomic_write(claim_dir / MANIFEST, json.dumps(manifest).encode())
         files = {name: claim_dir / name for name in [key, *manifest["members"]] if name in manifest["files"]}
-        return Claimed(key, files, origin=f"{self.config.where()}{origin}", ref=manifest.get("ref"))
+        claimed = Claimed(key, {key: claim_dir / key, **files}, origin=f"{self.config.where()}{origin}",
+                          ref=manifest.get("ref"))
+        if refused is not None:
+            refuse(self, claimed, refused)
+            return None
+        return claimed
 
-    def _download(self, sftp: paramiko.SFTPClient, remote: str, local: Path) -> str:
-        """Stream ``remote`` into ``local`` (complete, or absent); its sha256."""
+    def _download(self, sftp: paramiko.SFTPClient, remote: str, local: Path, budget: Budget | None = None,
+                  name: str = "") -> str:
+        """Stream ``remote`` into ``local`` (complete, or absent); its sha256.  ``budget`` counts the
+        bytes as they come (DocumentError past a limit: no more is read, the partial copy removed)."""
         digest = hashlib.sha256()
         partial = local.with_name(f".{local.name}.part")
+        if budget is not None:
+            budget.start(name or local.name)
 
-        class Hashing:
-            def __init__(self, out: Any) -> None:
-                self.out = out
-
-            def write(self, data: bytes) -> int:
-                digest.update(data)
-                return int(self.out.write(data))
-
-        with folder_errors(self.name, local), open(partial, "wb") as out:
-            writer = Hashing(out)
-            with sftp.open(remote, "rb") as handle:
-                size = handle.stat().st_size or 0
-                # pipelined reads a window at a time: fast, and never more than a window in memory
-                # (paramiko's getfo either asks for the whole file at once, or, with a limit on the
-                # requests in flight, may fall back to one synchronous read per chunk while its
-                # prefetch thread keeps the rest of the file in memory)
-                for start in range(0, size, DOWNLOAD_WINDOW):
-                    end = min(start + DOWNLOAD_WINDOW, size)
-                    for data in handle.readv([(o, min(DOWNLOAD_CHUNK, end - o)) for o in range(start, end,
-                                                                                            DOWNLOAD_CHUNK)]):
-                        writer.write(data)
-            out.flush()
-            if out.tell() != size:
-                raise TransientError(f"connector {self.name!r}: {remote} gave {out.tell()} bytes instead of {size}; "
-                                     "read again later", connector=self.name, path=remote, rule="sftp-size")
-            os.fsync(out.fileno())
+        try:
+            with folder_errors(self.name, local), open(partial, "wb") as out:
+                with sftp.open(remote, "rb") as handle:
+                    size = handle.stat().st_size or 0
+                    # pipelined reads a window at a time: fast, and never more than a window in memory
+                    # (paramiko's getfo either asks for the whole file at once, or, with a limit on the
+                    # requests in flight, may fall back to one synchronous read per chunk while its
+                    # prefetch thread keeps the rest of the file in memory)
+                    for start in range(0, size, DOWNLOAD_WINDOW):
+                        end = min(start + DOWNLOAD_WINDOW, size)
+                        for data in handle.readv([(o, min(DOWNLOAD_CHUNK, end - o))
+                                                  for o in range(start, end, DOWNLOAD_CHUNK)]):
+                            if budget is not None:
+                                budget.count(len(data))
+                            digest.update(data)
+                            out.write(data)
+                out.flush()
+                if out.tell() != size:
+                    raise TransientError(f"connector {self.name!r}: {remote} gave {out.tell()} bytes instead of "
+                                         f"{size}; read again later", connector=self.name, path=remote,
+                                         rule="sftp-size")
+                os.fsync(out.fileno())
+        except BaseException:
+            partial.unlink(missing_ok=True)  # complete, or absent
+            raise
         os.replace(partial, local)
         return digest.hexdigest()
 
@@ -292,7 +342,9 @@ class SftpInbound(InboundConnector):
                     _remote_rmdir(sftp, remote_dir)
                     shutil.rmtree(claim_dir)
                     continue
-                claims.append(self._finish_claim(sftp, claim_dir, manifest))
+                claimed = self._finish_claim(sftp, claim_dir, manifest)
+                if claimed is not None:
+                    claims.append(claimed)
         return claims
 
     def commit(self, claimed: Claimed) -> None:
