@@ -33,5 +33,5 @@ class PickupOptions(BaseModel):
     on_success: Literal["move", "delete"] = Field("move", description="Move processed bundles or delete them.")
     max_per_poll: int = Field(500, gt=0, description="At most this many bundles are claimed per poll.")
     limits: SourceLimits = Field(
-        default_factory=SourceLimits, description="Size limits of a bundle, and the room it must leave (see below)."
+        default_factory=SourceLimits, description="Size limits of a bundle, and the room it must leave."
     )
