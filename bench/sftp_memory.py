@@ -62,6 +62,7 @@ REPO = Path(__file__).resolve().parent.parent
 MAPPING = REPO / "config" / "mappings" / "deliberations-json.yaml"
 CLASSIFICATION = REPO / "config" / "classifications" / "demo-classification-7-2.xml"
 MIB = 1 << 20
+GIB = 1 << 30
 MB = 1_000_000  #: MB/s are decimal megabytes per second
 CHUNK = 256 * 1024  #: the bare loop's chunk
 WRITE_CHUNK = MIB  #: generated files are written this much at a time, never held whole
@@ -175,9 +176,12 @@ def _sftp(server: SshServer, path: Path, **extra: Any) -> dict[str, Any]:
             "timeout": "60s", **extra}
 
 
-def write_bus_config(root: Path, server: SshServer, scenario: str, source: Path, endpoint: Path) -> Path:
+def write_bus_config(root: Path, server: SshServer, scenario: str, source: Path, endpoint: Path,
+                     largest: int = 0) -> Path:
     """One source, one route, one endpoint; the bus's other settings are the product's defaults
-    (lease 60 s, sweep 30 s, 2 workers), metrics off (no port to share)."""
+    (lease 60 s, sweep 30 s, 2 workers), metrics off (no port to share).  The source's size limits
+    are the product's (1 GiB a file, 2 GiB a bundle), raised to let a ``largest`` file through."""
+    limits = {"max_file_bytes": max(GIB, largest), "max_document_bytes": max(2 * GIB, largest + 64 * MIB)}
     quick = {"min_age": "0s", "stable": False}
     pattern = "*.bin" if scenario == "passthrough" else "*.json"
     endpoint_extra: dict[str, Any] = {"trigram": "HNT", "quadrigram": "TACT"} if scenario == "actes" else {}
@@ -193,7 +197,7 @@ def write_bus_config(root: Path, server: SshServer, scenario: str, source: Path,
                            "classification_date": "2025-01-15"}],
         "connectors": {
             "source": _sftp(server, source, pattern=pattern, poll=f"{POLL}s", ready=quick,
-                            local_work_dir=str(root / f"work-{scenario}")),
+                            local_work_dir=str(root / f"work-{scenario}"), limits=limits),
             "endpoint": _sftp(server, endpoint, **endpoint_extra),
         },
         "routes": [route],
@@ -427,7 +431,7 @@ def measure_passthrough(args: argparse.Namespace, root: Path, server: SshServer)
     hidden = source / f".{name}.tmp"
     write_random(hidden, size, f"passthrough:{args.size}")
     bare_get, bare_put = bare_copy(server, hidden, root / f"bare-{name}", endpoint / f".bare-{name}")
-    config = write_bus_config(root, server, "passthrough", source, endpoint)
+    config = write_bus_config(root, server, "passthrough", source, endpoint, largest=size)
     outcome = run_scenario(
         config, root / "bus-passthrough.log", source=source, endpoint=endpoint, work=root / "work-passthrough",
         biggest=name, bundle_bytes=size, place=lambda: os.replace(hidden, source / name), timeout=args.timeout,
@@ -443,7 +447,7 @@ def measure_actes(args: argparse.Namespace, root: Path, server: SshServer) -> di
     bundle = write_deliberation(source, NUMERO, args.annex * MIB, date.today() - timedelta(days=1))
     size = (source / annex).stat().st_size
     bare_get, bare_put = bare_copy(server, source / annex, root / f"bare-{annex}", endpoint / f".bare-{annex}")
-    config = write_bus_config(root, server, "actes", source, endpoint)
+    config = write_bus_config(root, server, "actes", source, endpoint, largest=bundle)
     outcome = run_scenario(
         config, root / "bus-actes.log", source=source, endpoint=endpoint, work=root / "work-actes",
         biggest=annex, bundle_bytes=bundle,
