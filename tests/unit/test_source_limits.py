@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ def _members(name: str, data: bytes) -> list[str]:
     return list(json.loads(data).get("files", []))
 
 
-def folder_source(tmp_path: Path, context: InboundContext | None = None, **limits: int) -> FolderInbound:
+@dataclass
+class SpoolContext(InboundContext):
+    """What the runtime lends a source, with the spool's folder (see connectors._limits.room_folders)."""
+
+    spool: Path | None = None
+
+
+def folder_source(tmp_path: Path, limits: dict[str, int], context: InboundContext | None = None) -> FolderInbound:
     drop = tmp_path / "drop"
     drop.mkdir(exist_ok=True)
     config = FolderInboundConfig.model_validate(
@@ -109,7 +117,7 @@ def test_a_dropped_bundle_over_a_limit_goes_to_error_with_its_note_and_a_reply(
     tmp_path: Path, limits: dict[str, int], files: dict[str, bytes], field: str, rule: str, named: str
 ) -> None:
     # Given a bundle over a limit
-    source = folder_source(tmp_path, **limits)
+    source = folder_source(tmp_path, limits)
     dropped = drop_bundle(source.config.path, "a.json", files)
     # When it is claimed, Then it is not taken
     [candidate] = source.list_ready()
@@ -127,7 +135,7 @@ def test_a_dropped_bundle_over_a_limit_goes_to_error_with_its_note_and_a_reply(
 
 
 def test_a_bundle_at_exactly_its_limits_is_taken(tmp_path: Path) -> None:
-    source = folder_source(tmp_path, max_file_bytes=100, max_document_bytes=100 + 20, max_files=2)
+    source = folder_source(tmp_path, {"max_file_bytes": 100, "max_document_bytes": 100 + 20, "max_files": 2})
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"x" * 100})
     assert len((source.config.path / "a.json").read_bytes()) == 20
     [candidate] = source.list_ready()
@@ -136,7 +144,7 @@ def test_a_bundle_at_exactly_its_limits_is_taken(tmp_path: Path) -> None:
 
 
 def test_a_file_that_grew_after_the_listing_is_measured_again_once_claimed(tmp_path: Path) -> None:
-    source = folder_source(tmp_path, max_file_bytes=100)
+    source = folder_source(tmp_path, {"max_file_bytes": 100})
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"x" * 50})
     [candidate] = source.list_ready()
     with open(source.config.path / "a.pdf", "ab") as more:
@@ -146,7 +154,7 @@ def test_a_file_that_grew_after_the_listing_is_measured_again_once_claimed(tmp_p
 
 
 def test_a_refused_bundle_left_mid_claim_by_a_crash_is_refused_by_recover(tmp_path: Path) -> None:
-    source = folder_source(tmp_path, max_file_bytes=10)
+    source = folder_source(tmp_path, {"max_file_bytes": 10})
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"x" * 11})
     # a claim interrupted after the sidecar moved: its manifest and sidecar in the work folder
     claim_dir = source.work_dir / "1-crashed"
@@ -163,10 +171,9 @@ def test_no_room_in_the_spool_leaves_the_bundle_where_it_was_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a spool whose file system would keep less than min_free_bytes once the bundle is in
-    context = InboundContext(bundle_members=_members)
-    context.spool = tmp_path / "spool"  # type: ignore[attr-defined] - what the runtime lends a source
-    context.spool.mkdir()  # type: ignore[attr-defined]
-    source = folder_source(tmp_path, context, min_free_bytes=1000)
+    context = SpoolContext(bundle_members=_members, spool=tmp_path / "spool")
+    (tmp_path / "spool").mkdir()
+    source = folder_source(tmp_path, {"min_free_bytes": 1000}, context)
     dropped = drop_bundle(source.config.path, "a.json", {"a.pdf": b"x" * 500})
     [candidate] = source.list_ready()
     low_disk(monkeypatch, 1400)
@@ -186,9 +193,8 @@ def test_no_room_in_the_spool_leaves_the_bundle_where_it_was_dropped(
 def test_a_bundle_over_a_limit_is_refused_even_when_the_spool_has_no_room_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    context = InboundContext(bundle_members=_members)
-    context.spool = tmp_path  # type: ignore[attr-defined]
-    source = folder_source(tmp_path, context, max_file_bytes=100)
+    context = SpoolContext(bundle_members=_members, spool=tmp_path)
+    source = folder_source(tmp_path, {"max_file_bytes": 100}, context)
     drop_bundle(source.config.path, "a.json", {"a.pdf": b"x" * 101})
     [candidate] = source.list_ready()
     low_disk(monkeypatch, 0)
@@ -213,7 +219,7 @@ def vendor(tmp_path: Path) -> Iterator[Path]:
     yield db
 
 
-def database_source(db: Path, context: InboundContext | None = None, **limits: Any) -> DatabaseInbound:
+def database_source(db: Path, limits: dict[str, int], context: InboundContext | None = None) -> DatabaseInbound:
     config = DatabaseInboundConfig.model_validate(
         {
             "type": "database",
@@ -263,7 +269,7 @@ def row(db: Path) -> tuple[Any, ...]:
 def test_a_row_whose_files_break_a_limit_ends_in_error_naming_the_file_option_and_rule(
     vendor: Path, limits: dict[str, int], files: dict[str, bytes], field: str, rule: str
 ) -> None:
-    source = database_source(vendor, **limits)
+    source = database_source(vendor, limits)
     try:
         add_row(vendor, files)
         [candidate] = source.list_ready()
@@ -278,7 +284,7 @@ def test_a_row_whose_files_break_a_limit_ends_in_error_naming_the_file_option_an
 
 def test_a_row_file_growing_while_copied_is_cut_off_at_the_limit(vendor: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a file within the limit when the row is claimed, which the vendor still writes
-    source = database_source(vendor, max_file_bytes=3 << 20)
+    source = database_source(vendor, {"max_file_bytes": 3 << 20})
     try:
         add_row(vendor, {"DEL-1.pdf": b"x" * (1 << 20)})
         [candidate] = source.list_ready()
@@ -301,7 +307,7 @@ def test_a_row_file_growing_while_copied_is_cut_off_at_the_limit(vendor: Path, m
 
 
 def test_no_room_leaves_the_row_unclaimed(vendor: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = database_source(vendor, min_free_bytes=1000)
+    source = database_source(vendor, {"min_free_bytes": 1000})
     try:
         add_row(vendor, {"DEL-1.pdf": b"x" * 500})
         [candidate] = source.list_ready()
