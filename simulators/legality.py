@@ -61,9 +61,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from lxml import etree
-
 from simulators._http_sim import DEFAULT_CLASSIFICATION, HttpSimulator, InjectedFault, SimulatorCommand, server_context
+from simulators._xml import XmlRefused, parse
 from simulators.legality_http import LegalityHandler, LegalityServer
 from simulators.legality_messages import ACTES_NS
 from simulators.legality_sftp import ANSWER_FORMATS, LegalityDesk
@@ -247,7 +246,6 @@ class LegalitySimulator(HttpSimulator[Fault]):
 
 def _act_documents(archive: bytes) -> list[str]:
     """The NomFichier of the Acte's document, then of its annexes, in an archive ([] when it holds no Acte)."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     ns = f"{{{ACTES_NS}}}"
     try:
         with tarfile.open(fileobj=BytesIO(archive), mode="r:gz") as tar:
@@ -256,8 +254,8 @@ def _act_documents(archive: bytes) -> list[str]:
                 if stream is None or not member.name.lower().endswith(".xml"):
                     continue
                 try:
-                    root = etree.fromstring(stream.read(), parser)
-                except etree.XMLSyntaxError:
+                    root = parse(stream.read(), name=member.name, max_bytes=_MAX_XML)
+                except XmlRefused:
                     continue
                 if root.tag == f"{ns}Acte":
                     paths = (f"{ns}Document/{ns}NomFichier", f"{ns}Annexes/{ns}Annexe/{ns}NomFichier")

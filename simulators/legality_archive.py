@@ -27,6 +27,7 @@ from pathlib import Path
 from lxml import etree
 
 from bus.errors import Problem
+from simulators._xml import XmlRefused, parse
 from simulators.legality_messages import ACTES_NS, INSEE_NS
 from simulators.legality_soap import LegalityFault
 from transformers.actes_model import NATURES
@@ -88,10 +89,9 @@ class Inspection:
 
 
 def _parse(data: bytes) -> etree._Element | None:
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     try:
-        return etree.fromstring(data, parser)
-    except etree.XMLSyntaxError:
+        return parse(data, name=None)
+    except XmlRefused:
         return None
 
 

@@ -30,6 +30,8 @@ from datetime import date
 
 from lxml import etree
 
+from simulators._xml import parse
+
 ACTES_NS = "http://www.interieur.gouv.fr/ACTES#v1.1-20040216"
 INSEE_NS = "http://xml.insee.fr/schema"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -202,8 +204,7 @@ def reponse_sans_changement(classification_date: date) -> bytes:
 def retour_classification(data: bytes, classification_date: date) -> bytes:
     """RetourClassification (7-2): ``data`` verbatim when it already carries that date, else
     the same file with its ``DateClassification`` set to ``classification_date``."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    root = etree.fromstring(data, parser)
+    root = parse(data, name="classification")  # XmlRefused (a DocumentError) when it cannot be read
     element = root.find(_q("DateClassification"))
     if element is None:
         element = etree.Element(_q("DateClassification"))

@@ -59,9 +59,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from lxml import etree
-
 from simulators import legality_messages as messages
+from simulators._xml import XmlRefused, parse
 from simulators.legality_platform import Platform
 from simulators.legality_soap import LegalityFault
 from transformers.actes_validate import ARCHIVE_NAME
@@ -105,8 +104,10 @@ def _addressee(message_name: str, message: bytes, departement: str) -> tuple[str
     found = _ADDRESSEE.match(message_name)
     if found:
         return found["departement"], found["siren"]
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    idcl = next(etree.fromstring(message, parser).iter(f"{{{_NS}}}IDCL"), None)
+    try:
+        idcl = next(parse(message, name=message_name, entities="keep").iter(f"{{{_NS}}}IDCL"), None)
+    except XmlRefused as exc:
+        raise ValueError(f"{message_name}: cannot tell which collectivité it goes to ({exc.message})") from exc
     if idcl is None:
         raise ValueError(f"{message_name}: cannot tell which collectivité it goes to")
     return idcl.get(f"{{{_NS}}}Departement", departement), idcl.get(f"{{{messages.INSEE_NS}}}SIREN", "")

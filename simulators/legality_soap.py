@@ -28,6 +28,8 @@ from datetime import date
 
 from lxml import etree
 
+from simulators._xml import XmlRefused, parse_soap
+
 SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 LG_NS = "urn:hent:legality:1"
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -95,11 +97,10 @@ class SoapRequest:
 
 def parse_request(data: bytes) -> SoapRequest:
     """The operation and parameters of a SOAP 1.1 request; MalformedRequest otherwise."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
     try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise MalformedRequest(f"not XML: {exc}") from exc
+        root = parse_soap(data)
+    except XmlRefused as exc:
+        raise MalformedRequest(f"not XML: {exc.message}") from exc
     if root.tag != f"{{{SOAP_ENV_NS}}}Envelope":
         raise MalformedRequest("not a SOAP 1.1 Envelope")
     body = root.find(f"{{{SOAP_ENV_NS}}}Body")

@@ -3,7 +3,8 @@
 A submitted DECP file (``schemas/procurement/README.md``) is judged at once, in this order:
 
 1. larger than :data:`MAX_DECP` → rejected (rule ``max-size``);
-2. not well-formed XML, or holding a DOCTYPE → rejected (``xml-well-formed``, ``xml-doctype``);
+2. not well-formed XML (read by :mod:`transformers.safe_xml`: nested too deep counts), or holding a
+   DOCTYPE → rejected (``xml-well-formed``, ``xml-doctype``);
 3. each error of the official XSD (``schemas/decp/schema_decp_v2.0.2.xsd``) → rule ``xsd``, its
    field the element path lxml gives (``/marches/marche/montant``); a document that is not one
    ``<marches>`` holding exactly one ``<marche>`` or ``<contrat-concession>`` → ``decp-document``;
@@ -40,6 +41,7 @@ from typing import Any, Literal
 
 from lxml import etree
 
+from simulators._xml import XmlRefused, parse
 from simulators.procurement_soap import PR_NS, ProcurementFault
 
 DECP_XSD = Path(__file__).resolve().parent.parent / "schemas" / "decp" / "schema_decp_v2.0.2.xsd"
@@ -102,10 +104,6 @@ def _decp_schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(DECP_XSD), etree.XMLParser(resolve_entities=False, no_network=True)))
 
 
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
-
-
 def read_contract(root: etree._Element) -> Contract:
     """The contract's id, buyer and modification id, leniently (None for what is not there)."""
     contract = next((e for e in root if e.tag in _CONTRACTS), None) if root.tag == "marches" else None
@@ -128,9 +126,10 @@ def _inspect(data: bytes) -> tuple[Contract, list[Finding]]:
     if len(data) > MAX_DECP:
         return Contract(None, None, None), [Finding("", "max-size", f"{len(data)} bytes, more than {MAX_DECP}")]
     try:
-        tree = etree.fromstring(data, _parser()).getroottree()
-    except etree.XMLSyntaxError as exc:
-        return Contract(None, None, None), [Finding("", "xml-well-formed", f"not well-formed XML: {exc}")]
+        # entities kept (never expanded) so that any DOCTYPE gets the one answer below
+        tree = parse(data, name="DECP", max_bytes=MAX_DECP, entities="keep").getroottree()
+    except XmlRefused as exc:  # malformed, or too deep: the platform's one rule for unreadable XML
+        return Contract(None, None, None), [Finding("", "xml-well-formed", exc.message)]
     if tree.docinfo.doctype:
         return Contract(None, None, None), [Finding("", "xml-doctype", "a DOCTYPE is not allowed")]
     root = tree.getroot()

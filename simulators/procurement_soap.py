@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from simulators._http_sim import BaseSimHandler, QuietHTTPServer
+from simulators._xml import XmlRefused, parse_soap
 
 if TYPE_CHECKING:
     from simulators.procurement import ProcurementSimulator
@@ -83,11 +84,10 @@ class SoapRequest:
 
 def parse_request(data: bytes) -> SoapRequest:
     """The operation and parameters of a SOAP 1.1 request; MalformedRequest otherwise."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
     try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise MalformedRequest(f"not XML: {exc}") from exc
+        root = parse_soap(data)
+    except XmlRefused as exc:
+        raise MalformedRequest(f"not XML: {exc.message}") from exc
     body = root.find(f"{{{SOAP_ENV_NS}}}Body") if root.tag == f"{{{SOAP_ENV_NS}}}Envelope" else None
     operation = None if body is None else next((e for e in body if isinstance(e.tag, str)), None)
     if operation is None:
