@@ -120,6 +120,10 @@ class Sidecar:
         if nul >= 0:
             self._nul(data, nul, encoding)
             return None
+        if codec != "utf-8-sig" and data.startswith(codecs.BOM_UTF8) and not wide:
+            self._wrong_encoding(data, 0, f"cannot be read as {encoding}: bytes ef bb bf", "the file starts with a "
+                                 "UTF-8 byte order mark; set encoding: utf-8 in the mapping")
+            return None
         if len(text) == len(data) and not data.isascii():  # one byte per character: was it UTF-8?
             try:
                 data.decode("utf-8")
@@ -130,10 +134,9 @@ class Sidecar:
             while end < len(data) and 0x80 <= data[end] < 0xC0:
                 end += 1
             sequence = data[start:end]
-            advice = "the file starts with a UTF-8 byte order mark" if data.startswith(codecs.BOM_UTF8) else (
-                f"they are {sequence.decode('utf-8')!r} in UTF-8 and would be read as {sequence.decode(codec)!r}")
             self._wrong_encoding(data, start, f"cannot be read as {encoding}: it is UTF-8, bytes {sequence.hex(' ')}",
-                                 f"{advice}; set encoding: utf-8 in the mapping")
+                                 f"they are {sequence.decode('utf-8')!r} in UTF-8 and would be read as "
+                                 f"{sequence.decode(codec)!r}; set encoding: utf-8 in the mapping")
             return None
         return text
 
