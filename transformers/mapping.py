@@ -43,7 +43,9 @@ like the JSON list it comes from) and the rule: required, map-value, integer,
 date-format, boolean, text, single-value, file-present, collectivite-known, encoding,
 json-syntax, csv-syntax, csv-rows, xml-syntax, xml-entities-forbidden, xml-too-large,
 xml-too-deep, file-name (a file named with a folder, ``..``, a control character, a device
-name...: :mod:`bus.names`). ACTES rules
+name...: :mod:`bus.names`; or holding a character no document carries — a bidi control, a
+zero-width character, U+FFFD —, :func:`transformers.text_policy.check_text`: Pastell is sent
+the vendor's name). ACTES rules
 (NumeroInterne pattern, Objet length...) are the builder's, not checked here. XML is read
 with no entity expansion and no network; a sidecar declaring entities is refused.
 
@@ -69,6 +71,7 @@ from bus.names import RULE as NAME_RULE
 from bus.names import name_problem
 from transformers.actes_model import ActFile, CanonicalAct, Collectivite
 from transformers.sidecar import Rule, Sidecar
+from transformers.text_policy import check_text
 
 #: canonical field → kind of value
 FIELD_KINDS: dict[str, str] = {
@@ -227,6 +230,10 @@ class _Run(Sidecar):
         if problem is not None:
             self.problem(field_name, NAME_RULE, f"the file name {name!r:.120} {problem}; the sidecar must name a "
                          "file of its bundle")
+            return None
+        unseen = check_text(base, field=field_name)  # bidi, zero-width, U+FFFD: Pastell is sent this name
+        if unseen:
+            self.problem(field_name, NAME_RULE, f"the file name {name!r:.120}: {unseen[0].message}")
             return None
         path = files.get(name)
         if path is None:

@@ -155,6 +155,15 @@ def json_cases() -> Iterator[Case]:
         "email-pattern",
         field="referent_email",
     )
+    for name, char in (("rlo", "\u202e"), ("zero-width", "\u200b"), ("replacement", "\ufffd"), ("c1", "\x85")):
+        file_name = f"DEL2026_042{char}fdp.pdf"
+        yield Case(
+            "json",
+            f"fichier={name}",
+            JSON_TEXT.replace('"DEL2026_042.pdf"', json.dumps(file_name)).encode(),
+            "file-name",
+            field="main_document.file",
+        )
     # wrong encodings
     text = JSON_TEXT.replace("Cession", "Délibération l’acte, cession")
     yield Case("json", "latin-1-bytes-utf-8-declared", text.replace("’", "'").encode("latin-1"), "encoding", field=None)
