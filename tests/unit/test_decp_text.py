@@ -31,14 +31,15 @@ CASES = [(name, text, rule) for name, (text, rule) in BAD_TEXTS.items()]
 
 
 def _in_field(field: str, text: str) -> dict[str, Any]:
-    """A change putting ``text`` in the marché's ``field`` (a DECP path), and that path."""
-    return {
+    """The change putting ``text`` in the marché's ``field`` (a DECP path)."""
+    changes: dict[str, dict[str, Any]] = {
         "objet": {"objet": f"Travaux {text}"},
         "id": {"id": text[:16]},
         "titulaires[0].id": {"titulaires": (Titulaire("TVA", f"FR{text}"),)},
         "lieuExecution.code": {"lieuExecution": LieuExecution(f"44{text}", "Code commune")},
         "idAccordCadre": {"idAccordCadre": text[:16], "techniques": ("Accord-cadre",)},
-    }[field]
+    }
+    return changes[field]
 
 
 FIELDS = ["objet", "id", "titulaires[0].id", "lieuExecution.code", "idAccordCadre"]
