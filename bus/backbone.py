@@ -1,7 +1,8 @@
 """The message backbone: kombu queues carrying document and delivery ids, never payloads.
 
-The embedded default is kombu's SQLAlchemy transport on a SQLite file; ``amqp://`` (or
-``pyamqp://``) points the same code at RabbitMQ.  A message is a claim check
+The embedded default (``sqla+sqlite:///path``) is a kombu transport on a SQLite file
+(:mod:`bus.sqlite_broker`); another ``sqla+`` URL is kombu's SQLAlchemy transport; ``amqp://``
+(or ``pyamqp://``) points the same code at RabbitMQ.  A message is a claim check
 (``{"id": ...}``): the bytes are in the spool, the truth is in the ledger.  Embedded
 transports drop an unacked message when the process is killed, so nothing relies on the
 broker for durability: the sweeper re-publishes whatever the ledger says is unfinished.
@@ -42,6 +43,7 @@ from kombu import Connection, Exchange, Queue
 from kombu.exceptions import KombuError, OperationalError
 
 from bus.errors import TransientError
+from bus.sqlite_broker import SqliteTransport, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,7 @@ class Backbone:
         self._failures: dict[str, int] = {}  # message → handler failures so far (RabbitMQ)
         self._failures_lock = threading.Lock()
         self.amqp = Connection(url).transport.driver_type == "amqp"
+        self._sqlite = None if self.amqp else sqlite_path(url)  # the embedded broker's file
         self.quorum = False
         with broker_errors(self.display_url):
             if self.amqp:
@@ -144,9 +147,11 @@ class Backbone:
         if self.amqp:
             return Connection(self.url, connect_timeout=5, heartbeat=heartbeat,
                               transport_options={"confirm_publish": True})
-        conn = Connection(self.url, connect_timeout=5)
-        # kombu's SQLAlchemy transport hands every transport option to create_engine,
-        # so the polling interval of virtual transports is set on the transport itself.
+        if self._sqlite is not None:
+            conn = Connection(transport=SqliteTransport, transport_options={"path": self._sqlite}, connect_timeout=5)
+        else:  # kombu's SQLAlchemy transport hands every transport option to create_engine,
+            conn = Connection(self.url, connect_timeout=5)
+        # so the polling interval of virtual transports is set on the transport itself
         if hasattr(conn.transport, "polling_interval"):
             conn.transport.polling_interval = self._polling_interval
         return conn

@@ -470,13 +470,18 @@ class Ledger(LedgerExtras):
         """The IDActe of each document (None: an answer to a letter, a file relayed)."""
         return self._column_of(document_ids, "id_acte")
 
+    def states_of(self, document_ids: list[str]) -> dict[str, str | None]:
+        """The state of each document, in one query (a poll settling what it claimed)."""
+        return self._column_of(document_ids, "state")
+
     def _column_of(self, document_ids: list[str], column: str) -> dict[str, str | None]:
-        if not document_ids:
-            return {}
-        table = documents_table
+        table, found = documents_table, {}
+        ids = sorted(set(document_ids))
         with self._read() as conn:
-            rows = conn.execute(select(table.c.id, table.c[column]).where(table.c.id.in_(sorted(set(document_ids)))))
-            return {row[0]: row[1] for row in rows}
+            for start in range(0, len(ids), 500):  # bounded IN lists
+                query = select(table.c.id, table.c[column]).where(table.c.id.in_(ids[start:start + 500]))
+                found.update({row[0]: row[1] for row in conn.execute(query)})
+        return found
 
     def refused(self, document_id: str) -> bool:
         """Whether the ministry refused the document (a delivery REJECTED, none acknowledged or

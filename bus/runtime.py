@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,7 @@ from bus.circuit import Circuit
 from bus.connector import (
     AnsweringEndpoint,
     Artifact,
+    Candidate,
     Claimed,
     InboundConnector,
     InboundContext,
@@ -99,6 +101,7 @@ class RetryPolicy:
 
 #: what a node does: poll (sources, the platforms' answers), work (prepare, send) or both
 ROLES = ("all", "poller", "worker")
+IDLE_CLOSE = 60.0  #: seconds after its last send an endpoint's connections are closed (by the sweeper)
 
 
 def _now() -> datetime:
@@ -148,6 +151,8 @@ class Runtime:
         self._quiet: dict[str, bool] = {}
         self._paused: dict[str, bool] = {}  # sources held back by their routes' max_backlog
         self._held: dict[str, bool] = {}  # the polls (sources, answers) this node holds the lease of
+        self._last_send: dict[str, float] = {}  # endpoint → when a send last began (monotonic)
+        self._ingesting = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest")
         self._build_connectors()
         self.answers = AnswerPoller(self)
 
@@ -226,20 +231,36 @@ class Runtime:
                         self._take(source, recovered, recovered=True)
                 room = self._room(source)
                 candidates = connector.list_ready() if room != 0 else []
-                for candidate in candidates:
-                    if self.stop_event.is_set() or (room is not None and taken >= room):
-                        break
-                    claimed = connector.claim(candidate)
-                    if claimed is not None and self._take(source, claimed, recovered=False):
-                        taken += 1
+                # side by side: a bundle's time is mostly waiting for the disk (fsync) and the ledger
+                outcomes = list(self._ingesting.map(functools.partial(self._claim_and_take, source),
+                                                    candidates if room is None else candidates[:room]))
+                taken = sum(outcome is True for outcome in outcomes)
+                failed = [outcome for outcome in outcomes if isinstance(outcome, HentError)]
+                if failed:  # said once per poll: a server down fails every claim alike
+                    metrics.POLL_FAILURES.labels(connector=source).inc()
+                    more = f" (and {len(failed) - 1} more bundles)" if len(failed) > 1 else ""
+                    log.error("poll of %s failed: %s%s", source, redact(str(failed[0])), more,
+                              extra={"connector": source})
                 self._quiet[source] = not candidates
                 self._settle(source)
-                metrics.SOURCE_LAST_SUCCESS.labels(connector=source).set_to_current_time()
+                if not failed:
+                    metrics.SOURCE_LAST_SUCCESS.labels(connector=source).set_to_current_time()
             except HentError as exc:
                 metrics.POLL_FAILURES.labels(connector=source).inc()
                 self._quiet[source] = False
                 log.error("poll of %s failed: %s", source, redact(str(exc)), extra={"connector": source})
         return taken
+
+    def _claim_and_take(self, source: str, candidate: Candidate) -> bool | HentError:
+        """Claim one candidate and take it in: True once recorded; the error that stopped its claim
+        (the other candidates of the poll go on)."""
+        if self.stop_event.is_set():
+            return False
+        try:
+            claimed = self.sources[source].claim(candidate)
+        except HentError as exc:
+            return exc
+        return claimed is not None and self._take(source, claimed, recovered=False)
 
     def _take(self, source: str, claimed: Claimed, *, recovered: bool) -> bool:
         """Ingest a claimed bundle; one that cannot be recorded now (a TransientError: the spool's disk
@@ -333,8 +354,10 @@ class Runtime:
 
     def _settle(self, source: str) -> None:
         """Commit or roll back, at the source, the bundles whose document is final."""
-        for doc_id in list(self._claims[source]):
-            self._settle_one(source, self.ledger.get_document(doc_id))
+        final = {state.value for state in FINAL_DOCUMENT}
+        for doc_id, state in self.ledger.states_of(list(self._claims[source])).items():
+            if state in final:
+                self._settle_one(source, self.ledger.get_document(doc_id))
 
     def _settle_one(self, source: str, document: Any) -> None:
         claimed = self._claims[source].get(document.id)
@@ -466,15 +489,14 @@ class Runtime:
                   "attempted": delivery.attempts > 0},  # an earlier try may have reached the endpoint
             blob=self.spool.path,
         )
-        try:
+        self._last_send[delivery.endpoint] = time.monotonic()
+        try:  # the connection stays open for the next send (closed once idle, or on a failure)
             with metrics.stage_timer("send"):
                 connector.connect()
-                try:
-                    result = connector.send(artifact)
-                    crash_point("send.after-send")
-                finally:
-                    connector.close()
+                result = connector.send(artifact)
+                crash_point("send.after-send")
         except TransientError as exc:
+            connector.close()  # a connection that failed is not reused
             circuit.failure()
             metrics.SEND_FAILURES.labels(connector=delivery.endpoint, kind="transient").inc()
             if getattr(exc, "alert", False):  # credentials or a certificate refused: a person must act
@@ -488,6 +510,7 @@ class Runtime:
             return
         except Exception as exc:  # a connector's bug: retried like a transient failure, then dead letter
             log.exception("delivery %s to %s: unexpected error", delivery.id, delivery.endpoint)
+            connector.close()
             circuit.failure()
             metrics.SEND_FAILURES.labels(connector=delivery.endpoint, kind="unexpected").inc()
             self._retry_later(delivery, f"unexpected error in connector {delivery.endpoint!r}: {exc!r}")
@@ -632,6 +655,7 @@ class Runtime:
         try:
             self._republish(grace=self.lease_seconds)
             self._replies_owed()
+            self._close_idle_endpoints()
             counts = self.ledger.counts_by_state()
             for state, count in counts.get("document", {}).items():
                 metrics.LEDGER_DOCUMENTS.labels(state=state).set(count)
@@ -646,6 +670,20 @@ class Runtime:
                     metrics.QUEUE_DEPTH.labels(queue=queue).set(depth)
         except HentError as exc:
             log.error("sweep failed: %s", redact(str(exc)))
+
+    def _close_idle_endpoints(self) -> None:
+        """Close the connections of endpoints nothing was sent to for ``IDLE_CLOSE`` seconds."""
+        now = time.monotonic()
+        for name, began in list(self._last_send.items()):
+            if now - began < IDLE_CLOSE:
+                continue
+            self._last_send.pop(name, None)
+            connector = self.endpoints[name]
+            try:
+                connector.close_scopes()
+                connector.close()
+            except Exception:  # noqa: BLE001 - a failed close must not stop the sweep
+                log.exception("closing idle endpoint %s", name)
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -791,6 +829,7 @@ class Runtime:
     def shutdown(self) -> None:
         self.stop_event.set()
         self.scheduler.shutdown(wait=True)
+        self._ingesting.shutdown(wait=True)
         if self._http is not None:
             self._http.stop()
             self._http = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "fsync_dir", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
+    "fsync_dir", "fsync_dirs", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
     "remove_abandoned_temps", "plain_name", "plain_file_name", "glob_escape", "free_name", "write_reply",
 ]
 
@@ -67,10 +67,13 @@ def remove_abandoned_temps(folder: Path) -> int:
 
 
 def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None = None,
-                 crash: str | None = None, count: Callable[[int], None] | None = None) -> None:
+                 crash: str | None = None, count: Callable[[int], None] | None = None,
+                 sync_dir: bool = True) -> None:
     """Write ``data`` (or copy ``source``) to ``target`` under a temporary name, fsync, rename;
     ``crash``: the crash point (:mod:`bus.crash`) reached halfway through a copy; ``count``: told the
-    size of each chunk of ``source`` before it is written (what it raises stops the copy, nothing left)."""
+    size of each chunk of ``source`` before it is written (what it raises stops the copy, nothing left);
+    ``sync_dir=False``: the folder's entry is left to the caller's next :func:`fsync_dir` (the
+    content is always fsynced: a file renamed into place is never found empty after a power loss)."""
     tmp = target.with_name(f".{target.name}.{threading.get_ident()}.{owner_suffix()}.tmp")
     try:
         with open(tmp, "wb") as out:
@@ -88,11 +91,13 @@ def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+    if sync_dir:
+        fsync_dir(target.parent)
 
 
-def exclusive_write(target: Path, data: bytes) -> bool:
-    """Create ``target`` with ``data`` only if it does not exist; durable; False if it exists."""
+def exclusive_write(target: Path, data: bytes, *, sync_dir: bool = True) -> bool:
+    """Create ``target`` with ``data`` only if it does not exist; durable; False if it exists
+    (``sync_dir``: as for :func:`atomic_write`)."""
     tmp = target.with_name(f".{target.name}.{threading.get_ident()}.{owner_suffix()}.tmp")
     with open(tmp, "wb") as out:
         out.write(data)
@@ -104,16 +109,24 @@ def exclusive_write(target: Path, data: bytes) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+    if sync_dir:
+        fsync_dir(target.parent)
     return True
 
 
-def move(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst`` (same file system) and make both folders durable."""
+def move(src: Path, dst: Path, *, sync: bool = True) -> None:
+    """Rename ``src`` to ``dst`` (same file system) and make both folders durable; ``sync=False``
+    leaves that to one :func:`fsync_dirs` after several moves (a journaling file system keeps
+    renames in order: a later one is never durable without the earlier ones)."""
     os.replace(src, dst)
-    fsync_dir(dst.parent)
-    if src.parent != dst.parent:
-        fsync_dir(src.parent)
+    if sync:
+        fsync_dirs(dst.parent, src.parent)
+
+
+def fsync_dirs(*folders: Path) -> None:
+    """:func:`fsync_dir` each distinct folder once."""
+    for folder in dict.fromkeys(folders):
+        fsync_dir(folder)
 
 
 @contextmanager
@@ -192,13 +205,18 @@ def write_reply(
     the id, its summary is missing) is finished under its own number.
     """
     stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
+    prefixes = (f"{stem}.", f".{stem}.")
+
+    def ours() -> set[str]:  # this bundle's replies only: a replies folder holds thousands
+        return {name for name in names() if name.startswith(prefixes)}
+
     label = code or "message"
     body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
     files = [(f"{label}.xml", payload)] if payload is not None else []
     files += [(f"{label}.{name if plain_name(name) else 'attachment'}", data)  # letters, stamped acts...
               for name, data in (attachments or {}).items()]
     files.append(("", body))  # the summary, last
-    taken = names()
+    taken = ours()
     reply_id = str(summary.get("reply_id") or "")
     seq, whole = _earlier_reply(stem, reply_id, taken, read) if reply_id and read else (None, False)
     if whole:  # written before a crash, which came before the runtime could know it
@@ -206,7 +224,7 @@ def write_reply(
             remove(f".{stem}.{seq}.claim")
         return []
     if seq is None:
-        seq, taken = _claim_number(stem, reply_id, taken, names, put_new, remove)
+        seq, taken = _claim_number(stem, reply_id, taken, ours, put_new, remove)
     written: list[str] = []
     mine: set[str] = set()
     for suffix, data in files:

@@ -237,36 +237,74 @@ def _prefer_pinned_key_type(options: SftpOptions, transport: paramiko.Transport)
 
 
 class SessionHolder:
-    """One session reused across a poll or a send; dropped on any error and when idle too long."""
+    """SSH sessions reused across polls and sends: one per thread at a time, kept for the next use.
+
+    Each thread takes an idle session (or opens one) for the length of a ``using`` block and
+    gives it back after: two workers upload side by side on two sessions, and the next send
+    pays no SSH handshake.  A nested ``using`` in the same thread reuses its session.  A
+    session is closed on any error inside the block, when found dead or idle longer than
+    ``timeout``, and by :meth:`close` (a session busy at that moment is closed when given back).
+    """
 
     def __init__(self, connector: str, options: SftpOptions) -> None:
         self.connector = connector
         self.options = options
-        self._session: SftpSession | None = None
-        self._lock = threading.RLock()
+        self._idle: list[SftpSession] = []
+        self._lock = threading.Lock()
+        self._generation = 0  #: bumped by close(): sessions of an older generation are not kept
+        self._local = threading.local()
 
     @contextmanager
     def using(self, path: str) -> Iterator[paramiko.SFTPClient]:
         """The SFTP client, errors translated; the session is closed if anything fails."""
-        with self._lock, sftp_errors(self.connector, path):
-            session = self._session
-            if session is not None and (not session.alive() or time.monotonic() - session.used > self.options.timeout):
-                self.close()
-                session = None
+        held: SftpSession | None = getattr(self._local, "session", None)
+        if held is not None:  # nested in this thread: the same session
+            with sftp_errors(self.connector, path):
+                yield held.sftp
+            return
+        with sftp_errors(self.connector, path):
+            session, generation = self._take()
             if session is None:
-                session = self._session = open_session(self.connector, self.options)
+                session = open_session(self.connector, self.options)
+            self._local.session = session
             try:
                 yield session.sftp
             except BaseException:
-                self.close()
+                session.close()
                 raise
+            finally:
+                self._local.session = None
             session.used = time.monotonic()
+            self._give_back(session, generation)
+
+    def _take(self) -> tuple[SftpSession | None, int]:
+        stale = []
+        with self._lock:
+            generation, session = self._generation, None
+            while self._idle:
+                candidate = self._idle.pop()
+                if candidate.alive() and time.monotonic() - candidate.used <= self.options.timeout:
+                    session = candidate
+                    break
+                stale.append(candidate)
+        for old in stale:
+            old.close()
+        return session, generation
+
+    def _give_back(self, session: SftpSession, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._idle.append(session)
+                return
+        session.close()
 
     def close(self) -> None:
+        """Close the idle sessions now, the busy ones when given back."""
         with self._lock:
-            session, self._session = self._session, None
-            if session is not None:
-                session.close()
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for session in idle:
+            session.close()
 
 
 def remote_join(folder: str, name: str) -> str:

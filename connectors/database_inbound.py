@@ -99,6 +99,7 @@ __all__ = ["Connector", "DatabaseInbound", "DatabaseInboundConfig"]
 
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -858,7 +859,7 @@ class DatabaseInbound(InboundConnector):
             with folder_errors(self.name, folder):
                 folder.mkdir(parents=True, exist_ok=True)
                 written += write_reply(bundle, code, payload, summary, attachments,
-                                       names=lambda: {p.name for p in folder.iterdir()},
+                                       names=lambda: set(os.listdir(folder)),
                                        put_new=lambda name, data: exclusive_write(folder / name, data),
                                        remove=lambda name: (folder / name).unlink(missing_ok=True))
         return written

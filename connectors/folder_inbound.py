@@ -45,6 +45,7 @@ from connectors._folder_common import (
     exclusive_write,
     folder_errors,
     fsync_dir,
+    fsync_dirs,
     move,
     owner_suffix,
     plain_name,
@@ -146,15 +147,16 @@ class FolderInbound(InboundConnector):
             preparing = self.work_dir / f".{claim_id}.{owner_suffix()}"
             preparing.mkdir(parents=True)
             manifest = {"key": candidate.key, "members": list(candidate.members), "origin": str(root)}
-            exclusive_write(preparing / MANIFEST, json.dumps(manifest).encode())
-            move(preparing, claim_dir)
+            exclusive_write(preparing / MANIFEST, json.dumps(manifest).encode(), sync_dir=False)
+            move(preparing, claim_dir, sync=False)
             try:
-                move(root / candidate.key, claim_dir / candidate.key)
+                move(root / candidate.key, claim_dir / candidate.key, sync=False)
             except FileNotFoundError:
                 (claim_dir / MANIFEST).unlink(missing_ok=True)
                 claim_dir.rmdir()
                 return None
-            return self._within_limits(self._finish_claim(claim_dir, manifest))
+            claimed = self._finish_claim(claim_dir, manifest)  # moves synced there, once per folder
+            return self._within_limits(claimed)
 
     # -- limits ----------------------------------------------------------------------
     def _room(self, candidate: Candidate) -> None:
@@ -197,9 +199,10 @@ class FolderInbound(InboundConnector):
         for name in names:
             target = claim_dir / name
             if not target.exists() and (root / name).is_file():
-                move(root / name, target)
+                move(root / name, target, sync=False)
             if target.exists() and not name.endswith(self.config.ready.done_file or "\0"):
                 files[name] = target
+        fsync_dirs(claim_dir, self.work_dir, root)  # the claim, durable as a whole
         return Claimed(key, files, origin=str(root), ref=manifest.get("ref"))
 
     def tag(self, claimed: Claimed, ref: str) -> Claimed:
@@ -207,7 +210,9 @@ class FolderInbound(InboundConnector):
         with folder_errors(self.name, claim_dir):
             manifest = json.loads((claim_dir / MANIFEST).read_text())
             manifest["ref"] = ref
-            atomic_write(claim_dir / MANIFEST, json.dumps(manifest).encode())
+            # the folder's entry is synced with the commit: a tag lost to a power loss only makes
+            # recover() take the bundle in again, which the ledger knows by its key
+            atomic_write(claim_dir / MANIFEST, json.dumps(manifest).encode(), sync_dir=False)
         return replace(claimed, ref=ref)
 
     def recover(self) -> list[Claimed]:
@@ -253,7 +258,8 @@ class FolderInbound(InboundConnector):
                 if self.config.on_success == "delete":
                     path.unlink()
                 else:
-                    move(path, _free_name(self.done_dir / path.name))
+                    move(path, _free_name(self.done_dir / path.name), sync=False)
+            fsync_dirs(self.done_dir, claimed.sidecar.parent)
             self._release(claimed)
 
     def rollback(self, claimed: Claimed, reason: str) -> None:
@@ -312,7 +318,7 @@ class FolderInbound(InboundConnector):
             folder.mkdir(parents=True, exist_ok=True)
             return write_reply(
                 bundle, code, payload, summary, attachments,
-                names=lambda: {p.name for p in folder.iterdir()},
+                names=lambda: set(os.listdir(folder)),
                 put_new=lambda name, data: exclusive_write(folder / name, data),
                 remove=lambda name: (folder / name).unlink(missing_ok=True),
                 read=lambda name: (folder / name).read_bytes(),

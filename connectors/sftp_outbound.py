@@ -60,6 +60,7 @@ class SftpOutbound(OutboundConnector):
         super().__init__(name, config)
         self.session = SessionHolder(name, config)
         self.answers = SftpAnswerFolder(name, config.answers, self.session) if config.answers else None
+        self._folder_made = False  #: create_dirs done once; again after any failure
 
     @property
     def has_inbox(self) -> bool:
@@ -87,35 +88,43 @@ class SftpOutbound(OutboundConnector):
         self.session.close()
 
     def send(self, artifact: Artifact) -> SendResult:
-        folder = self.config.path
-        final = remote_join(folder, artifact.name)
+        final = remote_join(self.config.path, artifact.name)
         size = self._size(artifact)
-        with self.session.using(final) as sftp:
-            if self.config.create_dirs:
-                makedirs(sftp, folder)
-            present = {entry.filename: entry for entry in sftp.listdir_attr(folder)}
-            if artifact.name in present:
-                if present[artifact.name].st_size == size:
-                    self._done_file(sftp, final)
-                    return SendResult(self._sent_state(artifact), remote_id=final, detail="already present")
-                raise DocumentError(
-                    f"connector {self.name!r}: {final} already exists on the server with another size; it is never "
-                    "overwritten: move it away, then replay the delivery",
-                    connector=self.name, path=final, rule="never-overwrite",
-                )
-            part = f"{final}.part"
-            with sftp.open(part, "wb") as remote:
-                remote.set_pipelined(True)
-                for chunk in halfway("send.mid-upload", read_local(artifact.path), size):
-                    remote.write(chunk)
-            written = sftp.stat(part).st_size
-            if written != size:
-                raise TransientError(
-                    f"connector {self.name!r}: {part} holds {written} bytes instead of {size}; sent again later",
-                    connector=self.name, path=part, rule="sftp-size",
-                )
-            _rename(sftp, part, final)
-            self._done_file(sftp, final)
+        try:
+            with self.session.using(final) as sftp:
+                return self._upload(sftp, artifact, final, size)
+        except BaseException:
+            self._folder_made = False  # the folder may have gone: made again on the next try
+            raise
+
+    def _upload(self, sftp: paramiko.SFTPClient, artifact: Artifact, final: str, size: int) -> SendResult:
+        """``final`` once: asked first (one stat), then written to ``.part``, checked, renamed."""
+        if self.config.create_dirs and not self._folder_made:
+            makedirs(sftp, self.config.path)
+            self._folder_made = True
+        present = _size_of(sftp, final)
+        if present is not None:
+            if present == size:
+                self._done_file(sftp, final)
+                return SendResult(self._sent_state(artifact), remote_id=final, detail="already present")
+            raise DocumentError(
+                f"connector {self.name!r}: {final} already exists on the server with another size; it is never "
+                "overwritten: move it away, then replay the delivery",
+                connector=self.name, path=final, rule="never-overwrite",
+            )
+        part = f"{final}.part"
+        with sftp.open(part, "wb") as remote:
+            remote.set_pipelined(True)
+            for chunk in halfway("send.mid-upload", read_local(artifact.path), size):
+                remote.write(chunk)
+        written = sftp.stat(part).st_size
+        if written != size:
+            raise TransientError(
+                f"connector {self.name!r}: {part} holds {written} bytes instead of {size}; sent again later",
+                connector=self.name, path=part, rule="sftp-size",
+            )
+        _rename(sftp, part, final)
+        self._done_file(sftp, final)
         return SendResult(self._sent_state(artifact), remote_id=final)
 
     def _sent_state(self, artifact: Artifact) -> str:
@@ -154,6 +163,14 @@ class SftpOutbound(OutboundConnector):
                 return True, f"{where} (created on the first send)"
             return False, exc.message
         return True, where
+
+
+def _size_of(sftp: paramiko.SFTPClient, path: str) -> int | None:
+    """The size of ``path`` on the server, None when there is no such file (one round trip)."""
+    try:
+        return sftp.stat(path).st_size or 0
+    except FileNotFoundError:
+        return None
 
 
 def _rename(sftp: paramiko.SFTPClient, source: str, target: str) -> None:

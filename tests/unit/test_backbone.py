@@ -12,6 +12,7 @@ import pytest
 from kombu import Connection, Exchange, Queue
 
 from bus.backbone import DEAD, DELIVERIES, DOCUMENTS, HANDLER_ATTEMPTS, Backbone, supports_quorum
+from bus.sqlite_broker import SqliteTransport
 
 
 def test_ids_published_are_consumed_by_queue_and_acknowledged(tmp_path: Path) -> None:
@@ -67,7 +68,7 @@ def test_messages_no_handler_can_read_are_logged_and_acked_on_the_embedded_trans
     backbone = Backbone(url)
     assert not backbone.amqp
     queue = Queue(DOCUMENTS, Exchange("hent", type="direct", durable=True), DOCUMENTS, durable=True)
-    with Connection(url) as conn:
+    with Connection(transport=SqliteTransport, transport_options={"path": f"{tmp_path}/broker.db"}) as conn:
         producer = conn.Producer()
         producer.publish("not json", exchange="hent", routing_key=DOCUMENTS, content_type="text/plain",
                          content_encoding="utf-8", declare=[queue])
