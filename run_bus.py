@@ -3,7 +3,8 @@
 
     python run_bus.py demo                       the whole flow on an embedded default
     python run_bus.py run -c config/hent.yaml    serve until SIGTERM / SIGINT
-    python run_bus.py check -c FILE [--online]   every configuration error at once (exit 2); --online: reach each server
+    python run_bus.py check -c FILE [--online]   every configuration error at once (exit 2), and warnings (exit 0);
+                                                 --online: reach each server
     python run_bus.py validate FILE...           an ACTES XML or archive against the schema
     python run_bus.py inspect FILE               a ministry message, parsed, as JSON
     python run_bus.py status -c FILE             documents and deliveries (--awaiting-answer: open letters)
@@ -39,25 +40,56 @@ def _load(path: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from bus.insecure import file_mode_warnings
+    from bus.processes import Supervisor, as_worker_process, worker_command
     from bus.runtime import Runtime
     from routes.pipeline import Pipeline
 
     config = _load(args.config)
+    for warning in file_mode_warnings(config):  # each endpoint says verify_tls: false itself, as it is built
+        logging.getLogger("bus.insecure").warning("%s", warning)
+    if args.process:  # a worker process that a run with bus.processes > 1 started
+        as_worker_process(config, args.process)
     runtime = Runtime(config, Pipeline.for_runtime, role=args.role)
-    runtime.run()
+    supervisor = None
+    if config.bus.processes > 1:
+        supervisor = Supervisor(
+            config.bus.processes - 1,
+            lambda index: worker_command(Path(args.config), index, global_args=_global_args(args)),
+            shutdown_timeout=float(config.bus.shutdown_timeout),
+        )
+        supervisor.start()
+    try:
+        runtime.run()
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
     return EXIT_OK
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from routes.check import check_configuration
+def _global_args(args: argparse.Namespace) -> list[str]:
+    """The options before the command, for a worker process to log as its parent does."""
+    found = ["--log-format", args.log_format]
+    return [*found, "--log-level", args.log_level] if args.log_level else found
 
-    problems, summary = check_configuration(Path(args.config))
-    for problem in problems:
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from routes.check import check_report
+
+    report = check_report(Path(args.config))
+    for problem in report.problems:
         print(problem, file=sys.stderr)
-    if problems:
-        print(f"{args.config}: {len(problems)} error(s)", file=sys.stderr)
+    for warning in report.warnings:  # the bus would run: they do not change the exit code
+        print(f"warning: {warning}", file=sys.stderr)
+    warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
+    if report.problems:
+        print(f"{args.config}: {len(report.problems)} error(s){warned}", file=sys.stderr)
         return EXIT_CONFIG
-    print(summary)
+    print(report.summary)
+    if report.warnings:
+        print(f"{args.config}: {len(report.warnings)} warning(s)", file=sys.stderr)
     if not args.online:
         return EXIT_OK
     from bus.secrets import redact
@@ -559,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--role", choices=("all", "poller", "worker"), default="all",
                      help="poller: read the sources and the platforms' answers (each source and each endpoint's "
                           "answers held by one node at a time); worker: prepare and send; all: both (default)")
+    run.add_argument("--process", metavar="N:PARENT",
+                     help="set by Hent itself: worker process N of the run PARENT (bus.processes), which ends "
+                          "with its parent and serves its metrics on the metrics port + N")
     run.set_defaults(func=cmd_run)
     check = with_config(sub.add_parser("check", help="report every configuration error at once (exit 2)"))
     check.add_argument("--online", action="store_true",

@@ -29,6 +29,7 @@ __all__ = [
     "redact_url",
     "register_secret",
     "resolve_references",
+    "secret_file_paths",
 ]
 
 import logging
@@ -165,11 +166,23 @@ class SecretFilter(logging.Filter):
         return True
 
 
+def _secret_file(body: str, base_dir: Path) -> Path:
+    """The file a ``file:/path`` reference names (relative: to ``base_dir``)."""
+    path = Path(os.path.expanduser(body[5:].strip()))
+    return path if path.is_absolute() else base_dir / path
+
+
+def secret_file_paths(text: str, base_dir: Path) -> list[Path]:
+    """The files the ``${file:...}`` references of ``text`` name, resolved as :func:`resolve_references`
+    resolves them (``$${file:...}``, a literal, names none)."""
+    return [_secret_file(m.group(1), base_dir) for m in _REFERENCE.finditer(text)
+            if m.group(1) is not None and m.group(1).startswith("file:")]
+
+
 def _resolve_one(body: str, base_dir: Path) -> tuple[str | None, str | None]:
     """(value, None) or (None, what went wrong) for the inside of one ``${...}``."""
     if body.startswith("file:"):
-        path = Path(os.path.expanduser(body[5:].strip()))
-        path = path if path.is_absolute() else base_dir / path
+        path = _secret_file(body, base_dir)
         try:
             value = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

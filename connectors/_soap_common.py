@@ -34,6 +34,7 @@ from zeep.transports import Transport
 
 from bus.connector import Artifact, OutboundConnector, SendResult
 from bus.errors import ConfigError, DocumentError, HentError, TransientAlert, TransientError
+from bus.insecure import warn_unverified_tls
 from bus.secrets import Secret, redact, redact_url
 from connectors._folder_common import plain_file_name
 from transformers import safe_xml
@@ -194,6 +195,7 @@ class SoapEndpoint(OutboundConnector):
 
     def __init__(self, name: str, config: Any) -> None:
         super().__init__(name, config)
+        warn_unverified_tls(name, config)
         self._lock = threading.Lock()
         self._soap: SoapClient | None = None
 

@@ -57,6 +57,7 @@ from bus.connector import (
     SendResult,
 )
 from bus.errors import DocumentError, HentError, TransientError
+from bus.insecure import warn_unverified_tls
 from bus.secrets import Secret, redact_url
 from connectors._credentials import credentials_field, credentials_model
 from connectors._pastell_answers import PastellAnswerOptions, PastellAnswers
@@ -123,7 +124,8 @@ class PastellOutboundConfig(EndpointConfig):
                                     json_schema_extra={"secret": True})
     connect_timeout: Duration = Field(10.0, gt=0, description="Seconds to open the connection.")
     read_timeout: Duration = Field(60.0, gt=0, description="Seconds to wait for each part of an answer.")
-    verify_tls: bool = Field(True, description="Verify Pastell's certificate (false only for tests: logged).")
+    verify_tls: bool = Field(True, description="Verify Pastell's certificate (false only for tests: a warning at "
+                             "every start and in check).")
     ca_file: ExistingFile | None = Field(None, description="CA bundle (PEM) to verify Pastell with.")
     client_cert: ExistingFile | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     client_key: ExistingFile | None = Field(None, description="Private key (PEM) of client_cert, if not in it.")
@@ -169,6 +171,7 @@ class PastellOutbound(OutboundConnector):
 
     def __init__(self, name: str, config: PastellOutboundConfig) -> None:
         super().__init__(name, config)
+        warn_unverified_tls(name, config)
         self._lock = threading.Lock()
         self._client: PastellClient | None = None
         self.answers = PastellAnswers(name, config.answers, config.entity, self._http,

@@ -10,7 +10,8 @@ another transaction (the same contract and modification sent under another clien
 followed instead.  The runtime's retry sends the very same bytes, from the spool.
 
 The WSDL is the project's own, read from ``schemas/procurement/procurement.wsdl`` once per
-connector and never fetched; TLS is verified unless ``verify_tls: false`` (a warning in the log).
+connector and never fetched; TLS is verified unless ``verify_tls: false`` (a warning in the log at every
+start, and in ``check``).
 The platform sends no follow-up message, cancels nothing and has no classification.
 """
 
@@ -57,7 +58,8 @@ class ProcurementOutboundConfig(EndpointConfig):
     url: str = Field(..., description="Service URL (http:// or https://), e.g. https://marches.example/hent/soap.")
     connect_timeout: Duration = Field(10.0, gt=0, description="Seconds to open the connection.")
     read_timeout: Duration = Field(60.0, gt=0, description="Seconds to wait for each part of an answer.")
-    verify_tls: bool = Field(True, description="Verify the server's certificate (false only for tests: logged).")
+    verify_tls: bool = Field(True, description="Verify the server's certificate (false only for tests: a warning at "
+                             "every start and in check).")
     ca_file: ExistingFile | None = Field(None, description="CA bundle (PEM) to verify the server with.")
     client_cert: ExistingFile | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     client_key: ExistingFile | None = Field(None, description="Private key (PEM) of client_cert, if not in it.")

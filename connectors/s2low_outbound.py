@@ -72,6 +72,7 @@ from bus.connector import (
     SendResult,
 )
 from bus.errors import ConfigError, DocumentError, HentError, Problem, TransientError
+from bus.insecure import warn_unverified_tls
 from bus.secrets import Secret, redact_url
 from connectors._credentials import credentials_field, credentials_model
 from connectors._s2low_common import (
@@ -144,7 +145,8 @@ class S2lowOutboundConfig(EndpointConfig):
     url: str = Field(..., description="S2LOW's address, e.g. https://s2low.example.org (no path).")
     connect_timeout: Duration = Field(10.0, gt=0, description="Seconds to open the connection.")
     read_timeout: Duration = Field(120.0, gt=0, description="Seconds to wait for each part of an answer.")
-    verify_tls: bool = Field(True, description="Verify the server's certificate (false only for tests: logged).")
+    verify_tls: bool = Field(True, description="Verify the server's certificate (false only for tests: a warning at "
+                             "every start and in check).")
     ca_file: ExistingFile | None = Field(None, description="CA bundle (PEM) to verify the server with.")
     client_cert: ExistingFile | None = Field(None, description="The RGS client certificate (PEM) S2LOW knows.")
     client_key: ExistingFile | None = Field(None, description="Its private key (PEM, unencrypted), if not in it.")
@@ -197,6 +199,7 @@ class S2lowOutbound(OutboundConnector):
 
     def __init__(self, name: str, config: S2lowOutboundConfig) -> None:
         super().__init__(name, config)
+        warn_unverified_tls(name, config)
         self._lock = threading.Lock()
         self._http: S2lowHttp | None = None
         self._uncertain: set[str] = set()  #: IDActes whose last submission has an unknown outcome

@@ -12,7 +12,8 @@ Once the act is acknowledged, :meth:`SoapOutbound.receipts` brings back the stam
 stamped annexes and the bordereau (GetReceipts).
 
 The WSDL is read from a local file once per connector and never fetched at run time; TLS is
-verified unless ``verify_tls: false`` (a warning in the log when the client is built).
+verified unless ``verify_tls: false`` (a warning in the log each time the connector is built, at
+every start, and in ``check``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class SoapOutboundConfig(EndpointConfig, ArchiveOptions):
     endpoint: str | None = Field(None, description="Service URL (http:// or https://); default: the WSDL's address.")
     connect_timeout: Duration = Field(10.0, gt=0, description="Seconds to open the connection.")
     read_timeout: Duration = Field(60.0, gt=0, description="Seconds to wait for each part of an answer.")
-    verify_tls: bool = Field(True, description="Verify the server's certificate (false only for tests: logged).")
+    verify_tls: bool = Field(True, description="Verify the server's certificate (false only for tests: a warning at "
+                             "every start and in check).")
     ca_file: ExistingFile | None = Field(None, description="CA bundle (PEM) to verify the server with.")
     client_cert: ExistingFile | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     client_key: ExistingFile | None = Field(None, description="Private key (PEM) of client_cert, if not in it.")

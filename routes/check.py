@@ -1,9 +1,15 @@
-"""``run_bus.py check``: the configuration, the vendor mappings it names, the schemas it needs."""
+"""``run_bus.py check``: the configuration, the vendor mappings it names, the schemas it needs.
+
+:func:`check_report` gives errors (the configuration cannot run: check exits 2) and warnings
+(it runs, but a person should act: a key file others can read, TLS not verified —
+:mod:`bus.insecure`; check's exit code does not change).
+"""
 
 from __future__ import annotations
 
-__all__ = ["check_configuration", "probe_connectors"]
+__all__ = ["CheckReport", "check_configuration", "check_report", "probe_connectors"]
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus import registry
@@ -11,6 +17,7 @@ from bus.certs import describe_certificate
 from bus.config import load_config
 from bus.connector import ARCHIVE, CANONICAL, CANONICAL_RESPONSE, DECP_JSON, DECP_XML, FILE
 from bus.errors import ConfigError, HentError, Problem
+from bus.insecure import configuration_warnings
 from routes.decp_route import DECP_KINDS
 from transformers.actes_validate import ActesValidator
 from transformers.classification import Classification
@@ -22,12 +29,28 @@ TRANSFORM_KINDS = {"actes": (ARCHIVE, CANONICAL), "passthrough": (FILE,), "respo
                    "decp": (DECP_XML, DECP_JSON)}
 
 
+@dataclass
+class CheckReport:
+    """What check found: ``problems`` (errors: the bus would not start), ``warnings`` (it would, but a
+    person should act), and the summary printed when there is no error."""
+
+    problems: list[Problem]
+    summary: str = ""
+    warnings: list[Problem] = field(default_factory=list)
+
+
 def check_configuration(path: Path) -> tuple[list[Problem], str]:
     """Every problem at once (empty when the configuration can run), and a one-line summary."""
+    report = check_report(path)
+    return report.problems, report.summary
+
+
+def check_report(path: Path) -> CheckReport:
+    """Every error and every warning at once, and the summary."""
     try:
         config = load_config(path)
     except ConfigError as exc:
-        return (exc.problems or [exc.problem()]), ""
+        return CheckReport(exc.problems or [exc.problem()])
     problems: list[Problem] = []
     seen_maps: set[str] = set()
     built: set[str] = set()
@@ -96,7 +119,7 @@ def check_configuration(path: Path) -> tuple[list[Problem], str]:
         f"{path}: OK — {len(config.connectors)} connector(s), {len(config.routes)} route(s), "
         f"{len(config.collectivites)} collectivité(s); schemas compiled: {schemas}"
     )
-    return problems, "\n".join([summary, *certificates])
+    return CheckReport(problems, "\n".join([summary, *certificates]), configuration_warnings(config))
 
 
 def _as_given(config: Path, resolved: Path) -> str:
