@@ -13,7 +13,8 @@ that is not a success into Hent's errors, by what happens next:
 - 5xx, timeouts, a connection lost → TransientError; :data:`UNKNOWN_OUTCOME` lists the rules
   after which the request may have been carried out (look before doing it again).
 
-Files are uploaded as multipart streamed from disk (:class:`MultipartFile`), never read whole.
+Files are uploaded as multipart streamed from disk (:class:`MultipartFile`), never read whole; every
+answer is read by chunks up to ``max_response_bytes`` (:mod:`connectors._http_limits`).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ import requests
 from bus.errors import DocumentError, HentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
 from connectors._folder_common import plain_file_name
+from connectors._http_limits import DEFAULT_MAX_RESPONSE_BYTES, read_capped
 
 log = logging.getLogger(__name__)
 
 #: rules of the TransientErrors after which Pastell may have done what was asked
-UNKNOWN_OUTCOME = frozenset({"pastell-timeout", "pastell-connection-lost", "pastell-transfer", "pastell-http-5xx"})
+UNKNOWN_OUTCOME = frozenset({"pastell-timeout", "pastell-connection-lost", "pastell-transfer", "pastell-http-5xx",
+                             "response-too-large"})
 #: HTTP statuses that blame the request (the act) rather than Pastell
 DOCUMENT_STATUSES = frozenset({400, 409, 413, 422})
 #: how many times a short Retry-After is waited out before giving up to the runtime
@@ -240,8 +243,10 @@ class PastellClient:
         password: Secret | None = None, timeouts: tuple[float, float], verify_tls: bool = True,
         ca_file: Path | None = None, client_cert: Path | None = None, client_key: Path | None = None,
         max_wait: float = 10.0, sleep: Callable[[float], None] = time.sleep,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.connector, self.base = connector, url.rstrip("/") + "/api/v2"
+        self.max_response_bytes = max_response_bytes
         self.timeouts, self.max_wait, self._sleep = timeouts, max_wait, sleep
         self.session = requests.Session()
         self._headers = {"Accept": "application/json"}
@@ -276,8 +281,10 @@ class PastellClient:
                     response = self.session.request(
                         method, f"{self.base}/{path}", params=params, data=body if body is not None else data,
                         headers=headers, auth=self._auth, timeout=timeouts or self.timeouts, verify=self._verify,
-                        cert=self._cert, allow_redirects=False,
+                        cert=self._cert, allow_redirects=False, stream=True,
                     )
+                    read_capped(response, connector=self.connector, limit=self.max_response_bytes,
+                                operation=operation)
             finally:
                 if body is not None:
                     body.close()

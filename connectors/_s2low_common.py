@@ -6,7 +6,8 @@ UTF-8 depending on the page).  :func:`read_answer` and :func:`read_status` accep
 lines, ``\\r\\n`` and trailing spaces, keep the XML as bytes, verbatim, and turn anything else
 (an HTML page, an empty body) into a :class:`~bus.errors.TransientError` that says what came.
 
-:class:`S2lowHttp` owns the requests session (TLS verified, client certificate) and the login:
+:class:`S2lowHttp` owns the requests session (TLS verified, client certificate, each answer read up to
+``max_response_bytes``: :mod:`connectors._http_limits`) and the login:
 HTTP Basic on every call, or S2LOW's nonce scheme (``/api/get-nounce.php`` once with Basic,
 then ``nounce``, ``login`` and ``hash = sha256("password:nounce")`` on each call; a nonce lives
 five minutes at S2LOW and is renewed after four).  :func:`http_errors` translates what
@@ -41,6 +42,7 @@ import requests
 from bus.errors import DocumentError, TransientAlert, TransientError
 from bus.secrets import Secret, redact, redact_url
 from connectors._folder_common import plain_file_name
+from connectors._http_limits import DEFAULT_MAX_RESPONSE_BYTES, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -295,9 +297,10 @@ class S2lowHttp:
     def __init__(
         self, connector: str, *, url: str, timeouts: tuple[float, float], verify_tls: bool, ca_file: Path | None,
         client_cert: Path | None, client_key: Path | None, login: str | None, password: Secret | None,
-        auth: str,
+        auth: str, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.connector, self.url, self.timeouts = connector, url.rstrip("/"), timeouts
+        self.max_response_bytes = max_response_bytes
         self.login, self.password, self.auth = login, password, auth
         self.session = requests.Session()
         self.session.verify = str(ca_file) if ca_file is not None and verify_tls else verify_tls
@@ -329,8 +332,8 @@ class S2lowHttp:
                         method, f"{self.url}/{script.lstrip('/')}", params=query or None, data=stream,
                         headers={"Content-Type": stream.content_type} if stream is not None else None,
                         timeout=timeouts or self.timeouts, verify=self.session.verify, cert=self.session.cert,
-                        allow_redirects=method == "GET")
-                    reply = Reply(response.status_code, response.content)
+                        allow_redirects=method == "GET", stream=True)
+                    reply = Reply(response.status_code, self._body(response, operation))
             finally:
                 if stream is not None:
                     stream.close()
@@ -350,6 +353,10 @@ class S2lowHttp:
             return reply.body
         raise AssertionError("unreachable")
 
+    def _body(self, response: requests.Response, operation: str) -> bytes:
+        """The answer's body, read by chunks up to ``max_response_bytes`` (response-too-large past it)."""
+        return read_capped(response, connector=self.connector, limit=self.max_response_bytes, operation=operation)
+
     def _nonce_params(self, operation: str) -> dict[str, str]:
         if self.auth != "nonce" or self.login is None or self.password is None:
             return {}
@@ -364,8 +371,9 @@ class S2lowHttp:
         assert self.login is not None and self.password is not None
         with http_errors(self.connector, f"{operation} (get-nounce)"):
             response = self.session.get(f"{self.url}/api/get-nounce.php", auth=(self.login, self.password.reveal()),
-                                        timeout=self.timeouts, verify=self.session.verify, cert=self.session.cert)
-            reply = Reply(response.status_code, response.content)
+                                        timeout=self.timeouts, verify=self.session.verify, cert=self.session.cert,
+                                        stream=True)
+            reply = Reply(response.status_code, self._body(response, "get-nounce"))
         problem = _http_status(self.connector, "get-nounce", reply)
         if problem is not None:
             raise problem

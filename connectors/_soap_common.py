@@ -37,6 +37,7 @@ from bus.errors import ConfigError, DocumentError, HentError, TransientAlert, Tr
 from bus.insecure import warn_unverified_tls
 from bus.secrets import Secret, redact, redact_url
 from connectors._folder_common import plain_file_name
+from connectors._http_limits import DEFAULT_MAX_RESPONSE_BYTES, read_capped
 from transformers import safe_xml
 from transformers.safe_xml import XmlRefused
 
@@ -66,14 +67,17 @@ class DuplicateSubmission(DocumentError):
 
 
 class OfflineTransport(Transport):  # type: ignore[misc]
-    """A zeep transport that reads local files only, never logs a message, and knows two timeouts.
+    """A zeep transport that reads local files only, never logs a message, knows two timeouts and reads
+    an answer up to ``max_response_bytes`` (:func:`~connectors._http_limits.read_capped`).
 
     ``loads`` records every document zeep asked for (tests assert none was remote).
     """
 
-    def __init__(self, session: requests.Session, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, session: requests.Session, connect_timeout: float, read_timeout: float, *,
+                 connector: str = "", max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         super().__init__(session=session, timeout=read_timeout, operation_timeout=(connect_timeout, read_timeout))
         self.loads: list[str] = []
+        self.connector, self.max_response_bytes = connector, max_response_bytes
         self._local = threading.local()
 
     def load(self, url: str) -> bytes:
@@ -103,7 +107,10 @@ class OfflineTransport(Transport):  # type: ignore[misc]
         # verify and cert given per request: requests would let REQUESTS_CA_BUNDLE or
         # CURL_CA_BUNDLE from the environment override the session's (a configured CA, or off)
         response = self.session.post(address, data=message, headers=headers, timeout=timeout,
-                                     verify=self.session.verify, cert=self.session.cert)
+                                     verify=self.session.verify, cert=self.session.cert, stream=True)
+        # read by chunks, up to max_response_bytes: zeep reads response.content, which this fills
+        operation = str(headers.get("SOAPAction", "")).strip('"').rpartition("#")[2] or None
+        read_capped(response, connector=self.connector, limit=self.max_response_bytes, operation=operation)
         media_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
         if response.status_code != 200 and not media_type.endswith("xml"):  # an HTML error page, or nothing
             status = response.status_code
@@ -171,11 +178,12 @@ def load_client(
 def open_client(
     connector: str, *, wsdl: Path, endpoint: str | None, timeouts: tuple[float, float], verify_tls: bool,
     ca_file: Path | None, client_cert: Path | None, client_key: Path | None, username: str | None,
-    password: Secret | None,
+    password: Secret | None, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> SoapClient:
-    """Session (TLS, client certificate), offline transport, UsernameToken and the WSDL: a ready client."""
+    """Session (TLS, client certificate), offline transport (answers read up to ``max_response_bytes``),
+    UsernameToken and the WSDL: a ready client."""
     session = build_session(verify_tls=verify_tls, ca_file=ca_file, client_cert=client_cert, client_key=client_key)
-    transport = OfflineTransport(session, *timeouts)
+    transport = OfflineTransport(session, *timeouts, connector=connector, max_response_bytes=max_response_bytes)
     wsse = None
     if username is not None and password is not None:
         from zeep.wsse.username import UsernameToken

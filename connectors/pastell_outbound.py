@@ -60,6 +60,7 @@ from bus.errors import DocumentError, HentError, TransientError
 from bus.insecure import warn_unverified_tls
 from bus.secrets import Secret, redact_url
 from connectors._credentials import credentials_field, credentials_model
+from connectors._http_limits import max_response_bytes_field
 from connectors._pastell_answers import PastellAnswerOptions, PastellAnswers
 from connectors._pastell_common import (
     MAX_FILES,
@@ -138,6 +139,7 @@ class PastellOutboundConfig(EndpointConfig):
     fields: PastellFields = Field(default_factory=lambda: PastellFields(), description="Field names of the flow.")
     answers: PastellAnswerOptions = Field(default_factory=lambda: PastellAnswerOptions(), description=(
         "The préfecture's messages (actes-reponse-prefecture) and how the answers to them are sent."))
+    max_response_bytes: int = max_response_bytes_field()
     credentials: list[PastellCredentials] = credentials_field()  # type: ignore[valid-type]  # built from the fields above
 
     @field_validator("url")
@@ -200,6 +202,7 @@ class PastellOutbound(OutboundConnector):
                     self.name, c.url, token=c.token if c.auth == "bearer" else None, login=c.login,
                     password=c.password, timeouts=(c.connect_timeout, c.read_timeout), verify_tls=c.verify_tls,
                     ca_file=c.ca_file, client_cert=c.client_cert, client_key=c.client_key, max_wait=c.max_retry_after,
+                    max_response_bytes=c.max_response_bytes,
                 )
             return self._client
 

@@ -31,6 +31,7 @@ from bus.connector import DECP_XML, Artifact, RemoteMessage, RemoteStatus, SendR
 from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from connectors._credentials import credentials_field, credentials_model
+from connectors._http_limits import max_response_bytes_field
 from connectors._soap_common import (
     DuplicateSubmission,
     SoapClient,
@@ -68,6 +69,7 @@ class ProcurementOutboundConfig(EndpointConfig):
         None, description="WS-Security UsernameToken password.", json_schema_extra={"secret": True})
     batch: int = Field(BATCH, ge=1, le=500, description="Transaction ids asked per GetStatus call.")
     max_size: int = Field(5 * 1024 * 1024, gt=0, description="Largest DECP file sent, in bytes.")
+    max_response_bytes: int = max_response_bytes_field()
     credentials: list[ProcurementCredentials] = credentials_field()  # type: ignore[valid-type]
 
     @field_validator("url")
@@ -99,7 +101,8 @@ class ProcurementOutbound(SoapEndpoint):
         c = self.config
         return open_client(self.name, wsdl=WSDL, endpoint=c.url, timeouts=(c.connect_timeout, c.read_timeout),
                            verify_tls=c.verify_tls, ca_file=c.ca_file, client_cert=c.client_cert,
-                           client_key=c.client_key, username=c.username, password=c.password)
+                           client_key=c.client_key, username=c.username, password=c.password,
+                           max_response_bytes=c.max_response_bytes)
 
     def _call(self, operation: str, **arguments: Any) -> Any:
         service = self._client().service

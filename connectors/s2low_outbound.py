@@ -75,6 +75,7 @@ from bus.errors import ConfigError, DocumentError, HentError, Problem, Transient
 from bus.insecure import warn_unverified_tls
 from bus.secrets import Secret, redact_url
 from connectors._credentials import credentials_field, credentials_model
+from connectors._http_limits import max_response_bytes_field
 from connectors._s2low_common import (
     STATUS_LABELS,
     MultipartBody,
@@ -165,6 +166,7 @@ class S2lowOutboundConfig(EndpointConfig):
     response_typology: str | None = Field(
         None, pattern=r"^[0-9A-Z_]{5}$",
         description="Typology (type_acte, type_pj[]) of an answer's documents; default 99_<nature of the act>.")
+    max_response_bytes: int = max_response_bytes_field()
     credentials: list[S2lowCredentials] = credentials_field()  # type: ignore[valid-type]  # built from the fields above
 
     @field_validator("url")
@@ -243,7 +245,8 @@ class S2lowOutbound(OutboundConnector):
                 c = self.config
                 self._http = S2lowHttp(self.name, url=c.url, timeouts=(c.connect_timeout, c.read_timeout),
                                        verify_tls=c.verify_tls, ca_file=c.ca_file, client_cert=c.client_cert,
-                                       client_key=c.client_key, login=c.login, password=c.password, auth=c.auth)
+                                       client_key=c.client_key, login=c.login, password=c.password, auth=c.auth,
+                                       max_response_bytes=c.max_response_bytes)
             return self._http
 
     def _get(self, script: str, operation: str, **params: str) -> bytes:

@@ -34,6 +34,7 @@ from bus.errors import DocumentError, HentError, TransientError
 from bus.secrets import Secret, redact_url
 from connectors._archive_options import ArchiveOptions
 from connectors._credentials import credentials_field, credentials_model
+from connectors._http_limits import max_response_bytes_field
 from connectors._soap_common import (
     DuplicateSubmission,
     SoapClient,
@@ -78,6 +79,7 @@ class SoapOutboundConfig(EndpointConfig, ArchiveOptions):
     password: Secret | None = Field(
         None, description="WS-Security UsernameToken password.", json_schema_extra={"secret": True}
     )
+    max_response_bytes: int = max_response_bytes_field()
     credentials: list[SoapCredentials] = credentials_field()  # type: ignore[valid-type]  # built from the fields above
 
     @field_validator("endpoint")
@@ -116,7 +118,8 @@ class SoapOutbound(SoapEndpoint):
         c = self.config
         return open_client(self.name, wsdl=c.wsdl, endpoint=c.endpoint, timeouts=(c.connect_timeout, c.read_timeout),
                            verify_tls=c.verify_tls, ca_file=c.ca_file, client_cert=c.client_cert,
-                           client_key=c.client_key, username=c.username, password=c.password)
+                           client_key=c.client_key, username=c.username, password=c.password,
+                           max_response_bytes=c.max_response_bytes)
 
     def _call(self, operation: str, **arguments: Any) -> Any:
         service = self._client().service
