@@ -188,9 +188,17 @@ class BusProcess:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the bus has used so far (``/proc/<pid>/stat``), its threads included."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the bus has used so far (``/proc/<pid>/stat``), its threads and its
+        worker processes (``bus.processes``) included."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, rest = stat.parent.name, stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(pid) == self.pid or int(rest[1]) == self.pid:  # the bus, or a process it started
+                total += int(rest[11]) + int(rest[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:

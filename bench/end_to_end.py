@@ -74,7 +74,7 @@ class Bench:
         for folder in (self.remote, bare_remote, self.out_dir):
             folder.mkdir(parents=True)
         self.config = write_config(root / "hent.yaml", server=server, drop_dir=self.drop_dir, remote=self.remote,
-                                   state_dir=root / "var")
+                                   state_dir=root / "var", bus={"processes": args.processes})
         self.ledger_url = load_config(self.config).bus.ledger
         self.bare = BareUploader(server, bare_remote, self.today)
         self.delivered = 0  #: deliveries expected DELIVERED so far (the ledger keeps every round's)
@@ -161,8 +161,8 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             bench.bare.close()
     bus_rate = statistics.median(r["bus_acts_per_s"] for r in rounds)
     bare_rate = statistics.median(r["bare_acts_per_s"] for r in rounds)
-    return {"bench": "end_to_end", "acts": args.acts, "rounds": rounds, "bus_acts_per_s": bus_rate,
-            "bare_acts_per_s": bare_rate, "ratio": bus_rate / bare_rate, "target": TARGET,
+    return {"bench": "end_to_end", "acts": args.acts, "processes": args.processes, "rounds": rounds,
+            "bus_acts_per_s": bus_rate, "bare_acts_per_s": bare_rate, "ratio": bus_rate / bare_rate, "target": TARGET,
             "wall_s": time.monotonic() - began, "profile": profile}
 
 
@@ -189,7 +189,8 @@ def figures(result: dict[str, Any]) -> list[Figure]:
 
 def notes(result: dict[str, Any]) -> list[str]:
     lines = [f"# end_to_end: {result['acts']} acts x {len(result['rounds'])} round(s), median; folder → SQLite "
-             "ledger → archive → SFTP (local sshd) → DELIVERED and done/; bus: 2 workers (bus.workers)"]
+             f"ledger → archive → SFTP (local sshd) → DELIVERED and done/; bus: {result['processes']} process(es) "
+             "(bus.processes) of 2 workers (bus.workers)"]
     for n, r in enumerate(result["rounds"], start=1):
         lines.append(
             f"# round {n}: bus {r['bus_acts_per_s']:.1f} acts/s, bare {r['bare_acts_per_s']:.1f} acts/s; after the "
@@ -211,6 +212,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed acts of each side first (default 10)")
     parser.add_argument("--quick", action="store_true", help="30 acts, 1 round: checks that it runs (CI)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the PDFs' random samples")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="bus.processes: processes of the bus (default: this machine's CPUs, as "
+                             "docs/deployment.md advises)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a round may take (default 600)")
     parser.add_argument("--profile", metavar="FILE", help="add a round of the bus under cProfile, written to FILE")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

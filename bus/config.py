@@ -175,6 +175,12 @@ class BusSettings(_Redacted):
         default=2, ge=1, le=64,
         description="Consumer threads of this process: documents and deliveries handled at once.",
     )
+    processes: int = Field(
+        default=1, ge=1, le=64,
+        description="Processes `run` uses on this machine: itself and processes - 1 worker processes it starts, "
+        "watches and stops (Python code runs on one core per process: set it to the machine's cores). Worker n "
+        "serves its metrics on the metrics port + n.",
+    )
     prefetch: int = Field(
         default=1, ge=1, le=1000,
         description="Messages a consumer thread takes from each queue before it acknowledges one (RabbitMQ).",
