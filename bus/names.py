@@ -9,8 +9,10 @@ plain when the file must be kept anyway (a letter from the préfecture).
 
 Refused: empty, ``.`` and ``..``, a folder in the name (``/`` or ``\\``, which covers ``../``
 and absolute paths), a drive (``C:``), NUL and other control characters, text that is not
-valid Unicode, Windows device names (``CON``, ``NUL``, ``COM1``... with or without an
-extension) and names over 255 bytes in UTF-8.
+valid Unicode, bidi controls, zero-width characters and the byte order mark (a name that shows
+as another: ``\u202eexe.pdf`` reads "fdp.exe"), U+FFFD (a name decoded in the wrong encoding),
+Windows device names (``CON``, ``NUL``, ``COM1``... with or without an extension) and names over
+255 bytes in UTF-8.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ _DEVICES = frozenset(
     | {f"{port}{n}" for port in ("COM", "LPT") for n in (*"0123456789", "¹", "²", "³")}
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: bidi embeddings, overrides and isolates (a name that reads "exe.pdf" and is a .exe), zero-width
+#: characters and the byte order mark (two names that look the same), U+FFFD (a name decoded wrongly)
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"|?*]')
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -42,6 +47,11 @@ def name_problem(name: object) -> str | None:
         return "holds a NUL byte"
     if _CONTROL.search(name):
         return "holds a control character"
+    invisible = _INVISIBLE.search(name)
+    if invisible:
+        return f"holds U+{ord(invisible.group()):04X}, an invisible or direction-changing character"
+    if "\ufffd" in name:
+        return "holds U+FFFD: it was decoded in the wrong encoding"
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
@@ -79,11 +89,11 @@ def safe_name(name: object, *, field: str, path: str | None = None) -> str:
 
 
 def plain_file_name(name: str | None, default: str) -> str:
-    """``name`` made plain (its last component, control and reserved characters replaced, no leading
+    """``name`` made plain (its last component, control, invisible and reserved characters replaced, no leading
     dot, no device name, at most 255 bytes); ``default`` when nothing is left of it."""
     last = re.split(r"[\\/]", name or "")[-1]
     last = last.encode("utf-8", "replace").decode("utf-8")  # lone surrogates
-    last = _UNSAFE.sub("_", last).strip(" .")
+    last = _INVISIBLE.sub("_", _UNSAFE.sub("_", last)).replace("\ufffd", "_").strip(" .")
     if last.split(".")[0].strip(" ").upper() in _DEVICES:
         last = f"_{last}"
     if len(last.encode("utf-8")) > MAX_NAME_BYTES:

@@ -95,7 +95,8 @@ def test_the_main_document_is_checked_as_a_pdf(tmp_path: Path, case: str, conten
 NAMES = ["plan.pdf", "../plan.pdf", "a/../../b", "/etc/passwd", "C:\\x.pdf", "C:x.pdf", "\\\\srv\\s\\x", "a\\b",
          ".", "..", "...", "", " ", "CON", "con.pdf", "Com1.txt", "LPT9", "PRN.tar.gz", "AUX ", "NUL.xml",
          "a\x00b", "a\x01b", "a\x7fb", "tab\there", "\u202eevil.pdf", "x" * 255, "x" * 256, "é" * 128, "é" * 127,
-         "a\udc80b", "ok name (1).pdf", "-rf", "~", "*.pdf", "a:b"]
+         "a\udc80b", "ok name (1).pdf", "-rf", "~", "*.pdf", "a:b", "x\u200by.pdf", "\ufeffplan.pdf", "a\u2066b.pdf",
+         "d\ufffdlib\u00e9ration.pdf", "e\u0301.pdf"]
 
 
 @pytest.mark.parametrize("name", NAMES, ids=[repr(n)[:40] for n in NAMES])
