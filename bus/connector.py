@@ -102,6 +102,8 @@ class InboundContext:
 
     #: given a sidecar's name and bytes, the names of the files it refers to
     bundle_members: Callable[[str, bytes], list[str]] = field(default=lambda name, data: [])
+    #: the spool's folder, where the runtime copies what a source claims (its free space is checked first)
+    spool: Path | None = None
 
 
 class InboundConnector(ABC):

@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -70,6 +72,7 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     _DOCUMENT_FOR_UPDATE,
     _NEW_DELIVERY,
     _SAME_ACT,
+    _TAKE_DELIVERY_LEASE,
     _TAKE_DOCUMENT_LEASE,
     DeliveryRow,
     DocumentRow,
@@ -115,7 +118,10 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed)
+        # SQLite: transactions are begun and ended explicitly (below), so a connection given back to
+        # the pool has nothing to roll back: skip the reset's round trip
+        sqlite = parsed.get_backend_name() == "sqlite"
+        engine = create_engine(parsed, **({"pool_reset_on_return": None} if sqlite else {}))
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         shown = url.split("@")[-1] if "@" in url else url
         raise ConfigError(
@@ -470,9 +476,17 @@ class Ledger(LedgerExtras):
         """The IDActe of each document (None: an answer to a letter, a file relayed)."""
         return self._column_of(document_ids, "id_acte")
 
-    def states_of(self, document_ids: list[str]) -> dict[str, str | None]:
-        """The state of each document, in one query (a poll settling what it claimed)."""
-        return self._column_of(document_ids, "state")
+    def final_documents(self, document_ids: list[str]) -> list[DocumentRow]:
+        """Those of ``document_ids`` in a final state, read in one query per 500 (a poll settling what
+        it claimed)."""
+        table, found = documents_table, []
+        ids = sorted(set(document_ids))
+        final = [state.value for state in FINAL_DOCUMENT_STATES]
+        with self._read() as conn:
+            for start in range(0, len(ids), 500):  # bounded IN lists
+                query = select(table).where(table.c.id.in_(ids[start:start + 500]), table.c.state.in_(final))
+                found += [_document(row) for row in conn.execute(query)]
+        return found
 
     def _column_of(self, document_ids: list[str], column: str) -> dict[str, str | None]:
         table, found = documents_table, {}
@@ -498,10 +512,19 @@ class Ledger(LedgerExtras):
         now = self.now()
         with self._write() as conn:
             row = conn.execute(_TAKE_DOCUMENT_LEASE, {
-                "document_id": document_id, "owner": owner, "now": now,
-                "until": now + timedelta(seconds=seconds),
+                "key": document_id, "owner": owner, "now": now, "until": now + timedelta(seconds=seconds),
             }).first()
         return None if row is None else _document(row)
+
+    def claim_delivery(self, delivery_id: str, owner: str, seconds: float) -> DeliveryRow | None:
+        """Take the delivery's lease (free, expired or already ``owner``'s) and read it, in one
+        statement; None when someone else holds it or there is no such delivery."""
+        now = self.now()
+        with self._write() as conn:
+            row = conn.execute(_TAKE_DELIVERY_LEASE, {
+                "key": delivery_id, "owner": owner, "now": now, "until": now + timedelta(seconds=seconds),
+            }).first()
+        return None if row is None else _delivery(row)
 
     def get_delivery(self, delivery_id: str) -> DeliveryRow:
         with self._read() as conn:
@@ -517,12 +540,14 @@ class Ledger(LedgerExtras):
     def transition_delivery(
         self, delivery_id: str, to_state: DeliveryState | str, *, actor: str | None = None,
         reason: str = "", payload_sha256: str | None = None, expect: DeliveryState | str | None = None,
-        **fields: Any,
+        release_owner: str | None = None, **fields: Any,
     ) -> DeliveryRow:
         """Move a delivery to ``to_state``, setting ``fields`` (id_acte, remote_id, attempts,
-        client_key, envelope_name); ``final_at`` is set on entering a final state, cleared on replay."""
+        client_key, envelope_name); ``final_at`` is set on entering a final state, cleared on replay;
+        the lease given back in the same transaction when ``release_owner`` holds it."""
         row, _ = self._change("delivery", delivery_id, DeliveryState(to_state), actor=actor, reason=reason,
-                              payload_sha256=payload_sha256, expect=expect, fields=fields)
+                              payload_sha256=payload_sha256, expect=expect, fields=fields,
+                              release_owner=release_owner)
         return _delivery(row)
 
     def find_delivery(
@@ -567,12 +592,12 @@ class Ledger(LedgerExtras):
         """Count one more send attempt (not journaled); return the new count."""
         table = deliveries_table
         with self._write() as conn:
-            result = conn.execute(update(table).where(table.c.id == delivery_id)
-                                  .values(attempts=table.c.attempts + 1, updated_at=self.now()))
-            if result.rowcount != 1:
-                raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery",
-                                    entity_id=delivery_id)
-            return int(conn.execute(select(table.c.attempts).where(table.c.id == delivery_id)).scalar_one())
+            attempts = conn.execute(update(table).where(table.c.id == delivery_id)
+                                    .values(attempts=table.c.attempts + 1, updated_at=self.now())
+                                    .returning(table.c.attempts)).scalar()
+        if attempts is None:
+            raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery", entity_id=delivery_id)
+        return int(attempts)
 
     # -- both ------------------------------------------------------------------------------
 
@@ -588,7 +613,7 @@ class Ledger(LedgerExtras):
 
     def _change(
         self, entity: str, entity_id: str, to_state: str | None, *, actor: str | None, reason: str,
-        payload_sha256: str | None, expect: str | None, fields: dict[str, Any],
+        payload_sha256: str | None, expect: str | None, fields: dict[str, Any], release_owner: str | None = None,
     ) -> tuple[Any, JournalEntry]:
         table, allowed_fields, transitions, final = (
             (documents_table, _DOCUMENT_FIELDS, DOCUMENT_TRANSITIONS, FINAL_DOCUMENT_STATES)
@@ -605,12 +630,12 @@ class Ledger(LedgerExtras):
         with self._write() as conn:
             return self._change_in(conn, entity, entity_id, to_state, actor=actor, reason=reason,
                                    payload_sha256=payload_sha256, expect=expect, fields=fields,
-                                   table=table, transitions=transitions, final=final)
+                                   table=table, transitions=transitions, final=final, release_owner=release_owner)
 
     def _change_in(
         self, conn: Connection, entity: str, entity_id: str, to_state: str | None, *, actor: str | None,
         reason: str, payload_sha256: str | None, expect: str | None, fields: dict[str, Any],
-        table: Table, transitions: Any, final: Any,
+        table: Table, transitions: Any, final: Any, release_owner: str | None = None,
     ) -> tuple[Any, JournalEntry]:
         row = conn.execute(select(table).where(table.c.id == entity_id).with_for_update()).first()
         if row is None:
@@ -621,6 +646,8 @@ class Ledger(LedgerExtras):
             raise StaleState(entity, entity_id, str(expect), current)
         now = self.now()
         values: dict[str, Any] = {**fields, "updated_at": now}
+        if release_owner is not None and row.lease_owner == release_owner:
+            values.update(lease_owner=None, lease_until=None)
         if to_state is None:  # an event, no transition: the row's reason column is left alone
             to_state = current
         else:
@@ -631,14 +658,14 @@ class Ledger(LedgerExtras):
                 values["final_at"] = now if to_state in final else None
                 if to_state in final:  # the source is owed a reply: kept until the runtime wrote it
                     self._owe_reply(conn, entity_id, now)
-        result = conn.execute(update(table).where(table.c.id == entity_id, table.c.state == current)
-                              .values(**values))
-        if result.rowcount != 1:  # cannot happen under the row lock; kept as the CAS guard
+        changed = conn.execute(update(table).where(table.c.id == entity_id, table.c.state == current)
+                               .values(**values).returning(*table.c)).first()
+        if changed is None:  # cannot happen under the row lock; kept as the CAS guard
             raise StaleState(entity, entity_id, current, "changed meanwhile")
         entry = journal.append(conn, actor=actor or self.actor, entity=entity, entity_id=entity_id,
                                from_state=current, to_state=to_state, reason=reason,
                                payload_sha256=payload_sha256, at=now)
-        return conn.execute(select(table).where(table.c.id == entity_id)).one(), entry
+        return changed, entry
 
     # -- replies owed ----------------------------------------------------------------------
     # A delivery entering a final state owes its source a reply (a file, a row's columns).  The
@@ -648,10 +675,11 @@ class Ledger(LedgerExtras):
 
     def _owe_reply(self, conn: Connection, delivery_id: str, now: datetime) -> None:
         until = now + timedelta(seconds=self.reply_lease)
-        owed = update(leases_table).where(leases_table.c.entity == _REPLY, leases_table.c.key == delivery_id)
-        if conn.execute(owed.values(lease_owner=self.actor, lease_until=until)).rowcount == 0:
-            conn.execute(insert(leases_table).values(entity=_REPLY, key=delivery_id, lease_owner=self.actor,
-                                                     lease_until=until))
+        # one statement: owed now, or owed again (a replay, an answer after DELIVERED) and renewed
+        upsert = (sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert)(leases_table)
+        conn.execute(upsert.values(entity=_REPLY, key=delivery_id, lease_owner=self.actor, lease_until=until)
+                     .on_conflict_do_update(index_elements=[leases_table.c.entity, leases_table.c.key],
+                                            set_={"lease_owner": self.actor, "lease_until": until}))
 
     def owed_replies(self, limit: int | None = 100) -> list[str]:
         """The deliveries whose reply is owed and nobody writes (its lease expired), oldest first."""

@@ -268,14 +268,21 @@ _SAME_ACT = (
            documents_table.c.state != "FAILED")
     .order_by(documents_table.c.created_at)
 )
-_TAKE_DOCUMENT_LEASE = (
-    update(documents_table)
-    .where(documents_table.c.id == bindparam("document_id"),
-           or_(documents_table.c.lease_owner.is_(None), documents_table.c.lease_until.is_(None),
-               documents_table.c.lease_until < bindparam("now"), documents_table.c.lease_owner == bindparam("owner")))
-    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-    .returning(*documents_table.c)
-)
+def _take_lease(table: Table) -> Any:
+    """UPDATE ... RETURNING the row whose lease is free, expired or already ``owner``'s (parameters
+    ``key``, ``owner``, ``now``, ``until``): the lease taken and the row read in one statement."""
+    return (
+        update(table)
+        .where(table.c.id == bindparam("key"),
+               or_(table.c.lease_owner.is_(None), table.c.lease_until.is_(None),
+                   table.c.lease_until < bindparam("now"), table.c.lease_owner == bindparam("owner")))
+        .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+        .returning(*table.c)
+    )
+
+
+_TAKE_DOCUMENT_LEASE = _take_lease(documents_table)
+_TAKE_DELIVERY_LEASE = _take_lease(deliveries_table)
 _NEW_DELIVERY: dict[str, Any] = {
     "remote_id": None, "reason": None, "lease_owner": None, "lease_until": None, "final_at": None,
 }

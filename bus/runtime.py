@@ -101,6 +101,7 @@ class RetryPolicy:
 
 #: what a node does: poll (sources, the platforms' answers), work (prepare, send) or both
 ROLES = ("all", "poller", "worker")
+INGEST_THREADS = 4  #: at least this many bundles of a poll are taken in side by side
 IDLE_CLOSE = 60.0  #: seconds after its last send an endpoint's connections are closed (by the sweeper)
 
 
@@ -152,7 +153,8 @@ class Runtime:
         self._paused: dict[str, bool] = {}  # sources held back by their routes' max_backlog
         self._held: dict[str, bool] = {}  # the polls (sources, answers) this node holds the lease of
         self._last_send: dict[str, float] = {}  # endpoint → when a send last began (monotonic)
-        self._ingesting = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest")
+        # a bundle taken in mostly waits for the disk (fsyncs of the claim and the spool): several at once
+        self._ingesting = ThreadPoolExecutor(max_workers=max(INGEST_THREADS, self.workers), thread_name_prefix="ingest")
         self._build_connectors()
         self.answers = AnswerPoller(self)
 
@@ -163,7 +165,7 @@ class Runtime:
         for name in sorted(used_from):
             cfg = self.config.connector_config(name, "inbound")
             cls = registry.connector_class(cfg.type, "inbound")
-            context = InboundContext(bundle_members=self.processor.bundle_members(name))
+            context = InboundContext(bundle_members=self.processor.bundle_members(name), spool=self.spool.root)
             self.sources[name] = cls(name, cfg, context)
             self._claims[name] = {}
             self._source_locks[name] = threading.Lock()
@@ -232,14 +234,16 @@ class Runtime:
                 room = self._room(source)
                 candidates = connector.list_ready() if room != 0 else []
                 # side by side: a bundle's time is mostly waiting for the disk (fsync) and the ledger
-                outcomes = list(self._ingesting.map(functools.partial(self._claim_and_take, source),
-                                                    candidates if room is None else candidates[:room]))
+                chosen = candidates if room is None else candidates[:room]
+                outcomes = list(self._ingesting.map(functools.partial(self._claim_and_take, source), chosen))
                 taken = sum(outcome is True for outcome in outcomes)
-                failed = [outcome for outcome in outcomes if isinstance(outcome, HentError)]
-                if failed:  # said once per poll: a server down fails every claim alike
+                failed = [(c.key, o) for c, o in zip(chosen, outcomes, strict=True) if isinstance(o, HentError)]
+                if failed:  # said once per poll (a server down fails every claim alike), naming each bundle
                     metrics.POLL_FAILURES.labels(connector=source).inc()
-                    more = f" (and {len(failed) - 1} more bundles)" if len(failed) > 1 else ""
-                    log.error("poll of %s failed: %s%s", source, redact(str(failed[0])), more,
+                    others = [key for key, _ in failed[1:]]
+                    more = (f" (the same for {len(others)} more: {', '.join(others[:10])}"
+                            f"{', ...' if len(others) > 10 else ''})" if others else "")
+                    log.error("poll of %s failed: %s%s", source, redact(str(failed[0][1])), more,
                               extra={"connector": source})
                 self._quiet[source] = not candidates
                 self._settle(source)
@@ -354,10 +358,8 @@ class Runtime:
 
     def _settle(self, source: str) -> None:
         """Commit or roll back, at the source, the bundles whose document is final."""
-        final = {state.value for state in FINAL_DOCUMENT}
-        for doc_id, state in self.ledger.states_of(list(self._claims[source])).items():
-            if state in final:
-                self._settle_one(source, self.ledger.get_document(doc_id))
+        for document in self.ledger.final_documents(list(self._claims[source])):
+            self._settle_one(source, document)
 
     def _settle_one(self, source: str, document: Any) -> None:
         claimed = self._claims[source].get(document.id)
@@ -455,9 +457,9 @@ class Runtime:
     # -- deliveries ------------------------------------------------------------------
     @with_log_context("delivery_id")
     def handle_delivery(self, delivery_id: str) -> None:
-        if not self.ledger.acquire_lease("delivery", delivery_id, self._owner(), self.lease_seconds):
+        delivery = self.ledger.claim_delivery(delivery_id, self._owner(), self.lease_seconds)
+        if delivery is None:  # another worker holds it
             return
-        delivery = self.ledger.get_delivery(delivery_id)
         add_log_context(document_id=delivery.document_id, route=delivery.route, connector=delivery.endpoint)
         if delivery.state != DeliveryState.PENDING:
             self.ledger.release_lease("delivery", delivery_id, self._owner())
@@ -526,8 +528,8 @@ class Runtime:
             remote_id=result.remote_id,
             attempts=delivery.attempts + 1,
             reason=result.detail,
+            release_owner=self._owner(),
         )
-        self.ledger.release_lease("delivery", delivery.id, self._owner())
         log.info("delivery %s to %s: %s", delivery.id, delivery.endpoint, delivery.state,
                  extra=fields_of(delivery=delivery))
         if delivery.state in FINAL_DELIVERY:

@@ -108,7 +108,7 @@ class SqliteTransport(virtual.Transport):
     """kombu transport for the embedded broker; the file is ``transport_options["path"]``."""
 
     Channel = Channel
-    default_port = 0
+    default_port = None  # a file, no port
     driver_type = "sqlite"
     driver_name = "sqlite3"
     connection_errors = (sqlite3.OperationalError,)

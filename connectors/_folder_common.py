@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "fsync_dir", "fsync_dirs", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
     "remove_abandoned_temps", "plain_name", "plain_file_name", "glob_escape", "free_name", "write_reply",
+    "reply_file_writer",
 ]
 
 import errno
@@ -95,14 +96,16 @@ def atomic_write(target: Path, data: bytes | None = None, *, source: Path | None
         fsync_dir(target.parent)
 
 
-def exclusive_write(target: Path, data: bytes, *, sync_dir: bool = True) -> bool:
+def exclusive_write(target: Path, data: bytes, *, sync: bool = True, sync_dir: bool = True) -> bool:
     """Create ``target`` with ``data`` only if it does not exist; durable; False if it exists
-    (``sync_dir``: as for :func:`atomic_write`)."""
+    (``sync_dir``: as for :func:`atomic_write`; ``sync=False``: not even the content is fsynced,
+    for a marker whose loss to a power cut costs nothing)."""
     tmp = target.with_name(f".{target.name}.{threading.get_ident()}.{owner_suffix()}.tmp")
     with open(tmp, "wb") as out:
         out.write(data)
         out.flush()
-        os.fsync(out.fileno())
+        if sync:
+            os.fsync(out.fileno())
     try:
         os.link(tmp, target)  # fails if target exists: never overwrite
     except FileExistsError:
@@ -127,6 +130,18 @@ def fsync_dirs(*folders: Path) -> None:
     """:func:`fsync_dir` each distinct folder once."""
     for folder in dict.fromkeys(folders):
         fsync_dir(folder)
+
+
+def reply_file_writer(folder: Path) -> Callable[[str, bytes], bool]:
+    """``put_new`` of :func:`write_reply` for a local folder: each file's content fsynced, the
+    folder once, with the summary (written last); the hidden claim of a number not at all (a
+    reply cut short by a power cut is written again under another number)."""
+
+    def put_new(name: str, data: bytes) -> bool:
+        marker = name.startswith(".")
+        return exclusive_write(folder / name, data, sync=not marker, sync_dir=name.endswith(".json"))
+
+    return put_new
 
 
 @contextmanager

@@ -147,7 +147,15 @@ from connectors._database_common import (
     row_json,
     sql_table,
 )
-from connectors._folder_common import atomic_write, exclusive_write, folder_errors, move, owner_suffix, write_reply
+from connectors._folder_common import (
+    atomic_write,
+    exclusive_write,
+    folder_errors,
+    move,
+    owner_suffix,
+    reply_file_writer,
+    write_reply,
+)
 from connectors._limits import Budget, SourceLimits, room_folders, room_for
 
 log = logging.getLogger(__name__)
@@ -860,7 +868,7 @@ class DatabaseInbound(InboundConnector):
                 folder.mkdir(parents=True, exist_ok=True)
                 written += write_reply(bundle, code, payload, summary, attachments,
                                        names=lambda: set(os.listdir(folder)),
-                                       put_new=lambda name, data: exclusive_write(folder / name, data),
+                                       put_new=reply_file_writer(folder),
                                        remove=lambda name: (folder / name).unlink(missing_ok=True))
         return written
 

@@ -49,6 +49,7 @@ from connectors._folder_common import (
     move,
     owner_suffix,
     plain_name,
+    reply_file_writer,
     write_reply,
 )
 from connectors._limits import Budget, refuse, room_folders, room_for
@@ -319,7 +320,7 @@ class FolderInbound(InboundConnector):
             return write_reply(
                 bundle, code, payload, summary, attachments,
                 names=lambda: set(os.listdir(folder)),
-                put_new=lambda name, data: exclusive_write(folder / name, data),
+                put_new=reply_file_writer(folder),
                 remove=lambda name: (folder / name).unlink(missing_ok=True),
                 read=lambda name: (folder / name).read_bytes(),
             )

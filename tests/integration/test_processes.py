@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ def test_the_supervisor_restarts_with_a_growing_pause_and_stops_what_it_started(
 
 
 @pytest.fixture(autouse=True)
-def _no_strays() -> None:
+def _no_strays() -> Iterator[None]:
     yield
     assert not [p for p in _children(os.getpid()) if _alive(p)]
 
