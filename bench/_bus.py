@@ -187,18 +187,39 @@ class BusProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def _stats(self) -> dict[int, list[str]]:
+        """``/proc/<pid>/stat`` fields (after the command) of the bus and of the processes it started."""
+        found = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, rest = int(stat.parent.name), stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if pid == self.pid or int(rest[1]) == self.pid:  # the bus, or a worker process it started
+                found[pid] = rest
+        return found
+
     def cpu_seconds(self) -> float:
         """User + system CPU time the bus has used so far (``/proc/<pid>/stat``), its threads and its
         worker processes (``bus.processes``) included."""
-        total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                pid, rest = stat.parent.name, stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(pid) == self.pid or int(rest[1]) == self.pid:  # the bus, or a process it started
-                total += int(rest[11]) + int(rest[12])
+        total = sum(int(rest[11]) + int(rest[12]) for rest in self._stats().values())
         return total / os.sysconf("SC_CLK_TCK")
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The bus and its worker processes stopped (SIGSTOP) inside the block, continued after: the
+        bare loop's rounds then share the machine with nothing of the bus, not even its idle polls."""
+        pids = sorted(self._stats())
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:

@@ -65,7 +65,7 @@ import bus.spool  # noqa: E402
 import routes.pipeline  # noqa: E402
 import transformers.actes_out  # noqa: E402
 from bench._common import Figure, measure_in_workdir, summary  # noqa: E402
-from bus.backbone import DOCUMENTS  # noqa: E402
+from bus.backbone import DELIVERIES, DOCUMENTS  # noqa: E402
 from bus.config import load_config  # noqa: E402
 from bus.connector import Claimed  # noqa: E402
 from bus.ledger import DeliveryState, DocumentState  # noqa: E402
@@ -366,8 +366,11 @@ class RuntimeSide:
         config_path.write_text(_config_text(root), encoding="utf-8")
         self.runtime = Runtime(load_config(config_path), Pipeline.for_runtime, serve_http=False)
         self.published: list[tuple[str, str]] = []
-        # minus the broker: what would go to kombu is kept; the consumer's call is made directly
+        # minus the broker: what would go to kombu is kept; the consumer's call is made directly;
+        # and minus the send: the delivery a worker sends at once once it routed a document is kept
         self.runtime._publish = self._keep  # type: ignore[method-assign]
+        self.runtime.handle_delivery = lambda delivery_id, document=None: self._keep(  # type: ignore[method-assign]
+            DELIVERIES, delivery_id)
         self.connector = self.runtime.sources[SOURCE]
         self.connector.list_ready()  # the first poll: the connector makes its work, done and error folders
         self.pipeline = cast(Pipeline, self.runtime.processor)

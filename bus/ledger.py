@@ -50,7 +50,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -105,6 +117,16 @@ from bus.ledger_states import (
 
 BUSY_TIMEOUT_MS = 30_000  #: read each time SQLite opens a connection (tests lower it here)
 _REPLY = "reply"  #: the lease entity of a reply owed to a source (see Ledger.owed_replies)
+
+# The statements of every act, built once: SQLAlchemy then reuses their cache keys and compiled forms
+# instead of building and hashing a new statement per call.
+_DOCUMENT_BY_ID = select(documents_table).where(documents_table.c.id == bindparam("key"))
+_DOCUMENT_BY_KEY = select(documents_table).where(documents_table.c.idempotency_key == bindparam("key"))
+_DELIVERY_BY_ID = select(deliveries_table).where(deliveries_table.c.id == bindparam("key"))
+_COUNT_ATTEMPT = (update(deliveries_table).where(deliveries_table.c.id == bindparam("key"))
+                  .values(attempts=deliveries_table.c.attempts + 1, updated_at=bindparam("now"))
+                  .returning(deliveries_table.c.attempts))
+_REPLY_WRITTEN = delete(leases_table).where(leases_table.c.entity == _REPLY, leases_table.c.key == bindparam("key"))
 
 _D, _V = DocumentState, DeliveryState
 
@@ -254,35 +276,36 @@ class Ledger(LedgerExtras):
         received_at: datetime | None = None,
     ) -> tuple[DocumentRow, bool]:
         """Record a new document in RECEIVED; ``(existing, False)`` if the key is known."""
-        query = select(documents_table).where(documents_table.c.idempotency_key == idempotency_key)
         with self._write() as conn:
-            existing = conn.execute(query).first()
+            existing = conn.execute(_DOCUMENT_BY_KEY, {"key": idempotency_key}).first()
             if existing is not None:
                 return _document(existing), False
             now = self.now()
             document_id = uuid.uuid4().hex
+            # SQLite: writers are one at a time (BEGIN IMMEDIATE), nobody inserted the key since the
+            # read; PostgreSQL: another worker may have, in a savepoint the transaction survives it
+            nested = nullcontext() if conn.dialect.name == "sqlite" else conn.begin_nested()
             try:
-                with conn.begin_nested():
-                    conn.execute(
+                with nested:
+                    row = conn.execute(
                         insert(documents_table).values(
                             id=document_id, source=source, bundle=bundle, idempotency_key=idempotency_key,
                             state=DocumentState.RECEIVED.value, sidecar_sha256=sidecar_sha256,
                             files=dict(files), created_at=now, updated_at=now, received_at=received_at or now,
-                        )
-                    )
+                        ).returning(*documents_table.c)
+                    ).one()
             except IntegrityError:  # PostgreSQL: another worker inserted the same key meanwhile
-                return _document(conn.execute(query).one()), False
+                return _document(conn.execute(_DOCUMENT_BY_KEY, {"key": idempotency_key}).one()), False
             journal.append(
                 conn, actor=actor or self.actor, entity="document", entity_id=document_id,
                 from_state=None, to_state=DocumentState.RECEIVED, reason=f"received {source}:{bundle}",
                 payload_sha256=sidecar_sha256, at=now,
             )
-            row = conn.execute(select(documents_table).where(documents_table.c.id == document_id)).one()
             return _document(row), True
 
     def get_document(self, document_id: str) -> DocumentRow:
         with self._read() as conn:
-            row = conn.execute(select(documents_table).where(documents_table.c.id == document_id)).first()
+            row = conn.execute(_DOCUMENT_BY_ID, {"key": document_id}).first()
         if row is None:
             raise UnknownEntity(f"document {document_id}: not in the ledger", entity="document",
                                 entity_id=document_id)
@@ -508,27 +531,24 @@ class Ledger(LedgerExtras):
 
     def claim_document(self, document_id: str, owner: str, seconds: float) -> DocumentRow | None:
         """Take the document's lease (free, expired or already ``owner``'s) and read it, in one
-        transaction; None when someone else holds it."""
-        now = self.now()
-        with self._write() as conn:
-            row = conn.execute(_TAKE_DOCUMENT_LEASE, {
-                "key": document_id, "owner": owner, "now": now, "until": now + timedelta(seconds=seconds),
-            }).first()
+        statement; None when someone else holds it."""
+        row = self._take_lease(_TAKE_DOCUMENT_LEASE, document_id, owner, seconds)
         return None if row is None else _document(row)
 
     def claim_delivery(self, delivery_id: str, owner: str, seconds: float) -> DeliveryRow | None:
-        """Take the delivery's lease (free, expired or already ``owner``'s) and read it, in one
-        statement; None when someone else holds it or there is no such delivery."""
+        """As :meth:`claim_document`, for a delivery (None also when there is no such delivery)."""
+        row = self._take_lease(_TAKE_DELIVERY_LEASE, delivery_id, owner, seconds)
+        return None if row is None else _delivery(row)
+
+    def _take_lease(self, statement: Any, key: str, owner: str, seconds: float) -> Any:
         now = self.now()
         with self._write() as conn:
-            row = conn.execute(_TAKE_DELIVERY_LEASE, {
-                "key": delivery_id, "owner": owner, "now": now, "until": now + timedelta(seconds=seconds),
-            }).first()
-        return None if row is None else _delivery(row)
+            return conn.execute(statement, {"key": key, "owner": owner, "now": now,
+                                            "until": now + timedelta(seconds=seconds)}).first()
 
     def get_delivery(self, delivery_id: str) -> DeliveryRow:
         with self._read() as conn:
-            row = conn.execute(select(deliveries_table).where(deliveries_table.c.id == delivery_id)).first()
+            row = conn.execute(_DELIVERY_BY_ID, {"key": delivery_id}).first()
         if row is None:
             raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery",
                                 entity_id=delivery_id)
@@ -590,11 +610,8 @@ class Ledger(LedgerExtras):
 
     def bump_attempts(self, delivery_id: str) -> int:
         """Count one more send attempt (not journaled); return the new count."""
-        table = deliveries_table
         with self._write() as conn:
-            attempts = conn.execute(update(table).where(table.c.id == delivery_id)
-                                    .values(attempts=table.c.attempts + 1, updated_at=self.now())
-                                    .returning(table.c.attempts)).scalar()
+            attempts = conn.execute(_COUNT_ATTEMPT, {"key": delivery_id, "now": self.now()}).scalar()
         if attempts is None:
             raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery", entity_id=delivery_id)
         return int(attempts)
@@ -692,8 +709,7 @@ class Ledger(LedgerExtras):
     def reply_written(self, delivery_id: str) -> None:
         """The reply of ``delivery_id`` is written: nothing is owed any more."""
         with self._write() as conn:
-            conn.execute(delete(leases_table).where(leases_table.c.entity == _REPLY,
-                                                    leases_table.c.key == delivery_id))
+            conn.execute(_REPLY_WRITTEN, {"key": delivery_id})
 
     # -- reporting -------------------------------------------------------------------------
 

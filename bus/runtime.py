@@ -449,14 +449,17 @@ class Runtime:
         metrics.DOCUMENTS.labels(route=routed.route or "none", outcome="routed").inc()
         log.info("document %s (%s from %s) %s to %s", routed.id, routed.bundle, routed.source, routed.state,
                  ", ".join(d.endpoint for d in deliveries) or "no endpoint", extra=fields_of(document=routed))
-        for delivery in deliveries:
-            if delivery.state == DeliveryState.PENDING:
-                self._publish(DELIVERIES, delivery.id)
+        pending = [delivery.id for delivery in deliveries if delivery.state == DeliveryState.PENDING]
+        for delivery_id in pending[1:]:  # the others to whichever worker is free
+            self._publish(DELIVERIES, delivery_id)
+        if pending:  # the first by this thread at once, no round trip through the broker: the ledger
+            self.handle_delivery(pending[0], routed)  # holds it; a crash leaves it to the sweeper, as a lost message
         return routed
 
     # -- deliveries ------------------------------------------------------------------
     @with_log_context("delivery_id")
-    def handle_delivery(self, delivery_id: str) -> None:
+    def handle_delivery(self, delivery_id: str, document: Any = None) -> None:
+        """Send one delivery; ``document``: its document's row when the caller has it (for the reply)."""
         delivery = self.ledger.claim_delivery(delivery_id, self._owner(), self.lease_seconds)
         if delivery is None:  # another worker holds it
             return
@@ -533,7 +536,7 @@ class Runtime:
         log.info("delivery %s to %s: %s", delivery.id, delivery.endpoint, delivery.state,
                  extra=fields_of(delivery=delivery))
         if delivery.state in FINAL_DELIVERY:
-            self._delivery_final(delivery)
+            self._delivery_final(delivery, document=document)
 
     def _answered_by_files(self, delivery: Any, result: SendResult) -> SendResult:
         """An endpoint that answers only by files (an answer folder) will bring nothing back for an
@@ -578,8 +581,9 @@ class Runtime:
                   extra=fields_of(delivery=failed))
         self._delivery_final(failed)
 
-    def _delivery_final(self, delivery: Any, **message: Any) -> None:
-        document = self.ledger.get_document(delivery.document_id)
+    def _delivery_final(self, delivery: Any, *, document: Any = None, **message: Any) -> None:
+        if document is None or document.id != delivery.document_id:
+            document = self.ledger.get_document(delivery.document_id)
         started = document.received_at or document.created_at
         metrics.END_TO_END_SECONDS.labels(route=delivery.route, outcome=str(delivery.state).lower()).observe(
             max((_now() - started).total_seconds(), 0.0)
@@ -759,7 +763,7 @@ class Runtime:
         Building an archive is mostly compression, which runs outside Python's lock: a
         second thread keeps the second core busy.
         """
-        handlers = {DOCUMENTS: self.handle_document, DELIVERIES: self.handle_delivery}
+        handlers: dict[str, Callable[[str], None]] = {DOCUMENTS: self.handle_document, DELIVERIES: self.handle_delivery}
         others = [
             threading.Thread(target=self.backbone.consume, args=(handlers, self.stop_event),
                              name=f"hent-consumer-{n}", daemon=True)
