@@ -3,9 +3,14 @@
 Flow of one document::
 
     poll (scheduler thread)     list → claim → spool (fsync) → ledger RECEIVED → publish id
+                                (the bundles of a poll side by side, ``INGEST_THREADS`` at least)
     documents queue (consumer)  lease → processor.prepare → PREPARED → deliveries PENDING → ROUTED
+                                → the first delivery sent by this thread at once, the others published
     deliveries queue (consumer) lease → circuit → connector.send → DELIVERED | SENT  (retry: back-off)
     settle (poll thread)        ROUTED → commit at the source; FAILED → negative reply + rollback
+
+An endpoint's connection stays open from one send to the next; it is closed on a failure and,
+by the sweeper, once nothing was sent to it for ``IDLE_CLOSE`` seconds.
 
 The ledger is the truth: a crash at any point leaves rows that the sweeper re-publishes
 (leases expire) and claims that ``recover`` finds again.  A SENT delivery is never re-sent.
