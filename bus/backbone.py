@@ -33,6 +33,7 @@ __all__ = ["Backbone", "DOCUMENTS", "DELIVERIES", "DEAD", "HANDLER_ATTEMPTS", "s
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -115,7 +116,10 @@ class Backbone:
         prefetch: int = 1,
         confirm_timeout: float = 10.0,
         heartbeat: float = 60.0,
+        start_wait: float = 0.0,
     ) -> None:
+        """``start_wait``: how long to keep trying when the broker cannot be reached at first (a node
+        started while RabbitMQ restarts waits for it), with a warning at each try; 0: not at all."""
         self.url = url
         self.display_url = display_url or url.split("@")[-1]
         self.prefetch = prefetch
@@ -132,15 +136,29 @@ class Backbone:
         self.amqp = Connection(url).transport.driver_type == "amqp"
         self._sqlite = None if self.amqp else sqlite_path(url)  # the embedded broker's file
         self.quorum = False
+        deadline, pause = time.monotonic() + start_wait, 0.5
+        while True:
+            try:
+                self._queues = self._declare()
+                break
+            except TransientError as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("%s; trying again in %.1f s", exc, pause)
+                self._drop_admin()
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _declare(self) -> dict[str, Queue]:
         with broker_errors(self.display_url):
             if self.amqp:
-                self._queues = self._declare_amqp()
-            else:
-                self._queues = {name: _queue(name) for name in self.QUEUES}
-                channel = self._admin_channel()
-                for queue in self._queues.values():
-                    queue(channel).declare()
-                self._end_session(channel)
+                return self._declare_amqp()
+            queues = {name: _queue(name) for name in self.QUEUES}
+            channel = self._admin_channel()
+            for queue in queues.values():
+                queue(channel).declare()
+            self._end_session(channel)
+            return queues
 
     # -- connections ---------------------------------------------------------------------
     def _connection(self, *, heartbeat: float = 0) -> Connection:

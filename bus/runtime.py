@@ -107,6 +107,7 @@ class RetryPolicy:
 #: what a node does: poll (sources, the platforms' answers), work (prepare, send) or both
 ROLES = ("all", "poller", "worker")
 INGEST_THREADS = 4  #: at least this many bundles of a poll are taken in side by side
+BROKER_START_WAIT = 60.0  #: seconds a starting node waits for a broker it cannot reach (a restart)
 IDLE_CLOSE = 60.0  #: seconds after its last send an endpoint's connections are closed (by the sweeper)
 
 
@@ -143,7 +144,7 @@ class Runtime:
         self.ledger.reply_lease = self.lease_seconds
         self.spool = Spool(Path(settings.spool))
         self.backbone = Backbone(settings.broker, display_url=redact_url(settings.broker),
-                                 prefetch=int(settings.prefetch))
+                                 prefetch=int(settings.prefetch), start_wait=BROKER_START_WAIT)
         self.processor = processor_factory(self)
         self.stop_event = threading.Event()
         self.scheduler = Scheduler()

@@ -257,3 +257,31 @@ def test_the_bus_on_rabbitmq_delivers_each_document_once(
         assert (backbone.depth(DOCUMENTS), backbone.depth(DELIVERIES), backbone.depth(DEAD)) == (0, 0, 0)
     finally:
         backbone.close()
+
+
+def test_a_node_started_while_the_broker_is_down_waits_for_it_and_goes_on(
+    vhost: RabbitVhost, caplog: pytest.LogCaptureFixture
+) -> None:
+    made: dict[str, Backbone] = {}
+    starting = threading.Thread(target=lambda: made.update(backbone=Backbone(vhost.url, start_wait=60)))
+    with caplog.at_level(logging.WARNING, logger="bus.backbone"), broker_stopped():
+        starting.start()
+        # Given RabbitMQ down while a node starts, Then the node waits, saying so, instead of exiting
+        assert wait_for(lambda: any("unavailable" in r.getMessage() and "trying again in" in r.getMessage()
+                                    for r in caplog.records), 30)
+        assert starting.is_alive() and not made
+    # When RabbitMQ is back, Then the node is up and publishes
+    starting.join(60)
+    backbone = made["backbone"]
+    try:
+        backbone.publish(DOCUMENTS, "after-start")
+        assert backbone.depth(DOCUMENTS) == 1
+    finally:
+        backbone.close()
+
+
+def test_an_unreachable_broker_is_refused_once_start_wait_is_over() -> None:
+    began = time.monotonic()
+    with pytest.raises(TransientError, match="unavailable"):
+        Backbone("amqp://guest:guest@127.0.0.1:9/", start_wait=1.0)  # port 9 (discard): nothing listens
+    assert time.monotonic() - began < 10
