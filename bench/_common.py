@@ -20,6 +20,7 @@ __all__ = [
     "Figure",
     "measure_in_workdir",
     "percentile",
+    "report",
     "skipped",
     "summary",
 ]
@@ -129,3 +130,25 @@ def measure_in_workdir(
             print(f"kept: {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def report(
+    name: str,
+    args: argparse.Namespace,
+    measure: Callable[[argparse.Namespace, Path], dict[str, Any]],
+    figures: Callable[[dict[str, Any]], list[Figure] | tuple[list[Figure], list[str]]],
+    notes: Callable[[dict[str, Any]], list[str]],
+) -> int:
+    """A bench's ``main``: measure in a fresh folder, then print its notes, its figure lines and the
+    summary (or one JSON object with ``args.json``); 1 when the measure failed.  ``figures`` gives the
+    figures, or the figures and the lines to print (a skipped figure has a line and no Figure)."""
+    result = measure_in_workdir(name, args, measure)
+    if result is None:
+        return 1
+    found = figures(result)
+    found, lines = found if isinstance(found, tuple) else (found, [figure.line() for figure in found])
+    if args.json:
+        print(json.dumps({**result, "figures": lines}, indent=2))
+    else:
+        print("\n".join([*notes(result), *lines, summary(found)]))
+    return 0

@@ -30,7 +30,6 @@ if __package__ in (None, ""):  # run as ``python bench/latency.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from datetime import date, timedelta  # noqa: E402
 from typing import Any  # noqa: E402
@@ -48,7 +47,7 @@ from bench._bus import (  # noqa: E402
     write_acts,
     write_config,
 )
-from bench._common import Figure, measure_in_workdir, percentile, summary  # noqa: E402
+from bench._common import Figure, percentile, report  # noqa: E402
 from bench._sshd import running_sshd  # noqa: E402
 from bench.actes_throughput import Bundle  # noqa: E402
 from bus.config import load_config  # noqa: E402
@@ -186,16 +185,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = measure_in_workdir("latency", args, measure)
-    if result is None:
-        return 1
-    found = figures(result)
-    if args.json:
-        print(json.dumps({**result, "figures": [f.line() for f in found]}, indent=2))
-    else:
-        print("\n".join([*notes(result), *(f.line() for f in found), summary(found)]))
-    return 0
+    return report("latency", parse_args(argv), measure, figures, notes)
 
 
 if __name__ == "__main__":

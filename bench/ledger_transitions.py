@@ -37,7 +37,6 @@ if __package__ in (None, ""):  # run as ``python bench/ledger_transitions.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import sqlite3  # noqa: E402
 import time  # noqa: E402
@@ -50,7 +49,7 @@ from typing import Any  # noqa: E402
 from sqlalchemy import create_engine, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench._common import Figure, measure_in_workdir, skipped, summary  # noqa: E402
+from bench._common import Figure, report, skipped  # noqa: E402
 from bus.journal import journal_head_table  # noqa: E402
 from bus.ledger import Ledger  # noqa: E402
 
@@ -312,16 +311,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = measure_in_workdir("ledger_transitions", args, measure)
-    if result is None:
-        return 1
-    found, lines = figures(result)
-    if args.json:
-        print(json.dumps({**result, "figures": lines}, indent=2))
-    else:
-        print("\n".join([*notes(result), *lines, summary(found)]))
-    return 0
+    return report("ledger_transitions", parse_args(argv), measure, figures, notes)
 
 
 if __name__ == "__main__":

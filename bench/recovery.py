@@ -36,7 +36,6 @@ if __package__ in (None, ""):  # run as ``python bench/recovery.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from datetime import date, timedelta  # noqa: E402
 from typing import Any  # noqa: E402
@@ -53,7 +52,7 @@ from bench._bus import (  # noqa: E402
     write_acts,
     write_config,
 )
-from bench._common import Figure, measure_in_workdir, skipped, summary  # noqa: E402
+from bench._common import Figure, report, skipped  # noqa: E402
 from bench._sshd import running_sshd  # noqa: E402
 from bus.config import load_config  # noqa: E402
 from bus.ledger import Ledger  # noqa: E402
@@ -209,16 +208,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = measure_in_workdir("recovery", args, measure)
-    if result is None:
-        return 1
-    found, lines = figures(result)
-    if args.json:
-        print(json.dumps({**result, "figures": lines}, indent=2))
-    else:
-        print("\n".join([*notes(result), *lines, summary(found)]))
-    return 0
+    return report("recovery", parse_args(argv), measure, figures, notes)
 
 
 if __name__ == "__main__":

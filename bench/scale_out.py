@@ -32,7 +32,6 @@ if __package__ in (None, ""):  # run as ``python bench/scale_out.py``
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
-import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
@@ -59,7 +58,7 @@ from bench._bus import (  # noqa: E402
     write_acts,
     write_config,
 )
-from bench._common import Figure, measure_in_workdir, skipped, summary  # noqa: E402
+from bench._common import Figure, report, skipped  # noqa: E402
 from bench._sshd import SshServer, running_sshd  # noqa: E402
 from bench.actes_throughput import Bundle  # noqa: E402
 from bench.ledger_transitions import postgres_schema  # noqa: E402
@@ -285,16 +284,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = measure_in_workdir("scale_out", args, measure)
-    if result is None:
-        return 1
-    found, lines = figures(result)
-    if args.json:
-        print(json.dumps({**result, "figures": lines}, indent=2))
-    else:
-        print("\n".join([*notes(result), *lines, summary(found)]))
-    return 0
+    return report("scale_out", parse_args(argv), measure, figures, notes)
 
 
 if __name__ == "__main__":

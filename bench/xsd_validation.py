@@ -28,7 +28,6 @@ if __package__ in (None, ""):  # run as ``python bench/xsd_validation.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
 import tarfile  # noqa: E402
@@ -39,7 +38,7 @@ from typing import Any  # noqa: E402
 
 import xmlschema  # noqa: E402
 
-from bench._common import Figure, measure_in_workdir, summary  # noqa: E402
+from bench._common import Figure, report  # noqa: E402
 from bench.actes_throughput import SCHEMA, BareLoop, write_bundles  # noqa: E402
 from transformers.actes_validate import MESSAGE_NAME, ActesValidator  # noqa: E402
 
@@ -135,16 +134,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = measure_in_workdir("xsd_validation", args, measure)
-    if result is None:
-        return 1
-    found = figures(result)
-    if args.json:
-        print(json.dumps({**result, "figures": [f.line() for f in found]}, indent=2))
-    else:
-        print("\n".join([*notes(result), *(f.line() for f in found), summary(found)]))
-    return 0
+    return report("xsd_validation", parse_args(argv), measure, figures, notes)
 
 
 if __name__ == "__main__":
