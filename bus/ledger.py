@@ -114,6 +114,7 @@ from bus.ledger_states import (
     StaleState,
     UnknownEntity,
 )
+from bus.writer_lock import WriterLock
 
 BUSY_TIMEOUT_MS = 30_000  #: read each time SQLite opens a connection (tests lower it here)
 _REPLY = "reply"  #: the lease entity of a reply owed to a source (see Ledger.owed_replies)
@@ -175,6 +176,17 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def _writer_lock(engine: Engine) -> Any:
+    """What a write transaction holds first: on a SQLite file, the writers of every process queue
+    on a :class:`WriterLock` beside it; in memory, the threads on a lock; PostgreSQL, nothing."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    database = engine.url.database
+    if database in (None, "", ":memory:") or str(database).startswith("file:"):
+        return threading.Lock()
+    return WriterLock(f"{database}-writer.lock", timeout=BUSY_TIMEOUT_MS / 1000)
+
+
 # -- the ledger ---------------------------------------------------------------------------
 
 
@@ -190,7 +202,7 @@ class Ledger(LedgerExtras):
         self.actor = actor
         self._clock = clock or (lambda: datetime.now(UTC))
         self.engine = make_engine(url)
-        self._writer_lock: Any = threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
+        self._writer_lock: Any = _writer_lock(self.engine)
         self.create_schema()
 
     def __repr__(self) -> str:
@@ -222,6 +234,8 @@ class Ledger(LedgerExtras):
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._writer_lock, WriterLock):
+            self._writer_lock.close()
 
     def sync(self) -> None:
         """Make every committed transaction durable (power loss included).
@@ -248,11 +262,13 @@ class Ledger(LedgerExtras):
     def _write(self) -> Iterator[Connection]:
         try:
             # SQLite takes one writer at a time and makes the others sleep and retry: the
-            # threads of this process queue on a lock instead, and wake as soon as it is free
+            # writers queue on a lock instead, and wake as soon as it is free (bus/writer_lock.py)
             with self._writer_lock, self.engine.begin() as conn:
                 yield conn
         except (OperationalError, InterfaceError) as exc:
             raise TransientError(f"ledger unavailable or busy: {exc.orig or exc}; retry later") from exc
+        except TimeoutError as exc:
+            raise TransientError(f"ledger busy: {exc}; retry later") from exc
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -397,11 +413,13 @@ class Ledger(LedgerExtras):
     def route_document(
         self, document_id: str, *, deliveries: list[dict[str, Any]], prepared: dict[str, Any] | None = None,
         actor: str | None = None, release_owner: str | None = None, payload_sha256: str | None = None,
-        unique_id_acte: bool = False,
+        unique_id_acte: bool = False, lease_first: tuple[str, float] | None = None,
     ) -> tuple[DocumentRow, list[DeliveryRow]]:
         """In ONE transaction: RECEIVED → PREPARED setting ``prepared`` (route, siren, id_acte,
         canonical) when given, a PENDING delivery per entry of ``deliveries`` (the keyword
         arguments of :meth:`add_delivery`), → ROUTED, and the lease of ``release_owner`` given back.
+        ``lease_first`` (owner, seconds): the first delivery inserted is leased to that owner (a
+        worker that sends it at once, as if it had claimed it).
 
         With ``unique_id_acte``, another document with the same IDActe that did not fail
         makes it raise DocumentError (rule ``act-unique``): an act is never sent twice.
@@ -438,7 +456,7 @@ class Ledger(LedgerExtras):
             existing = set() if prepared is not None else {
                 r.endpoint for r in conn.execute(select(table.c.endpoint).where(table.c.document_id == document_id))
             }
-            rows = []
+            rows: list[dict[str, Any]] = []
             for plan in deliveries:
                 unknown = sorted(set(plan) - _DELIVERY_PLAN_FIELDS)
                 if unknown:
@@ -450,6 +468,10 @@ class Ledger(LedgerExtras):
                 values = {name: plan.get(name) for name in _DELIVERY_PLAN_FIELDS}
                 values.update(id=delivery_id, document_id=document_id, state=_V.PENDING.value, attempts=0,
                               created_at=now, updated_at=now)
+                if lease_first is not None:  # every row the same keys: one executemany
+                    first = not rows
+                    values.update(lease_owner=lease_first[0] if first else None,
+                                  lease_until=now + timedelta(seconds=lease_first[1]) if first else None)
                 rows.append(values)
                 events.append(_event(actor, "delivery", delivery_id, None, _V.PENDING, now,
                                      reason=f"document {document_id} to {plan['endpoint']} by route {plan['route']}",

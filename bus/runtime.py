@@ -451,22 +451,27 @@ class Runtime:
             release_owner=self._owner(),
             payload_sha256=document.sidecar_sha256,
             unique_id_acte=True,
+            lease_first=(self._owner(), self.lease_seconds) if prepared is not None else None,
         )
         metrics.DOCUMENTS.labels(route=routed.route or "none", outcome="routed").inc()
         log.info("document %s (%s from %s) %s to %s", routed.id, routed.bundle, routed.source, routed.state,
                  ", ".join(d.endpoint for d in deliveries) or "no endpoint", extra=fields_of(document=routed))
-        pending = [delivery.id for delivery in deliveries if delivery.state == DeliveryState.PENDING]
-        for delivery_id in pending[1:]:  # the others to whichever worker is free
-            self._publish(DELIVERIES, delivery_id)
-        if pending:  # the first by this thread at once, no round trip through the broker: the ledger
-            self.handle_delivery(pending[0], routed)  # holds it; a crash leaves it to the sweeper, as a lost message
+        # the delivery leased to this worker is sent by this thread at once, with no round trip through
+        # the broker (the ledger holds it: a crash leaves it to the sweeper, as a lost message would)
+        pending = [delivery for delivery in deliveries if delivery.state == DeliveryState.PENDING]
+        for delivery in pending[1:]:  # the others to whichever worker is free
+            self._publish(DELIVERIES, delivery.id)
+        if pending:  # leased to this thread when just inserted (lease_first); else claimed as any other
+            leased = pending[0] if prepared is not None and pending[0].lease_owner == self._owner() else None
+            self.handle_delivery(pending[0].id, routed, leased=leased)
         return routed
 
     # -- deliveries ------------------------------------------------------------------
     @with_log_context("delivery_id")
-    def handle_delivery(self, delivery_id: str, document: Any = None) -> None:
-        """Send one delivery; ``document``: its document's row when the caller has it (for the reply)."""
-        delivery = self.ledger.claim_delivery(delivery_id, self._owner(), self.lease_seconds)
+    def handle_delivery(self, delivery_id: str, document: Any = None, leased: Any = None) -> None:
+        """Send one delivery; ``document``: its document's row when the caller has it (for the reply);
+        ``leased``: the delivery's row when the caller has it leased to this worker already."""
+        delivery = leased or self.ledger.claim_delivery(delivery_id, self._owner(), self.lease_seconds)
         if delivery is None:  # another worker holds it
             return
         add_log_context(document_id=delivery.document_id, route=delivery.route, connector=delivery.endpoint)

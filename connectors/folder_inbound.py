@@ -156,7 +156,7 @@ class FolderInbound(InboundConnector):
                 (claim_dir / MANIFEST).unlink(missing_ok=True)
                 claim_dir.rmdir()
                 return None
-            claimed = self._finish_claim(claim_dir, manifest)  # moves synced there, once per folder
+            claimed = self._finish_claim(claim_dir, manifest)
             return self._within_limits(claimed)
 
     # -- limits ----------------------------------------------------------------------
@@ -203,7 +203,10 @@ class FolderInbound(InboundConnector):
                 move(root / name, target, sync=False)
             if target.exists() and not name.endswith(self.config.ready.done_file or "\0"):
                 files[name] = target
-        fsync_dirs(claim_dir, self.work_dir, root)  # the claim, durable as a whole
+        # not fsynced: a claim lost to a power cut only puts the bundle back where it was dropped,
+        # and the ledger knows it again by its key; what must be durable is made so before the source
+        # changes for good (the spool and the ledger when taken in, done/ or error/ at the end), and a
+        # journaling file system makes those later syncs carry these earlier renames with them
         return Claimed(key, files, origin=str(root), ref=manifest.get("ref"))
 
     def tag(self, claimed: Claimed, ref: str) -> Claimed:
@@ -307,7 +310,8 @@ class FolderInbound(InboundConnector):
         for leftover in claim_dir.glob(f".{MANIFEST}.*.tmp"):  # a manifest rewrite killed midway
             leftover.unlink(missing_ok=True)
         _remove_empty(claim_dir)
-        fsync_dir(self.work_dir)
+        # not fsynced: a claim folder whose release a power cut undid has its manifest and no
+        # sidecar, which recover() removes
 
     # -- replies ---------------------------------------------------------------------
     def reply(

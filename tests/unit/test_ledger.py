@@ -561,6 +561,21 @@ def test_route_document_prepares_adds_deliveries_routes_and_releases_in_one_tran
     assert ledger.verify_journal() == []
 
 
+def test_route_document_leases_its_first_delivery_to_the_worker_that_sends_it_at_once(ledger: Ledger) -> None:
+    document, _ = ledger.add_document(source="rh", bundle="a.json", idempotency_key="k",
+                                      sidecar_sha256="0" * 64, files={})
+    plans = [{"route": "r", "endpoint": name, "artifact_name": f"{name}.tar.gz", "artifact_sha256": "1" * 64,
+              "artifact_kind": "actes-archive"} for name in ("prefecture", "archive")]
+    _, deliveries = ledger.route_document(document.id, prepared={"route": "r"}, deliveries=plans, actor="w1",
+                                          lease_first=("w1/t", 60))
+    first, second = deliveries
+    assert first.lease_owner == "w1/t" and first.lease_until is not None and second.lease_owner is None
+    stored = {d.endpoint: d for d in ledger.deliveries_of(document.id)}
+    assert stored["prefecture"].lease_owner == "w1/t" and stored["archive"].lease_owner is None
+    assert ledger.claim_delivery(first.id, "w2/t", 60) is None  # held: another worker cannot take it
+    assert ledger.claim_delivery(second.id, "w2/t", 60) is not None  # published to whoever is free
+
+
 def test_route_document_that_fails_midway_leaves_the_document_untouched(ledger: Ledger) -> None:
     document, _ = ledger.add_document(source="rh", bundle="a.json", idempotency_key="k",
                                       sidecar_sha256="0" * 64, files={})
