@@ -137,6 +137,10 @@ class InboundConnector(ABC):
     def rollback(self, claimed: Claimed, reason: str) -> None:
         """The document failed: move to error/ with ``<name>.error.txt`` holding ``reason``."""
 
+    def settled(self) -> None:  # noqa: B027 - optional hook
+        """After a poll's commits and rollbacks: make durable what they left to be synced together
+        (a commit lost to a power cut before this only leaves its bundle claimed, for :meth:`recover`)."""
+
     @abstractmethod
     def recover(self) -> list[Claimed]:
         """Bundles claimed before a crash and neither committed nor rolled back."""

@@ -82,7 +82,10 @@ from bus.ledger_extras import MAX_ENVELOPE_SERIAL, LedgerExtras
 from bus.ledger_schema import (  # the names marked F401 are only re-exported: importable here as before
     _DELIVERY_PLAN_FIELDS,
     _DOCUMENT_FOR_UPDATE,
+    _INSERT_DELIVERIES,
+    _INSERT_DOCUMENT,
     _NEW_DELIVERY,
+    _ROW_FOR_UPDATE,
     _SAME_ACT,
     _TAKE_DELIVERY_LEASE,
     _TAKE_DOCUMENT_LEASE,
@@ -92,6 +95,8 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     _delivery,
     _document,
     _event,
+    _row_update,
+    _row_update_params,
     classifications_table,  # noqa: F401
     deliveries_table,
     documents_table,
@@ -128,6 +133,17 @@ _COUNT_ATTEMPT = (update(deliveries_table).where(deliveries_table.c.id == bindpa
                   .values(attempts=deliveries_table.c.attempts + 1, updated_at=bindparam("now"))
                   .returning(deliveries_table.c.attempts))
 _REPLY_WRITTEN = delete(leases_table).where(leases_table.c.entity == _REPLY, leases_table.c.key == bindparam("key"))
+
+
+def _owe_reply_upsert(insert_of: Any) -> Any:
+    upsert = insert_of(leases_table).values(entity=_REPLY, key=bindparam("o_key"), lease_owner=bindparam("o_owner"),
+                                             lease_until=bindparam("o_until"))
+    return upsert.on_conflict_do_update(index_elements=[leases_table.c.entity, leases_table.c.key],
+                                        set_={"lease_owner": upsert.excluded.lease_owner,
+                                              "lease_until": upsert.excluded.lease_until})
+
+
+_OWE_REPLY = {"sqlite": _owe_reply_upsert(sqlite_insert), "postgresql": _owe_reply_upsert(postgresql_insert)}
 
 _D, _V = DocumentState, DeliveryState
 
@@ -303,13 +319,12 @@ class Ledger(LedgerExtras):
             nested = nullcontext() if conn.dialect.name == "sqlite" else conn.begin_nested()
             try:
                 with nested:
-                    row = conn.execute(
-                        insert(documents_table).values(
-                            id=document_id, source=source, bundle=bundle, idempotency_key=idempotency_key,
-                            state=DocumentState.RECEIVED.value, sidecar_sha256=sidecar_sha256,
-                            files=dict(files), created_at=now, updated_at=now, received_at=received_at or now,
-                        ).returning(*documents_table.c)
-                    ).one()
+                    row = conn.execute(_INSERT_DOCUMENT, {
+                        "id": document_id, "source": source, "bundle": bundle, "idempotency_key": idempotency_key,
+                        "state": DocumentState.RECEIVED.value, "sidecar_sha256": sidecar_sha256,
+                        "files": dict(files), "created_at": now, "updated_at": now,
+                        "received_at": received_at or now,
+                    }).one()
             except IntegrityError:  # PostgreSQL: another worker inserted the same key meanwhile
                 return _document(conn.execute(_DOCUMENT_BY_KEY, {"key": idempotency_key}).one()), False
             journal.append(
@@ -479,11 +494,11 @@ class Ledger(LedgerExtras):
             events.append(_event(actor, "document", document_id, _D.PREPARED, _D.ROUTED, now,
                                  reason=f"{len(deliveries)} deliver{'y' if len(deliveries) == 1 else 'ies'}"))
             if rows:
-                conn.execute(insert(table), rows)
+                conn.execute(_INSERT_DELIVERIES, rows)
             values = {**(prepared or {}), "state": _D.ROUTED.value, "reason": None, "updated_at": now}
             if release_owner is not None and row.lease_owner == release_owner:
                 values.update(lease_owner=None, lease_until=None)
-            conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
+            conn.execute(_row_update(documents, values, guard_state=False), _row_update_params(document_id, values))
             journal.append_many(conn, events)
             if prepared is None:  # deliveries may predate this call: read them all
                 created = [_delivery(r) for r in conn.execute(
@@ -676,7 +691,7 @@ class Ledger(LedgerExtras):
         reason: str, payload_sha256: str | None, expect: str | None, fields: dict[str, Any],
         table: Table, transitions: Any, final: Any, release_owner: str | None = None,
     ) -> tuple[Any, JournalEntry]:
-        row = conn.execute(select(table).where(table.c.id == entity_id).with_for_update()).first()
+        row = conn.execute(_ROW_FOR_UPDATE[table.name], {"key": entity_id}).first()
         if row is None:
             raise UnknownEntity(f"{entity} {entity_id}: not in the ledger",
                                 entity=entity, entity_id=entity_id)
@@ -697,8 +712,8 @@ class Ledger(LedgerExtras):
                 values["final_at"] = now if to_state in final else None
                 if to_state in final:  # the source is owed a reply: kept until the runtime wrote it
                     self._owe_reply(conn, entity_id, now)
-        changed = conn.execute(update(table).where(table.c.id == entity_id, table.c.state == current)
-                               .values(**values).returning(*table.c)).first()
+        changed = conn.execute(_row_update(table, values, guard_state=True),
+                               _row_update_params(entity_id, values, current)).first()
         if changed is None:  # cannot happen under the row lock; kept as the CAS guard
             raise StaleState(entity, entity_id, current, "changed meanwhile")
         entry = journal.append(conn, actor=actor or self.actor, entity=entity, entity_id=entity_id,
@@ -715,10 +730,8 @@ class Ledger(LedgerExtras):
     def _owe_reply(self, conn: Connection, delivery_id: str, now: datetime) -> None:
         until = now + timedelta(seconds=self.reply_lease)
         # one statement: owed now, or owed again (a replay, an answer after DELIVERED) and renewed
-        upsert = (sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert)(leases_table)
-        conn.execute(upsert.values(entity=_REPLY, key=delivery_id, lease_owner=self.actor, lease_until=until)
-                     .on_conflict_do_update(index_elements=[leases_table.c.entity, leases_table.c.key],
-                                            set_={"lease_owner": self.actor, "lease_until": until}))
+        conn.execute(_OWE_REPLY[conn.dialect.name],
+                     {"o_key": delivery_id, "o_owner": self.actor, "o_until": until})
 
     def owed_replies(self, limit: int | None = 100) -> list[str]:
         """The deliveries whose reply is owed and nobody writes (its lease expired), oldest first."""

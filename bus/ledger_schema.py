@@ -24,6 +24,7 @@ __all__ = [
     "circuits_table",
 ]
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     bindparam,
+    insert,
     or_,
     select,
     update,
@@ -283,6 +285,35 @@ def _take_lease(table: Table) -> Any:
 
 _TAKE_DOCUMENT_LEASE = _take_lease(documents_table)
 _TAKE_DELIVERY_LEASE = _take_lease(deliveries_table)
+_ROW_FOR_UPDATE = {table.name: select(table).where(table.c.id == bindparam("key")).with_for_update()
+                   for table in (documents_table, deliveries_table)}
+_INSERT_DOCUMENT = insert(documents_table).returning(*documents_table.c)  #: its values: the parameters
+_INSERT_DELIVERIES = insert(deliveries_table)
+_UPDATES: dict[tuple[str, tuple[str, ...], bool], Any] = {}
+
+
+def _row_update(table: Table, names: Iterable[str], *, guard_state: bool) -> Any:
+    """``UPDATE table SET <names> WHERE id = :w_id [AND state = :w_state] RETURNING *``, built once
+    per shape; the new values are the parameters ``v_<name>`` (:func:`_row_update_params`)."""
+    shape = (table.name, tuple(sorted(names)), guard_state)
+    statement = _UPDATES.get(shape)
+    if statement is None:
+        where = [table.c.id == bindparam("w_id")]
+        if guard_state:
+            where.append(table.c.state == bindparam("w_state"))
+        statement = (update(table).where(*where)
+                     .values({name: bindparam(f"v_{name}", type_=table.c[name].type) for name in shape[1]})
+                     .returning(*table.c))
+        _UPDATES[shape] = statement  # a race builds it twice, to the same effect
+    return statement
+
+
+def _row_update_params(key: str, values: dict[str, Any], state: str | None = None) -> dict[str, Any]:
+    params = {f"v_{name}": value for name, value in values.items()}
+    params["w_id"] = key
+    if state is not None:
+        params["w_state"] = state
+    return params
 _NEW_DELIVERY: dict[str, Any] = {
     "remote_id": None, "reason": None, "lease_owner": None, "lease_until": None, "final_at": None,
 }

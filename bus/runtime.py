@@ -363,9 +363,18 @@ class Runtime:
             self._publish(DOCUMENTS, document.id)
 
     def _settle(self, source: str) -> None:
-        """Commit or roll back, at the source, the bundles whose document is final."""
-        for document in self.ledger.final_documents(list(self._claims[source])):
+        """Commit or roll back, at the source, the bundles whose document is final; then let the
+        source make them durable at once (:meth:`InboundConnector.settled`)."""
+        final = self.ledger.final_documents(list(self._claims[source]))
+        if not final:
+            return
+        self.ledger.sync()  # what the ledger says is durable before the source changes
+        for document in final:
             self._settle_one(source, document)
+        try:
+            self.sources[source].settled()
+        except HentError as exc:
+            log.error("settling bundles of %s failed: %s", source, redact(str(exc)), extra={"connector": source})
 
     def _settle_one(self, source: str, document: Any) -> None:
         claimed = self._claims[source].get(document.id)
@@ -373,7 +382,6 @@ class Runtime:
             return
         connector = self.sources[source]
         try:
-            self.ledger.sync()  # what the ledger says is durable before the source changes
             if document.state == DocumentState.ROUTED:
                 crash_point("settle.before-commit")
                 connector.commit(claimed)

@@ -84,6 +84,7 @@ class FolderInbound(InboundConnector):
         self.error_dir = config.error_dir or root / "error"
         self.replies_dir = config.replies or root / "replies"
         self._last_seen: dict[str, tuple[int, int]] = {}
+        self._unsynced = False  #: commits made since the last settled()
 
     def _ensure_dirs(self) -> None:
         for folder in (self.work_dir, self.done_dir, self.error_dir, self.replies_dir):
@@ -263,8 +264,16 @@ class FolderInbound(InboundConnector):
                     path.unlink()
                 else:
                     move(path, _free_name(self.done_dir / path.name), sync=False)
-            fsync_dirs(self.done_dir, claimed.sidecar.parent)
             self._release(claimed)
+            self._unsynced = True  # done/ and the work folder, synced once for the poll's commits
+
+    def settled(self) -> None:
+        """The poll's commits, durable together: a power cut before this leaves a committed bundle
+        in its claim folder (the moves undone) or its claim folder empty, which recover() settles."""
+        if self._unsynced:
+            with folder_errors(self.name, self.done_dir):
+                fsync_dirs(self.done_dir, self.work_dir)
+            self._unsynced = False
 
     def rollback(self, claimed: Claimed, reason: str) -> None:
         with folder_errors(self.name, self.error_dir):
