@@ -4,19 +4,17 @@ from __future__ import annotations
 
 __all__ = [
     "fsync_dir", "fsync_dirs", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
-    "remove_abandoned_temps", "plain_name", "plain_file_name", "glob_escape", "free_name", "write_reply",
+    "remove_abandoned_temps", "plain_name", "plain_file_name", "free_name", "write_reply",
     "reply_file_writer",
 ]
 
 import errno
 import json
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -175,11 +173,6 @@ def plain_name(name: str) -> bool:
     return is_safe_name(name)
 
 
-def glob_escape(text: str) -> str:
-    """``text`` with glob's special characters taken literally."""
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
-
-
 def free_name(name: str, taken: set[str]) -> str:
     """``name`` if not in ``taken``, else ``name.1``, ``name.2``...; the result is added to ``taken``."""
     candidate, n = name, 0
@@ -190,6 +183,9 @@ def free_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
+_LOOK_PAST = 3  #: free numbers looked past for an earlier reply (a power cut may leave a gap)
+
+
 def write_reply(
     bundle: str,
     code: str | None,
@@ -197,7 +193,7 @@ def write_reply(
     summary: dict[str, Any],
     attachments: dict[str, bytes] | None,
     *,
-    names: Callable[[], set[str]],
+    exists: Callable[[str], bool],
     put_new: Callable[[str, bytes], bool],
     remove: Callable[[str], None] | None = None,
     read: Callable[[str], bytes] | None = None,
@@ -206,9 +202,11 @@ def write_reply(
 
     ``<stem>.<n>.<code>.xml`` (the message, verbatim), its attachments as
     ``<stem>.<n>.<code>.<name>``, and ``<stem>.<n>.json`` (the summary) last, so that a reader
-    who sees the summary finds the rest; ``n`` is the first number no file uses.  ``names``
-    lists the folder; ``put_new`` creates a file only if its name is free (False otherwise);
-    ``remove`` deletes one (the hidden claim of the number, once the reply is whole).
+    who sees the summary finds the rest; ``n`` is the first number whose files are all free.
+    ``exists`` says whether the folder holds a name (the folder is never listed: a replies folder
+    holds thousands of files, a bundle's replies a few); ``put_new`` creates a file only if its
+    name is free (False otherwise); ``remove`` deletes one (the hidden claim of the number, once
+    the reply is whole).
 
     Two replies for one bundle at once (a contract's act and DECP answered together, two
     workers) never share a number: each first claims ``.<stem>.<n>.claim``, exclusively, then
@@ -220,79 +218,79 @@ def write_reply(
     the id, its summary is missing) is finished under its own number.
     """
     stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
-    prefixes = (f"{stem}.", f".{stem}.")
-
-    def ours() -> set[str]:  # this bundle's replies only: a replies folder holds thousands
-        return {name for name in names() if name.startswith(prefixes)}
-
     label = code or "message"
     body = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
     files = [(f"{label}.xml", payload)] if payload is not None else []
     files += [(f"{label}.{name if plain_name(name) else 'attachment'}", data)  # letters, stamped acts...
               for name, data in (attachments or {}).items()]
     files.append(("", body))  # the summary, last
-    taken = ours()
+
+    def targets(seq: int) -> list[str]:
+        mine: set[str] = set()
+        return [f"{stem}.{seq}.json" if not suffix else free_name(f"{stem}.{seq}.{suffix}", mine)
+                for suffix, _ in files]
+
     reply_id = str(summary.get("reply_id") or "")
-    seq, whole = _earlier_reply(stem, reply_id, taken, read) if reply_id and read else (None, False)
+    seq, whole = _earlier_reply(stem, reply_id, exists, read) if reply_id and read else (None, False)
     if whole:  # written before a crash, which came before the runtime could know it
-        if remove is not None and f".{stem}.{seq}.claim" in taken:
+        if remove is not None and exists(f".{stem}.{seq}.claim"):
             remove(f".{stem}.{seq}.claim")
         return []
     if seq is None:
-        seq, taken = _claim_number(stem, reply_id, taken, ours, put_new, remove)
-    written: list[str] = []
-    mine: set[str] = set()
-    for suffix, data in files:
-        target = f"{stem}.{seq}.json" if not suffix else free_name(f"{stem}.{seq}.{suffix}", mine)
+        seq = _claim_number(stem, reply_id, targets, exists, put_new, remove)
+    written = targets(seq)
+    for (suffix, data), target in zip(files, written, strict=True):
         if not suffix:
             crash_point("reply.mid-write")
-        if target not in taken:  # a reply cut short by a crash is finished: what it wrote stays
+        if not exists(target):  # a reply cut short by a crash is finished: what it wrote stays
             put_new(target, data)
-        written.append(target)
     if remove is not None:
         remove(f".{stem}.{seq}.claim")
     return written
 
 
-def _claim_number(stem: str, reply_id: str, taken: set[str], names: Callable[[], set[str]],
-                  put_new: Callable[[str, bytes], bool], remove: Callable[[str], None] | None) -> tuple[int, set[str]]:
-    """The first number no reply of ``stem`` uses, claimed (``.<stem>.<n>.claim`` holds the reply's
-    id), and the folder's names listed after the claim."""
+def _claim_number(stem: str, reply_id: str, targets: Callable[[int], list[str]], exists: Callable[[str], bool],
+                  put_new: Callable[[str, bytes], bool], remove: Callable[[str], None] | None) -> int:
+    """The first number whose claim (``.<stem>.<n>.claim``, holding the reply's id) and files are
+    free, claimed; its files looked at again after the claim (a reply may have ended meanwhile)."""
     seq = 1
     while True:
-        used = any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken)
-        if not used and put_new(f".{stem}.{seq}.claim", reply_id.encode()):
-            taken = names()  # a reply may have ended between the listing and the claim
-            if not any(fnmatchcase(n, f"{glob_escape(stem)}.{seq}.*") for n in taken):
-                return seq, taken
+        claim = f".{stem}.{seq}.claim"
+        if not exists(claim) and not any(map(exists, targets(seq))) and put_new(claim, reply_id.encode()):
+            if not any(map(exists, targets(seq))):
+                return seq
             if remove is not None:
-                remove(f".{stem}.{seq}.claim")
+                remove(claim)
         seq += 1
 
 
 def _earlier_reply(
-    stem: str, reply_id: str, taken: set[str], read: Callable[[str], bytes]
+    stem: str, reply_id: str, exists: Callable[[str], bool], read: Callable[[str], bytes]
 ) -> tuple[int | None, bool]:
     """(n, whole) of the reply ``reply_id`` of ``stem`` already in the folder: whole when its
-    summary is there, cut short when only its claim (holding the id) is; (None, False) if none."""
-    summaries = re.compile(rf"{re.escape(stem)}\.(\d+)\.json")
-    claims = re.compile(rf"\.{re.escape(stem)}\.(\d+)\.claim")
-    cut_short = None
-    for name in sorted(taken):
-        summary, claim = summaries.fullmatch(name), claims.fullmatch(name)
-        if summary is None and claim is None:
-            continue
-        try:
-            data = read(name)
-        except OSError:
-            continue
-        if claim is not None and data == reply_id.encode():
-            cut_short = int(claim[1])
-        elif summary is not None:
-            try:
-                said = json.loads(data).get("reply_id")
-            except (ValueError, AttributeError):
+    summary is there, cut short when only its claim (holding the id) is; (None, False) if none.
+    Numbers are looked at from 1 until a few in a row hold neither a summary nor a claim."""
+    cut_short, seq, free = None, 0, 0
+    while free < _LOOK_PAST:
+        seq += 1
+        summary, claim = f"{stem}.{seq}.json", f".{stem}.{seq}.claim"
+        found = False
+        for name in (summary, claim):
+            if not exists(name):
                 continue
-            if said == reply_id:
-                return int(summary[1]), True
+            found = True
+            try:
+                data = read(name)
+            except OSError:
+                continue
+            if name == claim and data == reply_id.encode():
+                cut_short = seq
+            elif name == summary:
+                try:
+                    said = json.loads(data).get("reply_id")
+                except (ValueError, AttributeError):
+                    continue
+                if said == reply_id:
+                    return seq, True
+        free = 0 if found else free + 1
     return cut_short, False

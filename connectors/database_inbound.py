@@ -867,7 +867,7 @@ class DatabaseInbound(InboundConnector):
             with folder_errors(self.name, folder):
                 folder.mkdir(parents=True, exist_ok=True)
                 written += write_reply(bundle, code, payload, summary, attachments,
-                                       names=lambda: set(os.listdir(folder)),
+                                       exists=lambda name: os.path.lexists(folder / name),
                                        put_new=reply_file_writer(folder),
                                        remove=lambda name: (folder / name).unlink(missing_ok=True))
         return written

@@ -332,7 +332,7 @@ class FolderInbound(InboundConnector):
             folder.mkdir(parents=True, exist_ok=True)
             return write_reply(
                 bundle, code, payload, summary, attachments,
-                names=lambda: set(os.listdir(folder)),
+                exists=lambda name: os.path.lexists(folder / name),
                 put_new=reply_file_writer(folder),
                 remove=lambda name: (folder / name).unlink(missing_ok=True),
                 read=lambda name: (folder / name).read_bytes(),

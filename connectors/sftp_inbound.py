@@ -412,7 +412,7 @@ class SftpInbound(InboundConnector):
             makedirs(sftp, folder)
             return write_reply(
                 bundle, code, payload, summary, attachments,
-                names=lambda: set(sftp.listdir(folder)),
+                exists=lambda name: _exists(sftp, remote_join(folder, name)),
                 put_new=lambda name, data: _put_new(sftp, folder, name, data),
                 remove=lambda name: sftp.remove(remote_join(folder, name)),
             )
@@ -511,9 +511,18 @@ def _put_new(sftp: paramiko.SFTPClient, folder: str, name: str, data: bytes) -> 
         sftp.rename(temporary, remote_join(folder, name))  # OpenSSH's rename never replaces a file
     except OSError:
         sftp.remove(temporary)
-        if name in sftp.listdir(folder):
+        if _exists(sftp, remote_join(folder, name)):
             return False
         raise
+    return True
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    """Whether ``path`` is there (a file, a folder or a link), asked with one ``lstat``."""
+    try:
+        sftp.lstat(path)
+    except FileNotFoundError:
+        return False
     return True
 
 

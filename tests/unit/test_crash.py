@@ -122,7 +122,7 @@ def reply(folder: Path, summary: dict[str, object], *, reading: bool = True) -> 
     folder.mkdir(exist_ok=True)
     return write_reply(
         "DEL_001.json", "1-2", b"<ARActe/>", summary, {"tampon.pdf": b"%PDF"},
-        names=lambda: {p.name for p in folder.iterdir()},
+        exists=lambda name: (folder / name).exists(),
         put_new=lambda name, data: exclusive_write(folder / name, data),
         remove=lambda name: (folder / name).unlink(missing_ok=True),
         read=(lambda name: (folder / name).read_bytes()) if reading else None,
