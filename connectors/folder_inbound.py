@@ -41,7 +41,6 @@ from bus.connector import Candidate, Claimed, InboundConnector
 from bus.errors import DocumentError, TransientError
 from connectors._folder_common import (
     abandoned,
-    atomic_write,
     exclusive_write,
     folder_errors,
     fsync_dir,
@@ -58,6 +57,7 @@ from connectors._pickup_options import PickupOptions, ReadyConfig
 log = logging.getLogger(__name__)
 
 MANIFEST = ".claim.json"
+REF_MARK = "+"  #: a claim folder ``<claim id>+<document id>`` once tagged
 STALE_CLAIM_DIR = 300.0  # seconds after which an empty claim folder is a crash's leftover
 
 
@@ -208,17 +208,18 @@ class FolderInbound(InboundConnector):
         # and the ledger knows it again by its key; what must be durable is made so before the source
         # changes for good (the spool and the ledger when taken in, done/ or error/ at the end), and a
         # journaling file system makes those later syncs carry these earlier renames with them
-        return Claimed(key, files, origin=str(root), ref=manifest.get("ref"))
+        ref = claim_dir.name.partition(REF_MARK)[2] or manifest.get("ref")  # in the manifest: an older bus's tag
+        return Claimed(key, files, origin=str(root), ref=ref)
 
     def tag(self, claimed: Claimed, ref: str) -> Claimed:
+        """The claim folder renamed ``<claim id>+<ref>``: one rename, no file written, not synced (a
+        tag lost to a power cut only makes recover() take the bundle in again, which the ledger knows
+        by its key)."""
         claim_dir = claimed.sidecar.parent
+        tagged = claim_dir.with_name(f"{claim_dir.name.split(REF_MARK, 1)[0]}{REF_MARK}{ref}")
         with folder_errors(self.name, claim_dir):
-            manifest = json.loads((claim_dir / MANIFEST).read_text())
-            manifest["ref"] = ref
-            # the folder's entry is synced with the commit: a tag lost to a power loss only makes
-            # recover() take the bundle in again, which the ledger knows by its key
-            atomic_write(claim_dir / MANIFEST, json.dumps(manifest).encode(), sync_dir=False)
-        return replace(claimed, ref=ref)
+            os.rename(claim_dir, tagged)
+        return replace(claimed, files={name: tagged / path.name for name, path in claimed.files.items()}, ref=ref)
 
     def recover(self) -> list[Claimed]:
         """Claims a crash interrupted: finished when the sidecar is in the work folder.

@@ -236,8 +236,26 @@ def test_a_tag_is_kept_with_the_claim_and_given_back_by_recover(tmp_path: Path) 
     assert claimed is not None and claimed.ref is None
     tagged = source.tag(claimed, "document-1")
     assert tagged.ref == "document-1"
+    # the claim folder renamed (no file written), the files' paths with it
+    assert tagged.sidecar.parent.name == f"{claimed.sidecar.parent.name}+document-1"
+    assert all(path.is_file() and path.parent == tagged.sidecar.parent for path in tagged.files.values())
     [recovered] = source.recover()
     assert recovered.ref == "document-1" and set(recovered.files) == {"a.json", "a.pdf"}
+    source.commit(recovered)
+    source.settled()
+    assert list(source.work_dir.iterdir()) == []
+    assert sorted(p.name for p in source.done_dir.iterdir()) == ["a.json", "a.pdf"]
+
+
+def test_a_tag_an_older_bus_wrote_in_the_manifest_is_still_read(tmp_path: Path) -> None:
+    source = make(tmp_path, ready={"min_age": 0, "stable": False})
+    drop_bundle(source.config.path, "a.json", {"a.pdf": b"%PDF a"})
+    claimed = source.claim(source.list_ready()[0])
+    assert claimed is not None
+    manifest = claimed.sidecar.parent / MANIFEST
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "ref": "document-9"}))
+    [recovered] = source.recover()
+    assert recovered.ref == "document-9"
 
 
 def test_a_claim_folder_left_with_a_killed_manifest_rewrite_is_removed(tmp_path: Path) -> None:
