@@ -132,6 +132,8 @@ _DELIVERY_BY_ID = select(deliveries_table).where(deliveries_table.c.id == bindpa
 _COUNT_ATTEMPT = (update(deliveries_table).where(deliveries_table.c.id == bindparam("key"))
                   .values(attempts=deliveries_table.c.attempts + 1, updated_at=bindparam("now"))
                   .returning(deliveries_table.c.attempts))
+_LATEST_DELIVERY_OF_ACT = (select(deliveries_table).where(deliveries_table.c.id_acte == bindparam("id_acte"))
+                           .order_by(deliveries_table.c.created_at.desc(), deliveries_table.c.id).limit(1))
 _REPLY_WRITTEN = delete(leases_table).where(leases_table.c.entity == _REPLY, leases_table.c.key == bindparam("key"))
 
 
@@ -617,6 +619,10 @@ class Ledger(LedgerExtras):
         whatever its département and nature; ``endpoint`` narrows to one endpoint's deliveries.
         """
         table = deliveries_table
+        if id_acte is not None and all(v is None for v in (client_key, envelope_name, act, endpoint)):  # every act asks
+            with self._read() as conn:
+                row = conn.execute(_LATEST_DELIVERY_OF_ACT, {"id_acte": id_acte}).first()
+            return None if row is None else _delivery(row)
         criteria = [table.c[name] == value for name, value in
                     (("id_acte", id_acte), ("client_key", client_key), ("envelope_name", envelope_name))
                     if value is not None]
