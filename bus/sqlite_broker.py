@@ -4,10 +4,12 @@ kombu's own SQLAlchemy transport goes through the ORM for every message (a query
 queue's row, a flush, a commit of a rollback journal) and never deletes what it delivered;
 measured end to end, a quarter of the bus's CPU time went there (bench/README.md).  This
 transport keeps the same contract with plain ``sqlite3``: one table, a message is an
-``INSERT``, a delivery takes the oldest row of its queue and deletes it in one ``BEGIN
-IMMEDIATE`` transaction (one consumer gets it, across threads and processes), the file in
-WAL mode with ``synchronous=NORMAL`` (a commit writes the log, it does not wait for the disk;
-a power loss may lose the last messages, never corrupt the file).
+``INSERT``, a delivery takes the oldest row of its queue and deletes it in one ``DELETE ...
+RETURNING`` (one consumer gets it, across threads and processes), the writers queued on a
+:class:`~bus.writer_lock.WriterLock` beside the file (SQLite's busy handler would make them sleep
+up to 100 ms between tries), the file in WAL mode with ``synchronous=NORMAL`` (a commit writes
+the log, it does not wait for the disk; a power loss may lose the last messages, never corrupt
+the file).
 
 What a message carries is an id (the claim check); the ledger is the truth and its sweeper
 publishes again whatever it says is unfinished, so a message lost with a killed process or a
@@ -22,6 +24,8 @@ __all__ = ["SqliteTransport", "sqlite_path"]
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -30,6 +34,8 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 from sqlalchemy.engine import make_url
 
+from bus.writer_lock import WriterLock
+
 BUSY_TIMEOUT = 30.0  #: seconds a connection waits for another's write (threads and processes)
 
 _SCHEMA = (
@@ -37,6 +43,15 @@ _SCHEMA = (
     " id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS hent_messages_queue ON hent_messages (queue, id)",
 )
+_TAKE = ("DELETE FROM hent_messages WHERE id = "
+         "(SELECT id FROM hent_messages WHERE queue = ? ORDER BY id LIMIT 1) RETURNING payload")
+_WRITERS: dict[str, WriterLock] = {}  #: one per broker file: the channels of a process share it
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer(path: Path) -> WriterLock:
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(str(path), WriterLock(f"{path}-writer.lock", timeout=BUSY_TIMEOUT))
 
 
 def sqlite_path(url: str) -> str | None:
@@ -57,40 +72,41 @@ class Channel(virtual.Channel):
         # autocommit: each statement is its own transaction unless BEGIN says otherwise
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()  # a channel may be used by its connection's heartbeat thread too
+        self._writer = _writer(path)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         for statement in _SCHEMA:
             self._db.execute(statement)
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """This thread's turn to write the file (a statement is its own transaction)."""
+        try:
+            with self._writer:
+                yield
+        except TimeoutError as exc:  # what kombu knows of a broker it cannot use now
+            raise sqlite3.OperationalError(f"broker busy: {exc}") from exc
+
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("INSERT INTO hent_messages (queue, payload) VALUES (?, ?)", (queue, dumps(message)))
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         with self._lock:
             if self._db.execute("SELECT 1 FROM hent_messages WHERE queue = ? LIMIT 1", (queue,)).fetchone() is None:
                 raise Empty()  # the common case when idle: a read, no write lock taken
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT id, payload FROM hent_messages WHERE queue = ? ORDER BY id LIMIT 1", (queue,)
-                ).fetchone()
-                if row is not None:
-                    self._db.execute("DELETE FROM hent_messages WHERE id = ?", (row[0],))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        if row is None:  # another consumer took it between the two reads
+            with self._writing():
+                rows = self._db.execute(_TAKE, (queue,)).fetchall()  # all fetched: the statement ends
+        if not rows:  # another consumer took it between the two statements
             raise Empty()
-        return loads(row[1])
+        return loads(rows[0][0])
 
     def _size(self, queue: str) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM hent_messages WHERE queue = ?", (queue,)).fetchone()[0])
 
     def _purge(self, queue: str) -> int:
-        with self._lock:
+        with self._lock, self._writing():
             return self._db.execute("DELETE FROM hent_messages WHERE queue = ?", (queue,)).rowcount
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
