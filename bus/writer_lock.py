@@ -14,11 +14,14 @@ from __future__ import annotations
 __all__ = ["WriterLock"]
 
 import fcntl
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
+
+log = logging.getLogger(__name__)
 
 _FIRST_PAUSE = 0.0002  #: seconds between the first tries of a held flock
 _LONGEST_PAUSE = 0.002  #: the pause doubles up to this
@@ -38,9 +41,16 @@ class WriterLock:
         return f"WriterLock({str(self.path)!r})"
 
     def _file(self) -> int:
+        """The lock file's descriptor (opened read-only: flock needs no more), or -1 when it cannot
+        be opened (another user's, a read-only folder): then SQLite's own locking is all there is."""
         if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._pid = os.getpid()
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                log.warning("%s: %s; writers of other processes are not queued here, SQLite's busy "
+                            "handler makes them wait instead", self.path, exc.strerror or exc)
+                self._fd = -1
         return self._fd
 
     def __enter__(self) -> WriterLock:
@@ -50,7 +60,7 @@ class WriterLock:
         try:
             fd = self._file()
             pause = _FIRST_PAUSE
-            while True:
+            while fd >= 0:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     return self
@@ -61,6 +71,7 @@ class WriterLock:
                         ) from None
                     time.sleep(pause)
                     pause = min(pause * 2, _LONGEST_PAUSE)
+            return self
         except BaseException:
             self._threads.release()
             raise
@@ -69,13 +80,13 @@ class WriterLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if self._fd is not None:
+            if self._fd is not None and self._fd >= 0:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._threads.release()
 
     def close(self) -> None:
         """Close the lock file (the next ``with`` opens it again)."""
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None and self._fd >= 0 and self._pid == os.getpid():
             os.close(self._fd)
         self._fd = None

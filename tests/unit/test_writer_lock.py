@@ -134,3 +134,14 @@ def test_a_ledger_in_memory_needs_no_file(tmp_path: Path) -> None:
         assert not isinstance(ledger._writer_lock, WriterLock)
     finally:
         ledger.close()
+
+
+def test_a_lock_file_it_cannot_open_leaves_the_queueing_to_sqlite(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    lock = WriterLock(tmp_path / "no-such-folder" / "db-writer.lock", timeout=1)  # cannot be created
+    with lock:
+        pass
+    with lock:  # said once
+        pass
+    said = [m for m in caplog.messages if "SQLite's busy handler makes them wait instead" in m]
+    assert len(said) == 1 and "No such file or directory" in said[0]
