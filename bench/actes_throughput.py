@@ -47,7 +47,6 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
 import random  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tarfile  # noqa: E402
 import time  # noqa: E402
@@ -665,9 +664,8 @@ class Sides:
             raise BenchError(f"the runtime logged {len(self.runtime.errors)} error(s): {self.runtime.errors[0]}")
         routed = [self.runtime.routed(b.numero, i) for b, i in zip(bundles, ids, strict=True)]
         self.check.check(list(zip(routed, archives, strict=True)), self.root / "check" / tag, self.args.check)
-        if not self.args.keep:  # bound the disk used; the spool and the ledger stay, as in production
-            shutil.rmtree(out_dir, ignore_errors=True)
-            shutil.rmtree(self.root / "bundles" / tag, ignore_errors=True)
+        # a round's files stay until the work folder goes at the end: deleting them here (and the
+        # discards that follow) would slow the next round's file creations, not this round's
         return runtime_s, bare_s
 
 

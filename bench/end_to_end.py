@@ -37,7 +37,6 @@ import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import pstats  # noqa: E402
-import shutil  # noqa: E402
 import time  # noqa: E402
 from datetime import date, timedelta  # noqa: E402
 from typing import Any  # noqa: E402
@@ -121,11 +120,8 @@ class Bench:
                 "last_received": max(received) - dropped, "last_delivered": max(delivered) - dropped,
                 "last_settled": settled - dropped}
 
-    def clean(self, tag: str) -> None:
-        """Bound the disk: the bare side's archives and bundles of a round (the bus keeps its own)."""
-        shutil.rmtree(self.bare_dir / tag, ignore_errors=True)
-        for archive in self.out_dir.iterdir():
-            archive.unlink()
+    # a round's files stay until the work folder goes at the end: deleting them between rounds (and
+    # the discards that follow) slowed the next round's file creations, whichever side came next
 
 
 def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -142,7 +138,6 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                         with bus.paused():
                             bench.run_bare(warm)
                         bench.run_bus(bus, ledger, warm)
-                        bench.clean("W")
                     rounds = []
                     for number in range(1, args.rounds + 1):
                         tag = f"R{number}"
@@ -155,7 +150,6 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                             times = bench.run_bus(bus, ledger, bundles)
                             with bus.paused():
                                 bare_s, bare_cpu = bench.run_bare(bundles)
-                        bench.clean(tag)
                         rounds.append({"bus_acts_per_s": args.acts / times["seconds"],
                                        "bare_acts_per_s": args.acts / bare_s,
                                        "bus_cpu_ms_per_act": times.pop("cpu_s") * 1000 / args.acts,
