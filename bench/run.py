@@ -26,9 +26,11 @@ if __package__ in (None, ""):  # run as ``python bench/run.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -66,6 +68,27 @@ BENCHES = (
 NAMES = tuple(b.name for b in BENCHES)
 
 
+def run_bounded(command: list[str], timeout: float) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """Run ``command`` in a process group of its own; past ``timeout`` the whole group (the bench,
+    the bus and the sshd it started) gets SIGTERM, then SIGKILL 10 s later, so that nothing is left
+    running.  (The result, whether it timed out.)"""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), False
+    except subprocess.TimeoutExpired:
+        for signal_number in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal_number)
+            try:
+                stdout, stderr = process.communicate(timeout=10.0)
+                break
+            except subprocess.TimeoutExpired:
+                stdout, stderr = "", ""
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), True
+
+
 def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """Run one bench in its own process; its figures, skips, notes, status and time."""
     options = list(bench.quick if args.quick else bench.full)
@@ -76,12 +99,10 @@ def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
     result: dict[str, Any] = {"name": bench.name, "command": " ".join(command[1:]), "figures": [], "skipped": [],
                               "notes": []}
-    try:
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+    done, timed_out = run_bounded(command, timeout)
+    if timed_out:
         result.update(status="error", seconds=time.monotonic() - began, exit_code=None,
-                      error=f"timed out after {timeout:.0f} s", stderr_tail=stderr.splitlines()[-20:])
+                      error=f"timed out after {timeout:.0f} s", stderr_tail=(done.stderr or "").splitlines()[-20:])
         return result
     result.update(seconds=time.monotonic() - began, exit_code=done.returncode)
     for line in done.stdout.splitlines():

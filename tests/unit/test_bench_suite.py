@@ -107,3 +107,24 @@ def test_the_existing_bench_lines_fit_the_suite_format() -> None:
     assert match and match["target"] == "< 200 MiB: met"
     assert run._target(match.groupdict()) is True
     assert not math.isnan(float(match["value"]))
+
+
+def test_a_bench_past_its_time_is_ended_with_all_it_started(tmp_path: Path) -> None:
+    # Given a "bench" that starts a child of its own (as a bench starts the bus and an sshd), then hangs
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+              "time.sleep(600)\n")
+    # When the suite's time for it runs out
+    done, timed_out = run.run_bounded([sys.executable, "-c", script], timeout=2)
+    # Then it is ended, and so is its child: nothing is left running
+    assert timed_out and done.returncode is not None
+    child = int(pid_file.read_text())
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_bench_in_time_gives_its_output(tmp_path: Path) -> None:
+    done, timed_out = run.run_bounded([sys.executable, "-c", "print('figure'); import sys; sys.exit(3)"], timeout=60)
+    assert not timed_out and done.returncode == 3 and done.stdout == "figure\n"
