@@ -500,7 +500,8 @@ class Ledger(LedgerExtras):
             values = {**(prepared or {}), "state": _D.ROUTED.value, "reason": None, "updated_at": now}
             if release_owner is not None and row.lease_owner == release_owner:
                 values.update(lease_owner=None, lease_until=None)
-            conn.execute(_row_update(documents, values, guard_state=False), _row_update_params(document_id, values))
+            conn.execute(_row_update(documents, values, guard_state=False, returning=False),
+                         _row_update_params(document_id, values))
             journal.append_many(conn, events)
             if prepared is None:  # deliveries may predate this call: read them all
                 created = [_delivery(r) for r in conn.execute(

@@ -289,21 +289,22 @@ _ROW_FOR_UPDATE = {table.name: select(table).where(table.c.id == bindparam("key"
                    for table in (documents_table, deliveries_table)}
 _INSERT_DOCUMENT = insert(documents_table).returning(*documents_table.c)  #: its values: the parameters
 _INSERT_DELIVERIES = insert(deliveries_table)
-_UPDATES: dict[tuple[str, tuple[str, ...], bool], Any] = {}
+_UPDATES: dict[tuple[str, tuple[str, ...], bool, bool], Any] = {}
 
 
-def _row_update(table: Table, names: Iterable[str], *, guard_state: bool) -> Any:
-    """``UPDATE table SET <names> WHERE id = :w_id [AND state = :w_state] RETURNING *``, built once
+def _row_update(table: Table, names: Iterable[str], *, guard_state: bool, returning: bool = True) -> Any:
+    """``UPDATE table SET <names> WHERE id = :w_id [AND state = :w_state] [RETURNING *]``, built once
     per shape; the new values are the parameters ``v_<name>`` (:func:`_row_update_params`)."""
-    shape = (table.name, tuple(sorted(names)), guard_state)
+    shape = (table.name, tuple(sorted(names)), guard_state, returning)
     statement = _UPDATES.get(shape)
     if statement is None:
         where = [table.c.id == bindparam("w_id")]
         if guard_state:
             where.append(table.c.state == bindparam("w_state"))
         statement = (update(table).where(*where)
-                     .values({name: bindparam(f"v_{name}", type_=table.c[name].type) for name in shape[1]})
-                     .returning(*table.c))
+                     .values({name: bindparam(f"v_{name}", type_=table.c[name].type) for name in shape[1]}))
+        if returning:
+            statement = statement.returning(*table.c)
         _UPDATES[shape] = statement  # a race builds it twice, to the same effect
     return statement
 
