@@ -615,21 +615,24 @@ class Sides:
         claims = [self.runtime.stage(b) for b in bundles]
         gc.collect()
         batch = self.args.batch
-        ids: list[str] = []
         stages = {"pickup": 0.0, "consumer": 0.0, "settle": 0.0}
+        # the poller ingests a poll's bundles at a time; the consumer's threads take the documents as
+        # they come, without waiting for one another at the end of each poll (Runtime.consume): they
+        # run over the whole round at once here (one pool: no barrier every poll, which the bare
+        # single thread never pays); then the poller settles what is final, in one call
         with patched(runtime_patches(self.runtime, watch) if watch else []):
+            polls = []
             for start in range(0, len(claims), batch):
                 t0 = time.perf_counter()
-                chunk = self.runtime.ingest(claims[start:start + batch])
-                t1 = time.perf_counter()
-                self.runtime.handle(chunk, self.args.workers)
-                t2 = time.perf_counter()
-                self.runtime.settle()
-                t3 = time.perf_counter()
-                stages["pickup"] += t1 - t0
-                stages["consumer"] += t2 - t1
-                stages["settle"] += t3 - t2
-                ids += chunk
+                polls.append(self.runtime.ingest(claims[start:start + batch]))
+                stages["pickup"] += time.perf_counter() - t0
+            ids = [document for poll in polls for document in poll]
+            t1 = time.perf_counter()
+            self.runtime.handle(ids, self.args.workers)
+            stages["consumer"] += time.perf_counter() - t1
+            t2 = time.perf_counter()
+            self.runtime.settle()
+            stages["settle"] += time.perf_counter() - t2
         self.stages = stages
         return stages["consumer"], ids
 

@@ -61,6 +61,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bus.crash import crash_point
 from bus.errors import HentError
+from bus.ledger_sql import Prepared
 
 GENESIS_HASH = "0" * 64
 #: execution option the ledger sets on read-only connections (SQLite then uses a plain BEGIN)
@@ -152,15 +153,18 @@ def ensure_head(conn: Connection) -> None:
         pass  # another process created it first
 
 
-_HEAD_FOR_UPDATE = (
+# run on the DBAPI cursor: every state change appends (bus/ledger_sql.py)
+_HEAD_FOR_UPDATE = Prepared(
     select(journal_head_table).where(journal_head_table.c.id == _HEAD_ID).with_for_update()
 )
-_HEAD_MOVE = (
+_HEAD_MOVE = Prepared(
     update(journal_head_table)
     .where(journal_head_table.c.id == _HEAD_ID)
     .values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"), count=bindparam("new_count"))
 )
-_INSERT_EVENT = insert(journal_table)
+_INSERT_EVENT = Prepared(
+    insert(journal_table).values({c.name: bindparam(c.name, type_=c.type) for c in journal_table.c})
+)
 
 
 def append(
@@ -186,7 +190,7 @@ def append_many(conn: Connection, events: list[dict[str, Any]]) -> list[JournalE
     """Append several events (keyword arguments of :func:`append`) in order, chained, with one
     read of the head, one insert and one move of the head; inside the caller's transaction."""
     crash_point("journal.mid-append")  # the caller's rows are changed: a crash must undo them too
-    head = conn.execute(_HEAD_FOR_UPDATE).mappings().first()
+    head = _HEAD_FOR_UPDATE.first(conn)
     if head is None:
         raise HentError(
             "journal: the journal_head row is missing; the journal was tampered with or its "
@@ -212,8 +216,8 @@ def append_many(conn: Connection, events: list[dict[str, Any]]) -> list[JournalE
         fields["hash"] = prev_hash = event_hash(fields)
         rows.append(fields)
     if rows:
-        conn.execute(_INSERT_EVENT, rows)
-        conn.execute(_HEAD_MOVE, {"new_seq": seq, "new_hash": prev_hash, "new_count": head["count"] + len(rows)})
+        _INSERT_EVENT.run(conn, rows)
+        _HEAD_MOVE.run(conn, {"new_seq": seq, "new_hash": prev_hash, "new_count": head["count"] + len(rows)})
     return [JournalEntry(**fields) for fields in rows]
 
 

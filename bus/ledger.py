@@ -61,6 +61,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -105,6 +106,7 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     messages_table,  # noqa: F401
     replies_table,  # noqa: F401
 )
+from bus.ledger_sql import Prepared
 from bus.ledger_states import (
     _DELIVERY_FIELDS,
     _DOCUMENT_FIELDS,
@@ -124,17 +126,23 @@ from bus.writer_lock import WriterLock
 BUSY_TIMEOUT_MS = 30_000  #: read each time SQLite opens a connection (tests lower it here)
 _REPLY = "reply"  #: the lease entity of a reply owed to a source (see Ledger.owed_replies)
 
-# The statements of every act, built once: SQLAlchemy then reuses their cache keys and compiled forms
-# instead of building and hashing a new statement per call.
-_DOCUMENT_BY_ID = select(documents_table).where(documents_table.c.id == bindparam("key"))
-_DOCUMENT_BY_KEY = select(documents_table).where(documents_table.c.idempotency_key == bindparam("key"))
-_DELIVERY_BY_ID = select(deliveries_table).where(deliveries_table.c.id == bindparam("key"))
-_COUNT_ATTEMPT = (update(deliveries_table).where(deliveries_table.c.id == bindparam("key"))
-                  .values(attempts=deliveries_table.c.attempts + 1, updated_at=bindparam("now"))
-                  .returning(deliveries_table.c.attempts))
-_LATEST_DELIVERY_OF_ACT = (select(deliveries_table).where(deliveries_table.c.id_acte == bindparam("id_acte"))
-                           .order_by(deliveries_table.c.created_at.desc(), deliveries_table.c.id).limit(1))
-_REPLY_WRITTEN = delete(leases_table).where(leases_table.c.entity == _REPLY, leases_table.c.key == bindparam("key"))
+# The statements of every act, built once and run on the DBAPI cursor (bus/ledger_sql.py)
+_DOCUMENT_BY_ID = Prepared(select(documents_table).where(documents_table.c.id == bindparam("key")))
+_DOCUMENT_BY_KEY = Prepared(select(documents_table).where(documents_table.c.idempotency_key == bindparam("key")))
+_DELIVERY_BY_ID = Prepared(select(deliveries_table).where(deliveries_table.c.id == bindparam("key")))
+_COUNT_ATTEMPT = Prepared(update(deliveries_table).where(deliveries_table.c.id == bindparam("key"))
+                          .values(attempts=deliveries_table.c.attempts + 1, updated_at=bindparam("now"))
+                          .returning(deliveries_table.c.attempts))
+_LATEST_DELIVERY_OF_ACT = Prepared(
+    select(deliveries_table).where(deliveries_table.c.id_acte == bindparam("id_acte"))
+    .order_by(deliveries_table.c.created_at.desc(), deliveries_table.c.id).limit(1)
+)
+_REPLY_WRITTEN = Prepared(
+    delete(leases_table).where(leases_table.c.entity == _REPLY, leases_table.c.key == bindparam("key"))
+)
+
+
+_BEGIN, _BEGIN_IMMEDIATE = Prepared(text("BEGIN")), Prepared(text("BEGIN IMMEDIATE"))  # SQLite's, below
 
 
 def _owe_reply_upsert(insert_of: Any) -> Any:
@@ -145,7 +153,8 @@ def _owe_reply_upsert(insert_of: Any) -> Any:
                                               "lease_until": upsert.excluded.lease_until})
 
 
-_OWE_REPLY = {"sqlite": _owe_reply_upsert(sqlite_insert), "postgresql": _owe_reply_upsert(postgresql_insert)}
+_OWE_REPLY = {"sqlite": Prepared(_owe_reply_upsert(sqlite_insert)),
+              "postgresql": Prepared(_owe_reply_upsert(postgresql_insert))}
 
 _D, _V = DocumentState, DeliveryState
 
@@ -191,7 +200,7 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        (_BEGIN if read_only else _BEGIN_IMMEDIATE).run(conn)
 
 
 def _writer_lock(engine: Engine) -> Any:
@@ -311,7 +320,7 @@ class Ledger(LedgerExtras):
     ) -> tuple[DocumentRow, bool]:
         """Record a new document in RECEIVED; ``(existing, False)`` if the key is known."""
         with self._write() as conn:
-            existing = conn.execute(_DOCUMENT_BY_KEY, {"key": idempotency_key}).first()
+            existing = _DOCUMENT_BY_KEY.first(conn, {"key": idempotency_key})
             if existing is not None:
                 return _document(existing), False
             now = self.now()
@@ -321,14 +330,18 @@ class Ledger(LedgerExtras):
             nested = nullcontext() if conn.dialect.name == "sqlite" else conn.begin_nested()
             try:
                 with nested:
-                    row = conn.execute(_INSERT_DOCUMENT, {
+                    row = {
                         "id": document_id, "source": source, "bundle": bundle, "idempotency_key": idempotency_key,
-                        "state": DocumentState.RECEIVED.value, "sidecar_sha256": sidecar_sha256,
-                        "files": dict(files), "created_at": now, "updated_at": now,
+                        "state": DocumentState.RECEIVED.value, "route": None, "siren": None, "id_acte": None,
+                        "sidecar_sha256": sidecar_sha256, "files": dict(files), "canonical": None, "reason": None,
+                        "lease_owner": None, "lease_until": None, "created_at": now, "updated_at": now,
                         "received_at": received_at or now,
-                    }).one()
+                    }
+                    _INSERT_DOCUMENT.run(conn, row)  # the row is what was inserted: not read back
             except IntegrityError:  # PostgreSQL: another worker inserted the same key meanwhile
-                return _document(conn.execute(_DOCUMENT_BY_KEY, {"key": idempotency_key}).one()), False
+                found = _DOCUMENT_BY_KEY.first(conn, {"key": idempotency_key})
+                assert found is not None
+                return _document(found), False
             journal.append(
                 conn, actor=actor or self.actor, entity="document", entity_id=document_id,
                 from_state=None, to_state=DocumentState.RECEIVED, reason=f"received {source}:{bundle}",
@@ -338,7 +351,7 @@ class Ledger(LedgerExtras):
 
     def get_document(self, document_id: str) -> DocumentRow:
         with self._read() as conn:
-            row = conn.execute(_DOCUMENT_BY_ID, {"key": document_id}).first()
+            row = _DOCUMENT_BY_ID.first(conn, {"key": document_id})
         if row is None:
             raise UnknownEntity(f"document {document_id}: not in the ledger", entity="document",
                                 entity_id=document_id)
@@ -448,17 +461,17 @@ class Ledger(LedgerExtras):
         actor = actor or self.actor
         documents, table = documents_table, deliveries_table
         with self._write() as conn:
-            row = conn.execute(_DOCUMENT_FOR_UPDATE, {"document_id": document_id}).first()
+            row = _DOCUMENT_FOR_UPDATE.first(conn, {"document_id": document_id})
             if row is None:
                 raise UnknownEntity(f"document {document_id}: not in the ledger", entity="document",
                                     entity_id=document_id)
             expected = _D.RECEIVED if prepared is not None else _D.PREPARED
-            if row.state != expected:
-                raise StaleState("document", document_id, expected, row.state)
-            id_acte = (prepared or {}).get("id_acte", row.id_acte)
+            if row["state"] != expected:
+                raise StaleState("document", document_id, expected, row["state"])
+            id_acte = (prepared or {}).get("id_acte", row["id_acte"])
             resubmits: list[str] = []
             if unique_id_acte and id_acte:
-                resubmits = self._earlier_attempts(conn, id_acte, document_id, row.bundle)
+                resubmits = self._earlier_attempts(conn, id_acte, document_id, row["bundle"])
             now = self.now()
             events: list[dict[str, Any]] = []
             for earlier in resubmits:  # the same act, sent again after the ministry refused it
@@ -489,26 +502,26 @@ class Ledger(LedgerExtras):
                     first = not rows
                     values.update(lease_owner=lease_first[0] if first else None,
                                   lease_until=now + timedelta(seconds=lease_first[1]) if first else None)
-                rows.append(values)
+                rows.append({**_NEW_DELIVERY, **values})
                 events.append(_event(actor, "delivery", delivery_id, None, _V.PENDING, now,
                                      reason=f"document {document_id} to {plan['endpoint']} by route {plan['route']}",
                                      payload_sha256=plan.get("artifact_sha256")))
             events.append(_event(actor, "document", document_id, _D.PREPARED, _D.ROUTED, now,
                                  reason=f"{len(deliveries)} deliver{'y' if len(deliveries) == 1 else 'ies'}"))
             if rows:
-                conn.execute(_INSERT_DELIVERIES, rows)
+                _INSERT_DELIVERIES.run(conn, rows)
             values = {**(prepared or {}), "state": _D.ROUTED.value, "reason": None, "updated_at": now}
-            if release_owner is not None and row.lease_owner == release_owner:
+            if release_owner is not None and row["lease_owner"] == release_owner:
                 values.update(lease_owner=None, lease_until=None)
-            conn.execute(_row_update(documents, values, guard_state=False, returning=False),
-                         _row_update_params(document_id, values))
+            _row_update(documents, values, guard_state=False, returning=False).run(
+                conn, _row_update_params(document_id, values))
             journal.append_many(conn, events)
             if prepared is None:  # deliveries may predate this call: read them all
                 created = [_delivery(r) for r in conn.execute(
                     select(table).where(table.c.document_id == document_id).order_by(table.c.created_at, table.c.id))]
             else:  # the rows are what was just inserted: no need to read them back
-                created = [DeliveryRow(**{**_NEW_DELIVERY, **r, "state": _V.PENDING}) for r in rows]
-        return _document({**row._mapping, **values}), created
+                created = [DeliveryRow(**{**r, "state": _V.PENDING}) for r in rows]
+        return _document({**row, **values}), created
 
     @staticmethod
     def _earlier_attempts(conn: Connection, id_acte: str, document_id: str, bundle: str) -> list[str]:
@@ -516,19 +529,19 @@ class Ledger(LedgerExtras):
         delivery REJECTED or FAILED, copies to folders aside): this one is their resubmission.
         DocumentError (``act-unique``) when an earlier one is acknowledged or still in flight."""
         earlier: list[str] = []
-        for other in conn.execute(_SAME_ACT, {"id_acte": id_acte, "document_id": document_id}):
+        for other in _SAME_ACT.rows(conn, {"id_acte": id_acte, "document_id": document_id}):
             states = {r.state for r in conn.execute(
-                select(deliveries_table.c.state).where(deliveries_table.c.document_id == other.id))}
+                select(deliveries_table.c.state).where(deliveries_table.c.document_id == other["id"]))}
             busy = states & _BUSY
-            if other.state != _D.ROUTED.value or not _refused(states):
-                why = f"state {other.state}" + (f", a delivery {sorted(busy)[0]}" if busy else "")
+            if other["state"] != _D.ROUTED.value or not _refused(states):
+                why = f"state {other['state']}" + (f", a delivery {sorted(busy)[0]}" if busy else "")
                 raise DocumentError(
-                    f"act {id_acte} was already received as document {other.id} ({why}); it is not sent twice: "
+                    f"act {id_acte} was already received as document {other['id']} ({why}); it is not sent twice: "
                     "an act the ministry refused can be corrected and dropped again; to send another act, give it "
                     "a new NumeroInterne (and PrecedentIdentifiantActe if it replaces an acknowledged one)",
                     path=bundle, field="numero_interne", rule="act-unique",
                 )
-            earlier.append(other.id)
+            earlier.append(other["id"])
         return earlier
 
     def sirens_of(self, document_ids: list[str]) -> dict[str, str | None]:
@@ -580,15 +593,15 @@ class Ledger(LedgerExtras):
         row = self._take_lease(_TAKE_DELIVERY_LEASE, delivery_id, owner, seconds)
         return None if row is None else _delivery(row)
 
-    def _take_lease(self, statement: Any, key: str, owner: str, seconds: float) -> Any:
+    def _take_lease(self, statement: Prepared, key: str, owner: str, seconds: float) -> Any:
         now = self.now()
         with self._write() as conn:
-            return conn.execute(statement, {"key": key, "owner": owner, "now": now,
-                                            "until": now + timedelta(seconds=seconds)}).first()
+            return statement.first(conn, {"key": key, "owner": owner, "now": now,
+                                          "until": now + timedelta(seconds=seconds)})
 
     def get_delivery(self, delivery_id: str) -> DeliveryRow:
         with self._read() as conn:
-            row = conn.execute(_DELIVERY_BY_ID, {"key": delivery_id}).first()
+            row = _DELIVERY_BY_ID.first(conn, {"key": delivery_id})
         if row is None:
             raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery",
                                 entity_id=delivery_id)
@@ -622,7 +635,7 @@ class Ledger(LedgerExtras):
         table = deliveries_table
         if id_acte is not None and all(v is None for v in (client_key, envelope_name, act, endpoint)):  # every act asks
             with self._read() as conn:
-                row = conn.execute(_LATEST_DELIVERY_OF_ACT, {"id_acte": id_acte}).first()
+                row = _LATEST_DELIVERY_OF_ACT.first(conn, {"id_acte": id_acte})
             return None if row is None else _delivery(row)
         criteria = [table.c[name] == value for name, value in
                     (("id_acte", id_acte), ("client_key", client_key), ("envelope_name", envelope_name))
@@ -636,8 +649,8 @@ class Ledger(LedgerExtras):
             criteria.append(table.c.endpoint == endpoint)
         query = select(table).where(*criteria).order_by(table.c.created_at.desc(), table.c.id).limit(1)
         with self._read() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else _delivery(row)
+            found = conn.execute(query).first()
+        return None if found is None else _delivery(found)
 
     def deliveries(
         self, *, state: str | None = None, route: str | None = None, endpoint: str | None = None,
@@ -655,7 +668,8 @@ class Ledger(LedgerExtras):
     def bump_attempts(self, delivery_id: str) -> int:
         """Count one more send attempt (not journaled); return the new count."""
         with self._write() as conn:
-            attempts = conn.execute(_COUNT_ATTEMPT, {"key": delivery_id, "now": self.now()}).scalar()
+            counted = _COUNT_ATTEMPT.first(conn, {"key": delivery_id, "now": self.now()})
+        attempts = None if counted is None else counted["attempts"]
         if attempts is None:
             raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery", entity_id=delivery_id)
         return int(attempts)
@@ -698,16 +712,16 @@ class Ledger(LedgerExtras):
         reason: str, payload_sha256: str | None, expect: str | None, fields: dict[str, Any],
         table: Table, transitions: Any, final: Any, release_owner: str | None = None,
     ) -> tuple[Any, JournalEntry]:
-        row = conn.execute(_ROW_FOR_UPDATE[table.name], {"key": entity_id}).first()
+        row = _ROW_FOR_UPDATE[table.name].first(conn, {"key": entity_id})
         if row is None:
             raise UnknownEntity(f"{entity} {entity_id}: not in the ledger",
                                 entity=entity, entity_id=entity_id)
-        current = row.state
+        current = row["state"]
         if expect is not None and current != str(expect):
             raise StaleState(entity, entity_id, str(expect), current)
         now = self.now()
         values: dict[str, Any] = {**fields, "updated_at": now}
-        if release_owner is not None and row.lease_owner == release_owner:
+        if release_owner is not None and row["lease_owner"] == release_owner:
             values.update(lease_owner=None, lease_until=None)
         if to_state is None:  # an event, no transition: the row's reason column is left alone
             to_state = current
@@ -719,8 +733,8 @@ class Ledger(LedgerExtras):
                 values["final_at"] = now if to_state in final else None
                 if to_state in final:  # the source is owed a reply: kept until the runtime wrote it
                     self._owe_reply(conn, entity_id, now)
-        changed = conn.execute(_row_update(table, values, guard_state=True),
-                               _row_update_params(entity_id, values, current)).first()
+        changed = _row_update(table, values, guard_state=True).first(
+            conn, _row_update_params(entity_id, values, current))
         if changed is None:  # cannot happen under the row lock; kept as the CAS guard
             raise StaleState(entity, entity_id, current, "changed meanwhile")
         entry = journal.append(conn, actor=actor or self.actor, entity=entity, entity_id=entity_id,
@@ -737,8 +751,7 @@ class Ledger(LedgerExtras):
     def _owe_reply(self, conn: Connection, delivery_id: str, now: datetime) -> None:
         until = now + timedelta(seconds=self.reply_lease)
         # one statement: owed now, or owed again (a replay, an answer after DELIVERED) and renewed
-        conn.execute(_OWE_REPLY[conn.dialect.name],
-                     {"o_key": delivery_id, "o_owner": self.actor, "o_until": until})
+        _OWE_REPLY[conn.dialect.name].run(conn, {"o_key": delivery_id, "o_owner": self.actor, "o_until": until})
 
     def owed_replies(self, limit: int | None = 100) -> list[str]:
         """The deliveries whose reply is owed and nobody writes (its lease expired), oldest first."""
@@ -751,7 +764,7 @@ class Ledger(LedgerExtras):
     def reply_written(self, delivery_id: str) -> None:
         """The reply of ``delivery_id`` is written: nothing is owed any more."""
         with self._write() as conn:
-            conn.execute(_REPLY_WRITTEN, {"key": delivery_id})
+            _REPLY_WRITTEN.run(conn, {"key": delivery_id})
 
     # -- reporting -------------------------------------------------------------------------
 

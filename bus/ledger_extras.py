@@ -287,12 +287,12 @@ class LedgerExtras:
         params["maximum"] = maximum if maximum is not None else 2**31 - 1  # the column is an INTEGER
         with self._write() as conn:
             for _ in range(3):
-                bumped = conn.execute(bump, params).first()
+                bumped = bump.first(conn, params)
                 if bumped is not None:
-                    return int(bumped[0])
-                current = conn.execute(read, params).first()
+                    return int(bumped["last"])
+                current = read.first(conn, params)
                 if current is not None:
-                    if maximum is not None and int(current[0]) >= maximum:
+                    if maximum is not None and int(current["last"]) >= maximum:
                         return None  # at the maximum
                     continue  # created by another worker after this bump looked (READ COMMITTED): bump again
                 try:

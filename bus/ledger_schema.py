@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 
 from bus.journal import metadata
+from bus.ledger_sql import Prepared
 from bus.ledger_states import DeliveryState, DocumentState
 
 # -- schema -------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ def _document(row: Any) -> DocumentRow:
 
 
 def _delivery(row: Any) -> DeliveryRow:
-    values = dict(row._mapping)
+    values = dict(row if isinstance(row, dict) else row._mapping)
     values["state"] = DeliveryState(values["state"])
     return DeliveryRow(**values)
 
@@ -261,19 +262,20 @@ def _event(actor: str, entity: str, entity_id: str, from_state: Any, to_state: A
             "to_state": to_state, "reason": reason, "payload_sha256": payload_sha256, "at": at}
 
 
-# statements of the hot path, built once (SQLAlchemy then only binds their parameters)
-_DOCUMENT_BY_ID = select(documents_table).where(documents_table.c.id == bindparam("document_id"))
-_DOCUMENT_FOR_UPDATE = _DOCUMENT_BY_ID.with_for_update()
-_SAME_ACT = (
+# statements of the hot path, built once and run on the DBAPI cursor (bus/ledger_sql.py)
+_DOCUMENT_FOR_UPDATE = Prepared(
+    select(documents_table).where(documents_table.c.id == bindparam("document_id")).with_for_update()
+)
+_SAME_ACT = Prepared(
     select(documents_table.c.id, documents_table.c.state)
     .where(documents_table.c.id_acte == bindparam("id_acte"), documents_table.c.id != bindparam("document_id"),
            documents_table.c.state != "FAILED")
     .order_by(documents_table.c.created_at)
 )
-def _take_lease(table: Table) -> Any:
+def _take_lease(table: Table) -> Prepared:
     """UPDATE ... RETURNING the row whose lease is free, expired or already ``owner``'s (parameters
     ``key``, ``owner``, ``now``, ``until``): the lease taken and the row read in one statement."""
-    return (
+    return Prepared(
         update(table)
         .where(table.c.id == bindparam("key"),
                or_(table.c.lease_owner.is_(None), table.c.lease_until.is_(None),
@@ -285,14 +287,17 @@ def _take_lease(table: Table) -> Any:
 
 _TAKE_DOCUMENT_LEASE = _take_lease(documents_table)
 _TAKE_DELIVERY_LEASE = _take_lease(deliveries_table)
-_ROW_FOR_UPDATE = {table.name: select(table).where(table.c.id == bindparam("key")).with_for_update()
+_ROW_FOR_UPDATE = {table.name: Prepared(select(table).where(table.c.id == bindparam("key")).with_for_update())
                    for table in (documents_table, deliveries_table)}
-_INSERT_DOCUMENT = insert(documents_table).returning(*documents_table.c)  #: its values: the parameters
-_INSERT_DELIVERIES = insert(deliveries_table)
-_UPDATES: dict[tuple[str, tuple[str, ...], bool, bool], Any] = {}
+#: every column a parameter (the insert binds all of them, as the dict of values gives them)
+_INSERT_DOCUMENT = Prepared(insert(documents_table).values({c.name: bindparam(c.name, type_=c.type)
+                                                            for c in documents_table.c}))
+_INSERT_DELIVERIES = Prepared(insert(deliveries_table).values({c.name: bindparam(c.name, type_=c.type)
+                                                               for c in deliveries_table.c}))
+_UPDATES: dict[tuple[str, tuple[str, ...], bool, bool], Prepared] = {}
 
 
-def _row_update(table: Table, names: Iterable[str], *, guard_state: bool, returning: bool = True) -> Any:
+def _row_update(table: Table, names: Iterable[str], *, guard_state: bool, returning: bool = True) -> Prepared:
     """``UPDATE table SET <names> WHERE id = :w_id [AND state = :w_state] [RETURNING *]``, built once
     per shape; the new values are the parameters ``v_<name>`` (:func:`_row_update_params`)."""
     shape = (table.name, tuple(sorted(names)), guard_state, returning)
@@ -301,11 +306,11 @@ def _row_update(table: Table, names: Iterable[str], *, guard_state: bool, return
         where = [table.c.id == bindparam("w_id")]
         if guard_state:
             where.append(table.c.state == bindparam("w_state"))
-        statement = (update(table).where(*where)
-                     .values({name: bindparam(f"v_{name}", type_=table.c[name].type) for name in shape[1]}))
+        built = (update(table).where(*where)
+                 .values({name: bindparam(f"v_{name}", type_=table.c[name].type) for name in shape[1]}))
         if returning:
-            statement = statement.returning(*table.c)
-        _UPDATES[shape] = statement  # a race builds it twice, to the same effect
+            built = built.returning(*table.c)
+        statement = _UPDATES[shape] = Prepared(built)  # a race builds it twice, to the same effect
     return statement
 
 
@@ -323,15 +328,15 @@ _DELIVERY_PLAN_FIELDS = frozenset({
 })
 
 
-_COUNTERS: dict[str, tuple[Any, Any]] = {}
+_COUNTERS: dict[str, tuple[Prepared, Prepared]] = {}
 
 
-def _counter_statements(table: Table) -> tuple[Any, Any]:
+def _counter_statements(table: Table) -> tuple[Prepared, Prepared]:
     """The bump (UPDATE ... RETURNING, SQLite 3.35+ and PostgreSQL) and read of a counter table,
     built once; parameters ``k_<key column>`` and ``maximum``."""
     if table.name not in _COUNTERS:
         where = [column == bindparam(f"k_{column.name}") for column in table.primary_key.columns]
         bump = (update(table).where(*where, table.c.last < bindparam("maximum"))
                 .values(last=table.c.last + 1).returning(table.c.last))
-        _COUNTERS[table.name] = (bump, select(table.c.last).where(*where))
+        _COUNTERS[table.name] = (Prepared(bump), Prepared(select(table.c.last).where(*where)))
     return _COUNTERS[table.name]

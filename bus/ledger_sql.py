@@ -1,0 +1,187 @@
+"""The ledger's hottest statements, compiled once per dialect and run on the DBAPI cursor.
+
+Every act runs a dozen statements through the ledger.  SQLAlchemy's execution layer costs
+about 60 us of Python per statement here (an execution context, the parameters built and
+processed, a result object), against under 10 us for the database's own work on SQLite: a
+third of the ledger's time per act, all of it holding Python's lock, which the workers
+building archives beside it wait for.
+
+A :class:`Prepared` keeps a Core statement (built with SQLAlchemy as any other) and, per
+dialect, what SQLAlchemy compiled from it: the SQL text, the order of its parameters, and the
+conversion of each parameter and each result column, taken from the column types themselves
+(``TypeEngine.bind_processor`` / ``result_processor``), so a value is stored and read back
+exactly as through ``Connection.execute``.  It runs inside the SQLAlchemy connection's
+transaction, on a cursor of the same DBAPI connection; errors come back as SQLAlchemy's
+(``IntegrityError``, ``OperationalError``...), and a connection the database dropped is
+invalidated as SQLAlchemy would, so that the pool does not hand it out again.
+
+Only plain statements qualify: no ``IN`` lists expanded at run time, no literal rendering
+(both are refused when compiled).  Anything else goes through ``Connection.execute``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Prepared"]
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Dialect, Select
+from sqlalchemy.exc import DBAPIError
+
+_Processor = Callable[[Any], Any] | None
+
+
+class Prepared:
+    """A Core statement run straight on the DBAPI cursor of a SQLAlchemy :class:`Connection`."""
+
+    __slots__ = ("statement", "_forms", "_lock")
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._forms: dict[tuple[str, str], _Form] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Prepared({str(self.statement)!r})"
+
+    def _form(self, conn: Connection) -> _Form:
+        dialect = conn.dialect
+        key = (dialect.name, dialect.driver)
+        form = self._forms.get(key)
+        if form is None:
+            with self._lock:
+                form = self._forms.get(key) or _Form(self.statement, dialect)
+                self._forms[key] = form
+        return form
+
+    def rows(self, conn: Connection, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every row the statement returns, as dicts keyed by column name."""
+        return self._form(conn).execute(conn, params or {})
+
+    def first(self, conn: Connection, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The first row, or None."""
+        found = self._form(conn).execute(conn, params or {})
+        return found[0] if found else None
+
+    def run(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> int:
+        """Execute (a list of parameter sets: once per set, in one ``executemany``); the row count."""
+        form = self._form(conn)
+        if isinstance(params, dict) or params is None:
+            return form.execute_count(conn, params or {})
+        return form.execute_many(conn, list(params))
+
+
+class _Form:
+    """What one dialect compiled from a statement, and how to bind and read its values."""
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        if "POSTCOMPILE" in self.sql or getattr(compiled, "literal_execute_params", None):
+            raise ValueError(f"cannot prepare a statement with parameters rendered at run time: {self.sql}")
+        self.dialect = dialect
+        binds = {name: bind for bind, name in compiled.bind_names.items()}  # as the SQL names them
+        self.positional = bool(dialect.positional)
+        names: list[str] = list(compiled.positiontup or []) if self.positional else list(binds)
+        # (name, required, constant value, conversion) for each parameter, in the order the SQL wants
+        self.binds: list[tuple[str, bool, Any, _Processor]] = []
+        for name in names:
+            bind = binds[name]
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            self.binds.append((name, bool(bind.required), None if bind.required else bind.effective_value, processor))
+        self.escaped = dict(getattr(compiled, "escaped_bind_names", None) or {})
+        columns = _result_columns(statement)
+        self.names = [name for name, _ in columns]
+        self.results: list[_Processor] = [
+            type_.dialect_impl(dialect).result_processor(dialect, None) for _, type_ in columns
+        ]
+        self.converts = any(p is not None for p in self.results)
+
+    def _params(self, params: dict[str, Any]) -> Any:
+        values: list[Any] = []
+        for name, required, constant, processor in self.binds:
+            if name in params:
+                value = params[name]
+            elif required:
+                raise KeyError(f"parameter {name!r} missing for: {self.sql}")
+            else:
+                value = constant
+            values.append(value if processor is None else processor(value))
+        if self.positional:
+            return tuple(values)
+        return {self.escaped.get(name, name): value for (name, *_), value in zip(self.binds, values, strict=True)}
+
+    def _cursor(self, conn: Connection) -> Any:
+        return conn.connection.cursor()
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+        bound = self._params(params)
+        cursor = self._cursor(conn)
+        try:
+            cursor.execute(self.sql, bound)
+            fetched = cursor.fetchall()
+        except Exception as exc:
+            raise self._error(conn, exc, bound) from exc
+        finally:
+            cursor.close()
+        if not fetched:
+            return []
+        if len(fetched[0]) != len(self.names):
+            raise RuntimeError(f"{len(fetched[0])} columns came back, {len(self.names)} expected: {self.sql}")
+        names, processors = self.names, self.results
+        if not self.converts:
+            return [dict(zip(names, row, strict=True)) for row in fetched]
+        return [
+            {name: value if p is None else p(value) for name, p, value in zip(names, processors, row, strict=True)}
+            for row in fetched
+        ]
+
+    def execute_count(self, conn: Connection, params: dict[str, Any]) -> int:
+        bound = self._params(params)
+        cursor = self._cursor(conn)
+        try:
+            cursor.execute(self.sql, bound)
+            return int(cursor.rowcount)
+        except Exception as exc:
+            raise self._error(conn, exc, bound) from exc
+        finally:
+            cursor.close()
+
+    def execute_many(self, conn: Connection, params: list[dict[str, Any]]) -> int:
+        if not params:
+            return 0
+        bound = [self._params(p) for p in params]
+        cursor = self._cursor(conn)
+        try:
+            cursor.executemany(self.sql, bound)
+            return int(cursor.rowcount)
+        except Exception as exc:
+            raise self._error(conn, exc, bound) from exc
+        finally:
+            cursor.close()
+
+    def _error(self, conn: Connection, exc: Exception, bound: Any) -> Exception:
+        """SQLAlchemy's exception for a DBAPI error (the same class ``Connection.execute`` raises);
+        a connection the database dropped is invalidated first, as SQLAlchemy does."""
+        dbapi = self.dialect.loaded_dbapi
+        if not isinstance(exc, dbapi.Error):
+            return exc
+        dropped = False
+        try:
+            dropped = bool(self.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None))
+        except Exception:  # noqa: BLE001 - telling a dropped connection is best effort
+            dropped = False
+        if dropped:
+            conn.invalidate(exc)
+        return DBAPIError.instance(self.sql, bound, exc, dbapi.Error, connection_invalidated=dropped,
+                                   dialect=self.dialect)
+
+
+def _result_columns(statement: Any) -> list[tuple[str, Any]]:
+    """(name, type) of each column the statement returns, in order ([] for none)."""
+    if isinstance(statement, Select):
+        return [(column.name, column.type) for column in statement.selected_columns]
+    described = getattr(statement, "returning_column_descriptions", None) or []
+    return [(d["name"], d["type"]) for d in described]

@@ -1,0 +1,165 @@
+"""bus/ledger_sql.py: statements run on the DBAPI cursor give what ``Connection.execute`` gives.
+
+On SQLite (tmp_path) and, when HENT_TEST_POSTGRES_URL is set, on PostgreSQL (a table of the
+test's own, dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from bus.ledger import make_engine
+from bus.ledger_schema import UTCDateTime
+from bus.ledger_sql import Prepared
+
+POSTGRES_URL = os.environ.get("HENT_TEST_POSTGRES_URL")
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")),
+]
+T0 = datetime(2026, 11, 30, 9, 15, 3, 123456, tzinfo=UTC)
+
+
+@pytest.fixture(params=BACKENDS)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    else:
+        assert POSTGRES_URL
+        engine = make_engine(POSTGRES_URL)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def table(engine: Engine) -> Iterator[Table]:
+    metadata = MetaData()
+    table = Table(
+        f"t_{uuid.uuid4().hex[:12]}", metadata,
+        Column("id", String(32), primary_key=True),
+        Column("state", String(32), nullable=False),
+        Column("payload", JSON(none_as_null=True), nullable=True),
+        Column("at", UTCDateTime, nullable=True),
+        Column("n", Integer, nullable=False),
+    )
+    metadata.create_all(engine)
+    yield table
+    metadata.drop_all(engine)
+
+
+def _insert(table: Table) -> Prepared:
+    return Prepared(insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c}))
+
+
+ROWS = [
+    {"id": "a", "state": "PENDING", "payload": {"files": {"acte.pdf": "ab" * 32}, "é": [1, 2]}, "at": T0, "n": 1},
+    {"id": "b", "state": "FAILED", "payload": None, "at": None, "n": 2},
+]
+
+
+def test_rows_read_back_as_connection_execute_reads_them(engine: Engine, table: Table) -> None:
+    # Given two rows written through the DBAPI cursor (one executemany), one of them all NULLs
+    with engine.begin() as conn:
+        assert _insert(table).run(conn, ROWS) == 2
+    everything = select(table).order_by(table.c.id)
+    # When
+    with engine.begin() as conn:
+        prepared = Prepared(everything).rows(conn)
+        executed = [dict(row._mapping) for row in conn.execute(everything)]
+    # Then: the same values, of the same types (aware datetimes, JSON decoded, NULLs as None)
+    assert prepared == executed == ROWS
+    assert prepared[0]["at"].tzinfo is UTC
+
+
+def test_constants_and_returning(engine: Engine, table: Table) -> None:
+    # Given
+    with engine.begin() as conn:
+        _insert(table).run(conn, ROWS)
+    # a constant written in the statement ("FAILED", LIMIT 1) and a RETURNING clause
+    not_failed = Prepared(select(table.c.id).where(table.c.state != "FAILED", table.c.n >= bindparam("n")).limit(1))
+    bump = Prepared(update(table).where(table.c.id == bindparam("key"))
+                    .values(n=table.c.n + 1, at=bindparam("at")).returning(table.c.n, table.c.at))
+    # When
+    with engine.begin() as conn:
+        first = not_failed.first(conn, {"n": 0})
+        bumped = bump.first(conn, {"key": "b", "at": T0 + timedelta(seconds=1)})
+        missing = bump.first(conn, {"key": "zz", "at": T0})
+    # Then
+    assert first == {"id": "a"}
+    assert bumped == {"n": 3, "at": T0 + timedelta(seconds=1)}
+    assert missing is None
+
+
+def test_a_constraint_broken_raises_sqlalchemy_s_integrity_error(engine: Engine, table: Table) -> None:
+    with engine.begin() as conn:
+        _insert(table).run(conn, ROWS[0])
+    # When / Then: the class Connection.execute would raise (callers catch it to retry a race)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _insert(table).run(conn, ROWS[0])
+    with engine.begin() as conn:
+        assert len(Prepared(select(table)).rows(conn)) == 1
+
+
+def test_a_missing_parameter_is_named(engine: Engine, table: Table) -> None:
+    statement = Prepared(select(table).where(table.c.id == bindparam("key")))
+    with pytest.raises(KeyError, match="'key'"), engine.begin() as conn:
+        statement.rows(conn, {"other": 1})
+
+
+def test_statements_rendered_at_run_time_are_refused(engine: Engine, table: Table) -> None:
+    statement = Prepared(select(table).where(table.c.id.in_(bindparam("ids", expanding=True))))
+    with pytest.raises(ValueError, match="rendered at run time"), engine.begin() as conn:
+        statement.rows(conn, {"ids": ["a"]})
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
+def test_a_connection_postgresql_dropped_is_invalidated_and_not_handed_out_again() -> None:
+    assert POSTGRES_URL
+    engine, admin = make_engine(POSTGRES_URL), create_engine(POSTGRES_URL)
+    metadata = MetaData()
+    table = Table(f"t_{uuid.uuid4().hex[:12]}", metadata, Column("id", String(32), primary_key=True))
+    metadata.create_all(engine)
+    read = Prepared(select(table))
+    try:
+        with engine.begin() as conn:  # the pool's connection, known to work
+            read.rows(conn)
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.begin() as other:  # the server ends it, as a restart or an administrator would
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # When
+        with engine.connect() as conn:
+            conn.begin()
+            with pytest.raises(OperationalError) as raised:
+                read.rows(conn)
+            # Then: SQLAlchemy's error, the connection invalidated at once (not at the rollback)
+            assert raised.value.connection_invalidated
+            assert conn.invalidated
+        with engine.begin() as conn:  # and the next transaction gets a new one
+            assert read.rows(conn) == []
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        metadata.drop_all(engine)
+        engine.dispose()
+        admin.dispose()
