@@ -7,8 +7,9 @@ route, an ``sftp`` endpoint on OpenSSH's sshd on 127.0.0.1) with ``bus.broker`` 
 one) and ``bus.ledger`` PostgreSQL (``HENT_TEST_POSTGRES_URL``, in a schema of its own).  When
 ``run_bus.py run --help`` knows ``--role``, a phase is one ``--role poller`` process and N
 ``--role worker`` processes; else N plain ``run`` processes (each polls and consumes), each
-with ``bus.workers: 1``.  A phase drops ``--acts`` acts at once and ends when every delivery is
-DELIVERED and every bundle in ``done/``.
+with ``bus.workers: 1``.  A phase first drops 2 acts per worker, untimed (each worker connects
+and runs once, as the bare processes connect before their start), then ``--acts`` acts at once,
+and ends when every delivery is DELIVERED and every bundle in ``done/``.
 
 Bare side: N processes (``multiprocessing``, spawn) each running
 :class:`bench._bus.BareUploader` on its share of the acts, started together.
@@ -160,8 +161,9 @@ def _running(bus: BusProcess) -> bool:
 
 
 def run_bus_phase(root: Path, config: Path, env: dict[str, str], drop_dir: Path, bundles: list[Bundle], workers: int,
-                  roles: bool, timeout: float) -> tuple[float, str]:
-    """acts/s of ``workers`` bus workers on ``bundles``; how they were run."""
+                  roles: bool, timeout: float, warm: list[Bundle]) -> tuple[float, str]:
+    """acts/s of ``workers`` bus workers on ``bundles``, once ``warm`` went through untimed; how they
+    were run."""
     layout: list[tuple[str, tuple[str, ...]]]
     if roles:
         layout = [("poller", ("--role", "poller"))]
@@ -180,17 +182,23 @@ def run_bus_phase(root: Path, config: Path, env: dict[str, str], drop_dir: Path,
             wait_for("the bus running", functools.partial(_running, bus), buses, 120)
         time.sleep(1.0)  # their first polls and consumers
         ledger = stack.enter_context(read_ledger(env[LEDGER_VAR]))
-        expected = ledger.counts_by_state()["delivery"]["DELIVERED"] + len(bundles)
         done = drop_dir / "done"
 
-        def finished() -> bool:
+        def finished(expected: int, dropped: list[Bundle]) -> bool:
             counts = ledger.counts_by_state()
             if counts["document"]["FAILED"] or counts["delivery"]["FAILED"]:
                 raise BenchError(f"FAILED in the ledger: {failures(ledger)}")
-            return counts["delivery"]["DELIVERED"] >= expected and all((done / b.sidecar).exists() for b in bundles)
+            return counts["delivery"]["DELIVERED"] >= expected and all((done / b.sidecar).exists() for b in dropped)
 
+        # untimed, as the bare processes connect before their start: a few acts each worker takes one
+        # of (the broker hands them out in turn), so that each opened its SSH connection and ran once
+        expected = ledger.counts_by_state()["delivery"]["DELIVERED"] + len(warm)
+        drop(drop_dir, warm)
+        wait_for(f"{len(warm)} warm-up acts DELIVERED", functools.partial(finished, expected, warm), buses, timeout)
+        expected += len(bundles)
         dropped = drop(drop_dir, bundles)
-        wait_for(f"{len(bundles)} acts DELIVERED with {workers} worker(s)", finished, buses, timeout, every=0.1)
+        wait_for(f"{len(bundles)} acts DELIVERED with {workers} worker(s)",
+                 functools.partial(finished, expected, bundles), buses, timeout, every=0.1)
         delivered = [d.final_at.timestamp() for d in ledger.deliveries(state="DELIVERED")
                      if d.final_at and d.final_at.timestamp() >= dropped]
         settled = max(os.stat(done / b.sidecar).st_ctime for b in bundles)
@@ -225,8 +233,10 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                                      seed=args.seed)
                 rates["bare"][workers] = run_bare(server, bare_remote, root / "bare-out", bundles, workers,
                                                   args.timeout)
+                warm = write_acts(drop_dir, bare_dir, f"R{number}W{workers}", 2 * workers, decision=decision,
+                                  seed=args.seed)
                 rates["bus"][workers], how[workers] = run_bus_phase(
-                    root, config, env, drop_dir, bundles, workers, roles, args.timeout)
+                    root, config, env, drop_dir, bundles, workers, roles, args.timeout, warm)
             rounds.append(rates)
     # each round's bus and bare phases ran one after the other: the ratio of their scalings is paired,
     # and the figure is the round of the median one (the bare loop's own speed-up drifts between rounds)
