@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -9,9 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from kombu import Connection
 
+import bus.sqlite_broker
+from bus.backbone import DOCUMENTS, Backbone
 from bus.errors import TransientError
 from bus.ledger import Ledger
+from bus.sqlite_broker import SqliteTransport
 from bus.writer_lock import WriterLock
 
 _HOLDER = """
@@ -145,3 +150,33 @@ def test_a_lock_file_it_cannot_open_leaves_the_queueing_to_sqlite(tmp_path: Path
         pass
     said = [m for m in caplog.messages if "SQLite's busy handler makes them wait instead" in m]
     assert len(said) == 1 and "No such file or directory" in said[0]
+
+
+def test_the_embedded_broker_kept_waiting_says_so_and_takes_the_message_afterwards(tmp_path: Path) -> None:
+    # Given the embedded broker's file, its writer turn held by another process
+    broker_file = tmp_path / "broker.db"
+    url = f"sqla+sqlite:///{broker_file}"
+    backbone = Backbone(url)
+    try:
+        backbone.publish(DOCUMENTS, "d0")  # the channel and its lock exist
+        lock = bus.sqlite_broker._writer(broker_file)
+        assert lock.path == tmp_path / "broker.db-writer.lock"
+        timeout, lock.timeout = lock.timeout, 0.2
+        holder = _holder(lock.path)
+        try:
+            # When a message is published meanwhile / Then: the transport says it as a broker error kombu
+            # retries (sqlite3.OperationalError), and the backbone, once kombu gave up, as a transient one
+            with Connection(transport=SqliteTransport, transport_options={"path": str(broker_file)}) as conn:
+                channel = conn.default_channel
+                with pytest.raises(sqlite3.OperationalError, match="broker busy: .*kept the writer turn"):
+                    channel._put(DOCUMENTS, {"body": "d1"})
+            with pytest.raises(TransientError, match="another process kept the writer turn"):
+                backbone.publish(DOCUMENTS, "d1")
+        finally:
+            _end(holder)
+            lock.timeout = timeout
+        # and, the turn given back, the broker takes it; nothing was half written
+        backbone.publish(DOCUMENTS, "d1")
+        assert backbone.depth(DOCUMENTS) == 2
+    finally:
+        backbone.close()
