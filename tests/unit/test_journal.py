@@ -266,6 +266,23 @@ def test_two_threads_sharing_one_ledger_append_to_one_chain(ledger: Ledger, url:
     assert count_events(url) == 400
 
 
+@pytest.mark.parametrize("count", [1, 3, 40])
+def test_events_appended_together_are_chained_and_counted(ledger: Ledger, url: str, count: int) -> None:
+    # Given one event, then ``count`` in one append (one executemany of them, then the head moved)
+    with ledger._write() as conn:
+        bus.journal.append(conn, actor="a", entity="document", entity_id="d0", from_state=None, to_state="RECEIVED")
+    events = [{"actor": "a", "entity": "delivery", "entity_id": f"v{n}", "from_state": None, "to_state": "PENDING",
+               "reason": f"é {n}"} for n in range(count)]
+    # When
+    with ledger._write() as conn:
+        appended = bus.journal.append_many(conn, events)
+    # Then
+    assert [e.seq for e in appended] == list(range(2, count + 2))
+    assert ledger.verify_journal() == []
+    assert count_events(url) == count + 1
+    assert [e.reason for e in ledger.entries("v0")] == ["é 0"]
+
+
 def test_public_names() -> None:
     for name in bus.journal.__all__:
         assert hasattr(bus.journal, name)
