@@ -82,6 +82,7 @@ class _Form:
         if "POSTCOMPILE" in self.sql or getattr(compiled, "literal_execute_params", None):
             raise ValueError(f"cannot prepare a statement with parameters rendered at run time: {self.sql}")
         self.dialect = dialect
+        self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         binds = {name: bind for bind, name in compiled.bind_names.items()}  # as the SQL names them
         self.positional = bool(dialect.positional)
         names: list[str] = list(compiled.positiontup or []) if self.positional else list(binds)
@@ -113,19 +114,21 @@ class _Form:
             return tuple(values)
         return {self.escaped.get(name, name): value for (name, *_), value in zip(self.binds, values, strict=True)}
 
-    def _cursor(self, conn: Connection) -> Any:
-        return conn.connection.cursor()
-
-    def execute(self, conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
-        bound = self._params(params)
-        cursor = self._cursor(conn)
+    def _run(
+        self, conn: Connection, bound: Any, *, many: bool = False, fetch: bool = False
+    ) -> tuple[Sequence[Any], int]:
+        """Execute on a cursor of the connection's DBAPI connection: (the rows fetched, the row count)."""
+        cursor = conn.connection.cursor()
         try:
-            cursor.execute(self.sql, bound)
-            fetched = cursor.fetchall()
-        except Exception as exc:
+            (cursor.executemany if many else cursor.execute)(self.sql, bound)
+            return (cursor.fetchall() if fetch else []), int(cursor.rowcount)
+        except self.dbapi_error as exc:
             raise self._error(conn, exc, bound) from exc
         finally:
             cursor.close()
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+        fetched, _ = self._run(conn, self._params(params), fetch=True)
         if not fetched:
             return []
         if len(fetched[0]) != len(self.names):
@@ -139,35 +142,16 @@ class _Form:
         ]
 
     def execute_count(self, conn: Connection, params: dict[str, Any]) -> int:
-        bound = self._params(params)
-        cursor = self._cursor(conn)
-        try:
-            cursor.execute(self.sql, bound)
-            return int(cursor.rowcount)
-        except Exception as exc:
-            raise self._error(conn, exc, bound) from exc
-        finally:
-            cursor.close()
+        return self._run(conn, self._params(params))[1]
 
     def execute_many(self, conn: Connection, params: list[dict[str, Any]]) -> int:
         if not params:
             return 0
-        bound = [self._params(p) for p in params]
-        cursor = self._cursor(conn)
-        try:
-            cursor.executemany(self.sql, bound)
-            return int(cursor.rowcount)
-        except Exception as exc:
-            raise self._error(conn, exc, bound) from exc
-        finally:
-            cursor.close()
+        return self._run(conn, [self._params(p) for p in params], many=True)[1]
 
-    def _error(self, conn: Connection, exc: Exception, bound: Any) -> Exception:
+    def _error(self, conn: Connection, exc: Any, bound: Any) -> Exception:
         """SQLAlchemy's exception for a DBAPI error (the same class ``Connection.execute`` raises);
         a connection the database dropped is invalidated first, as SQLAlchemy does."""
-        dbapi = self.dialect.loaded_dbapi
-        if not isinstance(exc, dbapi.Error):
-            return exc
         dropped = False
         try:
             dropped = bool(self.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None))
@@ -175,7 +159,7 @@ class _Form:
             dropped = False
         if dropped:
             conn.invalidate(exc)
-        return DBAPIError.instance(self.sql, bound, exc, dbapi.Error, connection_invalidated=dropped,
+        return DBAPIError.instance(self.sql, bound, exc, self.dbapi_error, connection_invalidated=dropped,
                                    dialect=self.dialect)
 
 
