@@ -162,9 +162,7 @@ _HEAD_MOVE = Prepared(
     .where(journal_head_table.c.id == _HEAD_ID)
     .values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"), count=bindparam("new_count"))
 )
-_INSERT_EVENT = Prepared(
-    insert(journal_table).values({c.name: bindparam(c.name, type_=c.type) for c in journal_table.c})
-)
+_INSERT_EVENT = Prepared.insert(journal_table)
 
 
 def append(

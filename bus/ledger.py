@@ -669,10 +669,9 @@ class Ledger(LedgerExtras):
         """Count one more send attempt (not journaled); return the new count."""
         with self._write() as conn:
             counted = _COUNT_ATTEMPT.first(conn, {"key": delivery_id, "now": self.now()})
-        attempts = None if counted is None else counted["attempts"]
-        if attempts is None:
+        if counted is None:
             raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery", entity_id=delivery_id)
-        return int(attempts)
+        return int(counted["attempts"])
 
     # -- both ------------------------------------------------------------------------------
 

@@ -43,7 +43,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     bindparam,
-    insert,
     or_,
     select,
     update,
@@ -289,11 +288,8 @@ _TAKE_DOCUMENT_LEASE = _take_lease(documents_table)
 _TAKE_DELIVERY_LEASE = _take_lease(deliveries_table)
 _ROW_FOR_UPDATE = {table.name: Prepared(select(table).where(table.c.id == bindparam("key")).with_for_update())
                    for table in (documents_table, deliveries_table)}
-#: every column a parameter (the insert binds all of them, as the dict of values gives them)
-_INSERT_DOCUMENT = Prepared(insert(documents_table).values({c.name: bindparam(c.name, type_=c.type)
-                                                            for c in documents_table.c}))
-_INSERT_DELIVERIES = Prepared(insert(deliveries_table).values({c.name: bindparam(c.name, type_=c.type)
-                                                               for c in deliveries_table.c}))
+_INSERT_DOCUMENT = Prepared.insert(documents_table)  #: every column given
+_INSERT_DELIVERIES = Prepared.insert(deliveries_table)
 _UPDATES: dict[tuple[str, tuple[str, ...], bool, bool], Prepared] = {}
 
 

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Select
+from sqlalchemy import Connection, Dialect, Select, Table, bindparam, insert
 from sqlalchemy.exc import DBAPIError
 
 _Processor = Callable[[Any], Any] | None
@@ -42,6 +42,11 @@ class Prepared:
         self.statement = statement
         self._forms: dict[tuple[str, str], _Form] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def insert(cls, table: Table) -> Prepared:
+        """``INSERT INTO table`` binding every column by its name: each parameter set gives them all."""
+        return cls(insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c}))
 
     def __repr__(self) -> str:
         return f"Prepared({str(self.statement)!r})"
@@ -62,7 +67,7 @@ class Prepared:
 
     def first(self, conn: Connection, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The first row, or None."""
-        found = self._form(conn).execute(conn, params or {})
+        found = self.rows(conn, params)
         return found[0] if found else None
 
     def run(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> int:

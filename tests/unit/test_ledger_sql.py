@@ -30,7 +30,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from bus.ledger import make_engine
+from bus.errors import TransientError
+from bus.journal import metadata
+from bus.ledger import Ledger, make_engine
 from bus.ledger_schema import UTCDateTime
 from bus.ledger_sql import Prepared
 
@@ -162,4 +164,30 @@ def test_a_connection_postgresql_dropped_is_invalidated_and_not_handed_out_again
     finally:
         metadata.drop_all(engine)
         engine.dispose()
+        admin.dispose()
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
+def test_the_ledger_says_a_dropped_postgresql_connection_is_transient_and_goes_on(tmp_path: Path) -> None:
+    # Given a ledger on PostgreSQL whose pooled connection the server ends (a restart, an administrator)
+    assert POSTGRES_URL
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        metadata.drop_all(conn)
+    ledger = Ledger(POSTGRES_URL, actor="test")
+    try:
+        document, _ = ledger.add_document(source="s", bundle="b.json", idempotency_key="k", sidecar_sha256="0" * 64,
+                                          files={"b.json": "0" * 64})
+        with ledger.engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # When / Then: the call in flight fails as a transient error (retried by the runtime), nothing changed
+        with pytest.raises(TransientError, match="ledger unavailable or busy"):
+            ledger.claim_document(document.id, "w", 60)
+        # and the next call gets a new connection and works
+        claimed = ledger.claim_document(document.id, "w", 60)
+        assert claimed is not None and claimed.lease_owner == "w"
+    finally:
+        ledger.close()
         admin.dispose()
