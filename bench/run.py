@@ -86,6 +86,9 @@ def run_bounded(command: list[str], timeout: float) -> tuple[subprocess.Complete
                 break
             except subprocess.TimeoutExpired:
                 stdout, stderr = "", ""
+        # a descendant that closed its pipes but ignored SIGTERM is still in the group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), True
 
 

@@ -9,6 +9,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,8 +122,20 @@ def test_a_bench_past_its_time_is_ended_with_all_it_started(tmp_path: Path) -> N
     # Then it is ended, and so is its child: nothing is left running
     assert timed_out and done.returncode is not None
     child = int(pid_file.read_text())
-    stat = Path(f"/proc/{child}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    # (a process closes its files before it becomes a zombie: give its exit a moment to finish)
+    deadline = time.monotonic() + 10.0
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child), f"the bench's child {child} outlived the bench"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is still a live process (gone or a zombie is ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 def test_a_bench_in_time_gives_its_output(tmp_path: Path) -> None:
