@@ -4,8 +4,9 @@ One row per document from the moment a source connector hands it over, one row p
 (document, endpoint) delivery, and a journal event (:mod:`bus.journal`) for every row created
 and every state change, written in the same transaction.  SQLite by default (WAL,
 ``synchronous=FULL``, ``BEGIN IMMEDIATE`` for writes), PostgreSQL for several machines: the
-SQL is portable, uniqueness races are resolved by try-insert / catch ``IntegrityError`` in a
-savepoint, and rows to change are read ``FOR UPDATE``.
+SQL is portable, uniqueness races are resolved by the unique keys themselves (a document's
+idempotency key: ``INSERT ... ON CONFLICT DO NOTHING``; elsewhere try-insert / catch
+``IntegrityError`` in a savepoint), and rows to change are read ``FOR UPDATE``.
 
 ::
 
@@ -84,7 +85,6 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     _DELIVERY_PLAN_FIELDS,
     _DOCUMENT_FOR_UPDATE,
     _INSERT_DELIVERIES,
-    _INSERT_DOCUMENT,
     _NEW_DELIVERY,
     _ROW_FOR_UPDATE,
     _SAME_ACT,
@@ -155,6 +155,17 @@ def _owe_reply_upsert(insert_of: Any) -> Any:
 
 _OWE_REPLY = {"sqlite": Prepared(_owe_reply_upsert(sqlite_insert)),
               "postgresql": Prepared(_owe_reply_upsert(postgresql_insert))}
+
+
+def _add_document_insert(insert_of: Any) -> Any:
+    """Every column bound by its name; nothing inserted when the idempotency key is known."""
+    values = {column.name: bindparam(column.name, type_=column.type) for column in documents_table.c}
+    return insert_of(documents_table).values(values).on_conflict_do_nothing(
+        index_elements=[documents_table.c.idempotency_key])
+
+
+_ADD_DOCUMENT = {"sqlite": Prepared(_add_document_insert(sqlite_insert)),
+                 "postgresql": Prepared(_add_document_insert(postgresql_insert))}
 
 _D, _V = DocumentState, DeliveryState
 
@@ -319,35 +330,29 @@ class Ledger(LedgerExtras):
         received_at: datetime | None = None,
     ) -> tuple[DocumentRow, bool]:
         """Record a new document in RECEIVED; ``(existing, False)`` if the key is known."""
+        now = self.now()
+        document_id = uuid.uuid4().hex
+        row = {
+            "id": document_id, "source": source, "bundle": bundle, "idempotency_key": idempotency_key,
+            "state": DocumentState.RECEIVED.value, "route": None, "siren": None, "id_acte": None,
+            "sidecar_sha256": sidecar_sha256, "files": dict(files), "canonical": None, "reason": None,
+            "lease_owner": None, "lease_until": None, "created_at": now, "updated_at": now,
+            "received_at": received_at or now,
+        }
         with self._write() as conn:
-            existing = _DOCUMENT_BY_KEY.first(conn, {"key": idempotency_key})
-            if existing is not None:
-                return _document(existing), False
-            now = self.now()
-            document_id = uuid.uuid4().hex
-            # SQLite: writers are one at a time (BEGIN IMMEDIATE), nobody inserted the key since the
-            # read; PostgreSQL: another worker may have, in a savepoint the transaction survives it
-            nested = nullcontext() if conn.dialect.name == "sqlite" else conn.begin_nested()
-            try:
-                with nested:
-                    row = {
-                        "id": document_id, "source": source, "bundle": bundle, "idempotency_key": idempotency_key,
-                        "state": DocumentState.RECEIVED.value, "route": None, "siren": None, "id_acte": None,
-                        "sidecar_sha256": sidecar_sha256, "files": dict(files), "canonical": None, "reason": None,
-                        "lease_owner": None, "lease_until": None, "created_at": now, "updated_at": now,
-                        "received_at": received_at or now,
-                    }
-                    _INSERT_DOCUMENT.run(conn, row)  # the row is what was inserted: not read back
-            except IntegrityError:  # PostgreSQL: another worker inserted the same key meanwhile
+            # insert first, the key's uniqueness deciding: nothing inserted when the key is known, even
+            # when another worker's transaction inserted it a moment ago (PostgreSQL waits for its end)
+            if not _ADD_DOCUMENT[conn.dialect.name].run(conn, row):
                 found = _DOCUMENT_BY_KEY.first(conn, {"key": idempotency_key})
-                assert found is not None
+                if found is None:  # its row was removed between the two statements: try again
+                    raise TransientError(f"document {idempotency_key!r}: known, then gone; retry")
                 return _document(found), False
             journal.append(
                 conn, actor=actor or self.actor, entity="document", entity_id=document_id,
                 from_state=None, to_state=DocumentState.RECEIVED, reason=f"received {source}:{bundle}",
                 payload_sha256=sidecar_sha256, at=now,
             )
-            return _document(row), True
+            return _document(row), True  # the row is what was inserted: not read back
 
     def get_document(self, document_id: str) -> DocumentRow:
         with self._read() as conn:

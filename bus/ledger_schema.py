@@ -288,7 +288,6 @@ _TAKE_DOCUMENT_LEASE = _take_lease(documents_table)
 _TAKE_DELIVERY_LEASE = _take_lease(deliveries_table)
 _ROW_FOR_UPDATE = {table.name: Prepared(select(table).where(table.c.id == bindparam("key")).with_for_update())
                    for table in (documents_table, deliveries_table)}
-_INSERT_DOCUMENT = Prepared.insert(documents_table)  #: every column given
 _INSERT_DELIVERIES = Prepared.insert(deliveries_table)
 _UPDATES: dict[tuple[str, tuple[str, ...], bool, bool], Prepared] = {}
 

@@ -130,6 +130,39 @@ def test_add_document_with_a_known_key_returns_the_existing_row_and_writes_nothi
     assert len(ledger.entries(first.id)) == 1
 
 
+def test_workers_adding_the_same_bundle_at_once_record_one_document(ledger_url: str, clock: Clock) -> None:
+    """Eight ledgers (as eight pollers after a lease changed hands) add the same key at once: one
+    document, one journal event, and every caller gets that document."""
+    import threading
+
+    ledgers = [Ledger(ledger_url, actor=f"p{n}", clock=clock) for n in range(8)]
+    barrier, added, errors = threading.Barrier(8), [], []
+
+    def add_same(poller: Ledger) -> None:
+        barrier.wait()
+        try:
+            added.append(poller.add_document(source="rh_outbox", bundle="arrete-12.json",
+                                             idempotency_key="rh_outbox:arrete-12.json", sidecar_sha256=SHA_A,
+                                             files={"arrete-12.pdf": SHA_B}))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add_same, args=(poller,)) for poller in ledgers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert sorted(created for _, created in added) == [False] * 7 + [True]
+        assert len({row.id for row, _ in added}) == 1
+        [document] = ledgers[0].documents()
+        assert len(ledgers[0].entries(document.id)) == 1
+    finally:
+        for poller in ledgers:
+            poller.close()
+
+
 def test_an_unknown_document_is_a_clear_key_error(ledger: Ledger) -> None:
     with pytest.raises(UnknownEntity, match="document nope: not in the ledger") as caught:
         ledger.get_document("nope")
