@@ -225,6 +225,17 @@ def _writer_lock(engine: Engine) -> Any:
     return WriterLock(f"{database}-writer.lock", timeout=BUSY_TIMEOUT_MS / 1000)
 
 
+@contextmanager
+def _unavailable_is_transient() -> Iterator[None]:
+    """A database unreachable or busy is a :class:`TransientError`: the caller retries later."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise TransientError(f"ledger unavailable or busy: {exc.orig or exc}; retry later") from exc
+    except TimeoutError as exc:
+        raise TransientError(f"ledger busy: {exc}; retry later") from exc
+
+
 # -- the ledger ---------------------------------------------------------------------------
 
 
@@ -241,6 +252,11 @@ class Ledger(LedgerExtras):
         self._clock = clock or (lambda: datetime.now(UTC))
         self.engine = make_engine(url)
         self._writer_lock: Any = _writer_lock(self.engine)
+        # PostgreSQL: what is one statement (or statements each complete in itself) runs without
+        # BEGIN and COMMIT, two round trips fewer; each statement is then its own transaction
+        sqlite = self.engine.dialect.name == "sqlite"
+        self._autocommit: Engine | None = (None if sqlite else
+                                           self.engine.execution_options(isolation_level="AUTOCOMMIT"))
         self.create_schema()
 
     def __repr__(self) -> str:
@@ -298,23 +314,40 @@ class Ledger(LedgerExtras):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        try:
+        with _unavailable_is_transient():
             # SQLite takes one writer at a time and makes the others sleep and retry: the
             # writers queue on a lock instead, and wake as soon as it is free (bus/writer_lock.py)
             with self._writer_lock, self.engine.begin() as conn:
                 yield conn
-        except (OperationalError, InterfaceError) as exc:
-            raise TransientError(f"ledger unavailable or busy: {exc.orig or exc}; retry later") from exc
-        except TimeoutError as exc:
-            raise TransientError(f"ledger busy: {exc}; retry later") from exc
+
+    @contextmanager
+    def _write_one(self) -> Iterator[Connection]:
+        """A write of one statement, or of statements each complete in itself (a counter's bump, then
+        its insert when missing): on PostgreSQL each is its own transaction; on SQLite as ``_write``."""
+        if self._autocommit is None:
+            with self._write() as conn:
+                yield conn
+            return
+        with _unavailable_is_transient(), self._autocommit.connect() as conn:
+            yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+        """Reads.  On PostgreSQL each SELECT sees what was committed before it began, as it would
+        in a READ COMMITTED transaction, without the BEGIN and COMMIT around them."""
+        if self._autocommit is None:
+            with self._read_transaction() as conn:
                 yield conn
-        except (OperationalError, InterfaceError) as exc:
-            raise TransientError(f"ledger unavailable or busy: {exc.orig or exc}; retry later") from exc
+            return
+        with _unavailable_is_transient(), self._autocommit.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _read_transaction(self) -> Iterator[Connection]:
+        """Reads in one transaction (a server-side cursor needs one on PostgreSQL)."""
+        with _unavailable_is_transient(), \
+                self.engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+            yield conn
 
     # -- documents -------------------------------------------------------------------------
 
@@ -600,7 +633,7 @@ class Ledger(LedgerExtras):
 
     def _take_lease(self, statement: Prepared, key: str, owner: str, seconds: float) -> Any:
         now = self.now()
-        with self._write() as conn:
+        with self._write_one() as conn:
             return statement.first(conn, {"key": key, "owner": owner, "now": now,
                                           "until": now + timedelta(seconds=seconds)})
 
@@ -672,7 +705,7 @@ class Ledger(LedgerExtras):
 
     def bump_attempts(self, delivery_id: str) -> int:
         """Count one more send attempt (not journaled); return the new count."""
-        with self._write() as conn:
+        with self._write_one() as conn:
             counted = _COUNT_ATTEMPT.first(conn, {"key": delivery_id, "now": self.now()})
         if counted is None:
             raise UnknownEntity(f"delivery {delivery_id}: not in the ledger", entity="delivery", entity_id=delivery_id)
@@ -767,7 +800,7 @@ class Ledger(LedgerExtras):
 
     def reply_written(self, delivery_id: str) -> None:
         """The reply of ``delivery_id`` is written: nothing is owed any more."""
-        with self._write() as conn:
+        with self._write_one() as conn:
             _REPLY_WRITTEN.run(conn, {"key": delivery_id})
 
     # -- reporting -------------------------------------------------------------------------
@@ -799,7 +832,7 @@ class Ledger(LedgerExtras):
     def verify_journal(self) -> list[str]:
         """Problems found in the journal (``[]`` when intact): the chain and its head (see
         :func:`bus.journal.verify`), then each row's state against its last journal event."""
-        with self._read() as conn:
+        with self._read_transaction() as conn:
             return journal.verify(conn) + self._verify_states(conn)
 
     def _verify_states(self, conn: Connection) -> list[str]:

@@ -49,6 +49,8 @@ class LedgerExtras:
 
         def _write(self) -> AbstractContextManager[Connection]: ...
 
+        def _write_one(self) -> AbstractContextManager[Connection]: ...
+
         def _read(self) -> AbstractContextManager[Connection]: ...
 
     # -- leases ----------------------------------------------------------------------------
@@ -94,13 +96,13 @@ class LedgerExtras:
         table, where = self._lease_target(entity, key)
         statement = update(table).where(*where, table.c.lease_owner == dead).values(
             lease_owner=owner, lease_until=self.now() + timedelta(seconds=seconds))
-        with self._write() as conn:
+        with self._write_one() as conn:
             return conn.execute(statement).rowcount == 1
 
     def release_lease(self, entity: str, key: str, owner: str) -> bool:
         """Give the lease back if ``owner`` holds it; True if released."""
         table, where = self._lease_target(entity, key)
-        with self._write() as conn:
+        with self._write_one() as conn:
             result = conn.execute(update(table).where(*where, table.c.lease_owner == owner)
                                   .values(lease_owner=None, lease_until=None))
             return result.rowcount == 1
@@ -280,12 +282,12 @@ class LedgerExtras:
         return value
 
     def _next(self, table: Table, key: dict[str, str], *, maximum: int | None) -> int | None:
-        """Atomic counter: UPDATE last = last + 1 RETURNING last, or INSERT 1, retrying if an
-        insert races; None when ``maximum`` is reached."""
-        bump, read = _counter_statements(table)
+        """Atomic counter: UPDATE last = last + 1 RETURNING last, or INSERT 1 when the row is missing,
+        each statement complete in itself; None when ``maximum`` is reached."""
+        bump, read, create = _counter_statements(table)
         params: dict[str, Any] = {f"k_{name}": value for name, value in key.items()}
         params["maximum"] = maximum if maximum is not None else 2**31 - 1  # the column is an INTEGER
-        with self._write() as conn:
+        with self._write_one() as conn:
             for _ in range(3):
                 bumped = bump.first(conn, params)
                 if bumped is not None:
@@ -295,10 +297,7 @@ class LedgerExtras:
                     if maximum is not None and int(current["last"]) >= maximum:
                         return None  # at the maximum
                     continue  # created by another worker after this bump looked (READ COMMITTED): bump again
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(table).values(**key, last=1))
+                if create[conn.dialect.name].run(conn, params):
                     return 1
-                except IntegrityError:
-                    continue  # another worker created the row: bump it instead
+                # another worker created the row since the read (its key conflicted): bump it instead
         raise TransientError(f"ledger: counter {table.name} {key} kept racing; retry later")
