@@ -46,7 +46,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -320,23 +320,21 @@ class Ledger(LedgerExtras):
             with self._writer_lock, self.engine.begin() as conn:
                 yield conn
 
-    @contextmanager
-    def _write_one(self) -> Iterator[Connection]:
+    def _write_one(self) -> AbstractContextManager[Connection]:
         """A write of one statement, or of statements each complete in itself (a counter's bump, then
         its insert when missing): on PostgreSQL each is its own transaction; on SQLite as ``_write``."""
-        if self._autocommit is None:
-            with self._write() as conn:
-                yield conn
-            return
-        with _unavailable_is_transient(), self._autocommit.connect() as conn:
-            yield conn
+        return self._autocommitted(self._write)
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self) -> AbstractContextManager[Connection]:
         """Reads.  On PostgreSQL each SELECT sees what was committed before it began, as it would
         in a READ COMMITTED transaction, without the BEGIN and COMMIT around them."""
+        return self._autocommitted(self._read_transaction)
+
+    @contextmanager
+    def _autocommitted(self, otherwise: Callable[[], AbstractContextManager[Connection]]) -> Iterator[Connection]:
+        """A connection in autocommit on PostgreSQL; ``otherwise()`` on SQLite."""
         if self._autocommit is None:
-            with self._read_transaction() as conn:
+            with otherwise() as conn:
                 yield conn
             return
         with _unavailable_is_transient(), self._autocommit.connect() as conn:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -130,29 +131,35 @@ def test_add_document_with_a_known_key_returns_the_existing_row_and_writes_nothi
     assert len(ledger.entries(first.id)) == 1
 
 
-def test_workers_adding_the_same_bundle_at_once_record_one_document(ledger_url: str, clock: Clock) -> None:
-    """Eight ledgers (as eight pollers after a lease changed hands) add the same key at once: one
-    document, one journal event, and every caller gets that document."""
+def at_once(ledgers: list[Ledger], work: Callable[[Ledger], Any]) -> tuple[list[Any], list[Exception]]:
+    """``work(ledger)`` for every ledger, each in its thread, released together: (results, errors)."""
     import threading
 
-    ledgers = [Ledger(ledger_url, actor=f"p{n}", clock=clock) for n in range(8)]
-    barrier, added, errors = threading.Barrier(8), [], []
+    barrier, results, errors = threading.Barrier(len(ledgers)), [], []
 
-    def add_same(poller: Ledger) -> None:
+    def run(ledger: Ledger) -> None:
         barrier.wait()
         try:
-            added.append(poller.add_document(source="rh_outbox", bundle="arrete-12.json",
-                                             idempotency_key="rh_outbox:arrete-12.json", sidecar_sha256=SHA_A,
-                                             files={"arrete-12.pdf": SHA_B}))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            results.append(work(ledger))
+        except Exception as exc:  # noqa: BLE001 - returned to the test, which asserts on them
             errors.append(exc)
 
-    threads = [threading.Thread(target=add_same, args=(poller,)) for poller in ledgers]
+    threads = [threading.Thread(target=run, args=(ledger,)) for ledger in ledgers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return results, errors
+
+
+def test_workers_adding_the_same_bundle_at_once_record_one_document(ledger_url: str, clock: Clock) -> None:
+    """Eight ledgers (as eight pollers after a lease changed hands) add the same key at once: one
+    document, one journal event, and every caller gets that document."""
+    ledgers = [Ledger(ledger_url, actor=f"p{n}", clock=clock) for n in range(8)]
     try:
+        added, errors = at_once(ledgers, lambda poller: poller.add_document(
+            source="rh_outbox", bundle="arrete-12.json", idempotency_key="rh_outbox:arrete-12.json",
+            sidecar_sha256=SHA_A, files={"arrete-12.pdf": SHA_B}))
         assert errors == []
         assert sorted(created for _, created in added) == [False] * 7 + [True]
         assert len({row.id for row, _ in added}) == 1
@@ -473,26 +480,14 @@ def test_envelope_serials_count_per_siren_per_day(ledger: Ledger) -> None:
 def test_workers_racing_for_the_first_serials_of_a_day_each_get_their_own(ledger_url: str, clock: Clock) -> None:
     """Eight ledgers (as eight workers) draw at once for a SIREN and day no one has drawn for yet:
     the row is created by one; the others, which looked before it was committed, bump it."""
-    import threading
-
     ledgers = [Ledger(ledger_url, actor=f"w{n}", clock=clock) for n in range(8)]
-    barrier, drawn, errors = threading.Barrier(8), [], []
-
-    def draw(worker: Ledger) -> None:
-        barrier.wait()
-        try:
-            drawn.extend(worker.next_envelope_serial("214400152", "2024-06-03") for _ in range(5))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=draw, args=(worker,)) for worker in ledgers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for worker in ledgers:
-        worker.close()
-    assert errors == [] and sorted(drawn) == list(range(1, 41))
+    try:
+        drawn, errors = at_once(ledgers, lambda worker: [worker.next_envelope_serial("214400152", "2024-06-03")
+                                                         for _ in range(5)])
+    finally:
+        for worker in ledgers:
+            worker.close()
+    assert errors == [] and sorted(serial for serials in drawn for serial in serials) == list(range(1, 41))
 
 
 def test_the_10000th_envelope_of_a_day_is_refused(ledger: Ledger) -> None:
