@@ -3,7 +3,8 @@
 One row per document from the moment a source connector hands it over, one row per
 (document, endpoint) delivery, and a journal event (:mod:`bus.journal`) for every row created
 and every state change, written in the same transaction.  SQLite by default (WAL,
-``synchronous=FULL``, ``BEGIN IMMEDIATE`` for writes), PostgreSQL for several machines: the
+``synchronous=NORMAL`` and the WAL fsynced by :meth:`Ledger.sync` before any effect outside,
+``BEGIN IMMEDIATE`` for writes), PostgreSQL for several machines: the
 SQL is portable, uniqueness races are resolved by the unique keys themselves (a document's
 idempotency key: ``INSERT ... ON CONFLICT DO NOTHING``; elsewhere try-insert / catch
 ``IntegrityError`` in a savepoint), and rows to change are read ``FOR UPDATE``.
@@ -174,7 +175,7 @@ _D, _V = DocumentState, DeliveryState
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; on SQLite: WAL, synchronous=FULL, busy timeout, BEGIN IMMEDIATE."""
+    """An engine for ``url``; on SQLite: WAL, synchronous=NORMAL, busy timeout, BEGIN IMMEDIATE."""
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
