@@ -59,6 +59,7 @@ from bus.errors import DocumentError, HentError, TransientError
 from bus.health import HealthServer
 from bus.ledger import DeliveryState, DocumentState, Ledger, StaleState
 from bus.logging_setup import add_log_context, fields_of, with_log_context
+from bus.repeats import RepeatedFailures
 from bus.scheduler import Scheduler
 from bus.secrets import redact, redact_url
 from bus.spool import Spool
@@ -156,6 +157,7 @@ class Runtime:
         self._claims: dict[str, dict[str, Claimed]] = {}
         self._source_locks: dict[str, threading.Lock] = {}
         self._quiet: dict[str, bool] = {}
+        self._poll_failures = RepeatedFailures()  # a source down fails every poll: said once, then every 10 min
         self._paused: dict[str, bool] = {}  # sources held back by their routes' max_backlog
         self._held: dict[str, bool] = {}  # the polls (sources, answers) this node holds the lease of
         self._last_send: dict[str, float] = {}  # endpoint → when a send last began (monotonic)
@@ -249,17 +251,28 @@ class Runtime:
                     others = [key for key, _ in failed[1:]]
                     more = (f" (the same for {len(others)} more: {', '.join(others[:10])}"
                             f"{', ...' if len(others) > 10 else ''})" if others else "")
-                    log.error("poll of %s failed: %s%s", source, redact(str(failed[0][1])), more,
-                              extra={"connector": source})
+                    self._poll_failed(source, redact(str(failed[0][1])), more)
                 self._quiet[source] = not candidates
                 self._settle(source)
                 if not failed:
                     metrics.SOURCE_LAST_SUCCESS.labels(connector=source).set_to_current_time()
+                    again = self._poll_failures.succeeded(source)
+                    if again:
+                        log.info("poll of %s %s", source, again, extra={"connector": source})
             except HentError as exc:
                 metrics.POLL_FAILURES.labels(connector=source).inc()
                 self._quiet[source] = False
-                log.error("poll of %s failed: %s", source, redact(str(exc)), extra={"connector": source})
+                self._poll_failed(source, redact(str(exc)))
         return taken
+
+    def _poll_failed(self, source: str, message: str, detail: str = "") -> None:
+        """Say that a poll of ``source`` failed: at once, then again every few minutes while the same
+        failure lasts (:mod:`bus.repeats`; the metrics count every one)."""
+        line = self._poll_failures.failed(source, message, detail)
+        if line is None:
+            log.debug("poll of %s failed again: %s", source, message, extra={"connector": source})
+        else:
+            log.error("poll of %s failed: %s", source, line, extra={"connector": source})
 
     def _claim_and_take(self, source: str, candidate: Candidate) -> bool | HentError:
         """Claim one candidate and take it in: True once recorded; the error that stopped its claim

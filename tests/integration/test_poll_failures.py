@@ -1,0 +1,59 @@
+"""A source that fails at every poll is said once in the log, not at every poll, and its recovery
+once; the metrics count every failed poll."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.harness import ROOT, write_config
+
+
+def _wait_for(what: str, predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_source_failing_at_every_poll_is_said_once_and_its_recovery_once(tmp_path: Path) -> None:
+    # Given the bus polling its drop folders every 0.1 s
+    config = write_config(tmp_path, poll="0.1s")
+    log = tmp_path / "bus.log"
+    with open(log, "ab") as out:
+        bus = subprocess.Popen([sys.executable, "run_bus.py", "--log-level", "INFO", "run", "-c", str(config)],
+                               cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for("the bus running", lambda: " running: " in log.read_text(errors="replace"), 60)
+        rh = tmp_path / "drop" / "rh"
+        # When the folder of one source becomes a file: every poll of it fails
+        shutil.rmtree(rh)
+        rh.write_text("not a folder")
+        began = time.monotonic()
+        _wait_for("the failure said", lambda: "poll of rh failed" in log.read_text(errors="replace"))
+        time.sleep(max(0.0, began + 3.0 - time.monotonic()))  # about 30 polls of it
+        failing = log.read_text(errors="replace")
+        # And it is a folder again
+        rh.unlink()
+        rh.mkdir()
+        _wait_for("the recovery said", lambda: "poll of rh works again" in log.read_text(errors="replace"))
+    finally:
+        bus.send_signal(signal.SIGTERM)
+        bus.wait(timeout=60)
+    text = log.read_text(errors="replace")
+    # Then the failure was said once, naming the source and the folder, and its end once
+    assert failing.count("poll of rh failed") == 1, failing[-3000:]
+    [line] = [line for line in text.splitlines() if "poll of rh failed" in line]
+    assert "ERROR" in line and str(rh) in line, line
+    assert text.count("poll of rh works again after") == 1, text[-3000:]
+    works_again = next(line for line in text.splitlines() if "poll of rh works again" in line)
+    failed_tries = int(works_again.split("works again after ")[1].split()[0])
+    assert failed_tries >= 10, works_again  # the polls went on meanwhile: each one counted
+    # and the other sources were not disturbed
+    assert "poll of deliberations failed" not in text and "poll of finances failed" not in text
+    assert bus.returncode == 0, text[-3000:]
