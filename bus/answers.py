@@ -39,6 +39,7 @@ from bus.document import Answer
 from bus.errors import DocumentError, HentError
 from bus.ledger import DeliveryState
 from bus.logging_setup import fields_of
+from bus.repeats import RepeatedFailures
 from bus.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class AnswerPoller:
         self.runtime = runtime
         self._held: dict[str, str] = {}  #: delivery id → why its platform holds it, as last journaled
         self._receipts_lock = threading.Lock()
+        self._failures = RepeatedFailures()
 
     def poll(self, endpoint: str) -> int:
         """Ask ``endpoint`` about its SENT deliveries; the number of answers acted upon."""
@@ -95,13 +97,21 @@ class AnswerPoller:
                 else isinstance(connector, AnsweringEndpoint)):
             return 0
         done = 0
+        what = "the files of its answer folder" if inbox else "answers"
+        key = f"{endpoint} {getattr(step, '__name__', what)}"  # each kind of poll of an endpoint apart
         try:
             connector.connect()
             done += step(endpoint, connector)
         except HentError as exc:
             metrics.POLL_FAILURES.labels(connector=endpoint).inc()
-            log.error("asking %s for %s failed: %s", endpoint, "the files of its answer folder" if inbox else "answers",
-                      redact(str(exc)), extra={"connector": endpoint})
+            # a platform down fails every poll: said once, then every 10 minutes while it lasts
+            line = self._failures.failed(key, redact(str(exc)))
+            if line is not None:
+                log.error("asking %s for %s failed: %s", endpoint, what, line, extra={"connector": endpoint})
+        else:
+            again = self._failures.succeeded(key)
+            if again:
+                log.info("asking %s for %s %s", endpoint, what, again, extra={"connector": endpoint})
         finally:
             connector.close()
         return done

@@ -342,5 +342,8 @@ def test_an_absent_platform_leaves_sent_deliveries_waiting_and_the_poller_alive(
         assert runtime.answers.poll_follow_ups("prefecture") == 0
         assert runtime.ledger.get_delivery(delivery.id).state == "SENT"
         assert "asking prefecture for answers failed: connector 'prefecture'" in caplog.text
+        # And asking again while it is still absent says nothing more: said once
+        assert runtime.answers.poll("prefecture") == 0
+        assert caplog.text.count("asking prefecture for answers failed") == 1, caplog.text
     finally:
         runtime.shutdown()
