@@ -66,8 +66,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -107,7 +105,7 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     messages_table,  # noqa: F401
     replies_table,  # noqa: F401
 )
-from bus.ledger_sql import Prepared
+from bus.ledger_sql import Prepared, every_column
 from bus.ledger_states import (
     _DELIVERY_FIELDS,
     _DOCUMENT_FIELDS,
@@ -154,19 +152,16 @@ def _owe_reply_upsert(insert_of: Any) -> Any:
                                               "lease_until": upsert.excluded.lease_until})
 
 
-_OWE_REPLY = {"sqlite": Prepared(_owe_reply_upsert(sqlite_insert)),
-              "postgresql": Prepared(_owe_reply_upsert(postgresql_insert))}
+_OWE_REPLY = Prepared.with_dialect_insert(_owe_reply_upsert)
 
 
 def _add_document_insert(insert_of: Any) -> Any:
     """Every column bound by its name; nothing inserted when the idempotency key is known."""
-    values = {column.name: bindparam(column.name, type_=column.type) for column in documents_table.c}
-    return insert_of(documents_table).values(values).on_conflict_do_nothing(
+    return insert_of(documents_table).values(every_column(documents_table)).on_conflict_do_nothing(
         index_elements=[documents_table.c.idempotency_key])
 
 
-_ADD_DOCUMENT = {"sqlite": Prepared(_add_document_insert(sqlite_insert)),
-                 "postgresql": Prepared(_add_document_insert(postgresql_insert))}
+_ADD_DOCUMENT = Prepared.with_dialect_insert(_add_document_insert)
 
 _D, _V = DocumentState, DeliveryState
 
@@ -374,10 +369,9 @@ class Ledger(LedgerExtras):
         with self._write() as conn:
             # insert first, the key's uniqueness deciding: nothing inserted when the key is known, even
             # when another worker's transaction inserted it a moment ago (PostgreSQL waits for its end)
-            if not _ADD_DOCUMENT[conn.dialect.name].run(conn, row):
+            if not _ADD_DOCUMENT.run(conn, row):
                 found = _DOCUMENT_BY_KEY.first(conn, {"key": idempotency_key})
-                if found is None:  # its row was removed between the two statements: try again
-                    raise TransientError(f"document {idempotency_key!r}: known, then gone; retry")
+                assert found is not None  # documents are never deleted
                 return _document(found), False
             journal.append(
                 conn, actor=actor or self.actor, entity="document", entity_id=document_id,
@@ -787,7 +781,7 @@ class Ledger(LedgerExtras):
     def _owe_reply(self, conn: Connection, delivery_id: str, now: datetime) -> None:
         until = now + timedelta(seconds=self.reply_lease)
         # one statement: owed now, or owed again (a replay, an answer after DELIVERED) and renewed
-        _OWE_REPLY[conn.dialect.name].run(conn, {"o_key": delivery_id, "o_owner": self.actor, "o_until": until})
+        _OWE_REPLY.run(conn, {"o_key": delivery_id, "o_owner": self.actor, "o_until": until})
 
     def owed_replies(self, limit: int | None = 100) -> list[str]:
         """The deliveries whose reply is owed and nobody writes (its lease expired), oldest first."""

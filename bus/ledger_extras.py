@@ -297,7 +297,7 @@ class LedgerExtras:
                     if maximum is not None and int(current["last"]) >= maximum:
                         return None  # at the maximum
                     continue  # created by another worker after this bump looked (READ COMMITTED): bump again
-                if create[conn.dialect.name].run(conn, params):
+                if create.run(conn, params):
                     return 1
                 # another worker created the row since the read (its key conflicted): bump it instead
         raise TransientError(f"ledger: counter {table.name} {key} kept racing; retry later")

@@ -47,8 +47,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bus.journal import metadata
 from bus.ledger_sql import Prepared
@@ -325,20 +323,20 @@ _DELIVERY_PLAN_FIELDS = frozenset({
 })
 
 
-_COUNTERS: dict[str, tuple[Prepared, Prepared, dict[str, Prepared]]] = {}
+_COUNTERS: dict[str, tuple[Prepared, Prepared, Prepared]] = {}
 
 
-def _counter_statements(table: Table) -> tuple[Prepared, Prepared, dict[str, Prepared]]:
-    """The bump (UPDATE ... RETURNING, SQLite 3.35+ and PostgreSQL), the read and, per dialect, the
-    creation at 1 (nothing inserted when another worker created the row) of a counter, built once;
-    parameters ``k_<key column>`` and ``maximum``."""
+def _counter_statements(table: Table) -> tuple[Prepared, Prepared, Prepared]:
+    """The bump (UPDATE ... RETURNING, SQLite 3.35+ and PostgreSQL), the read and the creation at 1
+    (nothing inserted when another worker created the row) of a counter, built once; parameters
+    ``k_<key column>`` and ``maximum``."""
     if table.name not in _COUNTERS:
         keys = list(table.primary_key.columns)
         where = [column == bindparam(f"k_{column.name}") for column in keys]
         bump = (update(table).where(*where, table.c.last < bindparam("maximum"))
                 .values(last=table.c.last + 1).returning(table.c.last))
         values = {column.name: bindparam(f"k_{column.name}", type_=column.type) for column in keys}
-        create = {name: Prepared(insert_of(table).values({**values, "last": 1}).on_conflict_do_nothing())
-                  for name, insert_of in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))}
+        create = Prepared.with_dialect_insert(
+            lambda insert_of: insert_of(table).values({**values, "last": 1}).on_conflict_do_nothing())
         _COUNTERS[table.name] = (Prepared(bump), Prepared(select(table.c.last).where(*where)), create)
     return _COUNTERS[table.name]

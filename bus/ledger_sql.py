@@ -21,32 +21,50 @@ Only plain statements qualify: no ``IN`` lists expanded at run time, no literal 
 
 from __future__ import annotations
 
-__all__ = ["Prepared"]
+__all__ = ["Prepared", "every_column"]
 
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Select, Table, bindparam, insert
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 _Processor = Callable[[Any], Any] | None
 
 
+#: each dialect's own ``INSERT`` (``ON CONFLICT ...`` is written with it)
+_DIALECT_INSERTS: dict[str, Callable[[Table], Any]] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+
+
+def every_column(table: Table) -> dict[str, Any]:
+    """The values of an insert binding every column of ``table`` by its name."""
+    return {column.name: bindparam(column.name, type_=column.type) for column in table.c}
+
+
 class Prepared:
     """A Core statement run straight on the DBAPI cursor of a SQLAlchemy :class:`Connection`."""
 
-    __slots__ = ("statement", "_forms", "_lock")
+    __slots__ = ("statement", "_build", "_forms", "_lock")
 
-    def __init__(self, statement: Any) -> None:
+    def __init__(self, statement: Any, *, build: Callable[[Callable[[Table], Any]], Any] | None = None) -> None:
         self.statement = statement
+        self._build = build
         self._forms: dict[tuple[str, str], _Form] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def insert(cls, table: Table) -> Prepared:
         """``INSERT INTO table`` binding every column by its name: each parameter set gives them all."""
-        return cls(insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.c}))
+        return cls(insert(table).values(every_column(table)))
+
+    @classmethod
+    def with_dialect_insert(cls, build: Callable[[Callable[[Table], Any]], Any]) -> Prepared:
+        """A statement ``build(insert_of)`` makes with the dialect's own ``insert`` (SQLite's or
+        PostgreSQL's, for ``ON CONFLICT``), built when a connection of that dialect first runs it."""
+        return cls(build(sqlite_insert), build=build)  # (SQLite's form to show in its repr)
 
     def __repr__(self) -> str:
         return f"Prepared({str(self.statement)!r})"
@@ -57,9 +75,17 @@ class Prepared:
         form = self._forms.get(key)
         if form is None:
             with self._lock:
-                form = self._forms.get(key) or _Form(self.statement, dialect)
+                form = self._forms.get(key) or _Form(self._statement_for(dialect), dialect)
                 self._forms[key] = form
         return form
+
+    def _statement_for(self, dialect: Dialect) -> Any:
+        if self._build is None:
+            return self.statement
+        insert_of = _DIALECT_INSERTS.get(dialect.name)
+        if insert_of is None:
+            raise ValueError(f"no INSERT ... ON CONFLICT for {dialect.name}: {self.statement}")
+        return self._build(insert_of)
 
     def rows(self, conn: Connection, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every row the statement returns, as dicts keyed by column name."""
