@@ -5,43 +5,32 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.harness import ROOT, write_config
-
-
-def _wait_for(what: str, predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.chaos.test_restart import start, wait_until
+from tests.harness import write_config
 
 
 def test_a_source_failing_at_every_poll_is_said_once_and_its_recovery_once(tmp_path: Path) -> None:
     # Given the bus polling its drop folders every 0.1 s
     config = write_config(tmp_path, poll="0.1s")
     log = tmp_path / "bus.log"
-    with open(log, "ab") as out:
-        bus = subprocess.Popen([sys.executable, "run_bus.py", "--log-level", "INFO", "run", "-c", str(config)],
-                               cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    bus = start(config, log)
     try:
-        _wait_for("the bus running", lambda: " running: " in log.read_text(errors="replace"), 60)
+        wait_until(lambda: " running: " in log.read_text(errors="replace"), 60, "the bus running")
         rh = tmp_path / "drop" / "rh"
         # When the folder of one source becomes a file: every poll of it fails
         shutil.rmtree(rh)
         rh.write_text("not a folder")
         began = time.monotonic()
-        _wait_for("the failure said", lambda: "poll of rh failed" in log.read_text(errors="replace"))
+        wait_until(lambda: "poll of rh failed" in log.read_text(errors="replace"), 30, "the failure said")
         time.sleep(max(0.0, began + 3.0 - time.monotonic()))  # about 30 polls of it
         failing = log.read_text(errors="replace")
         # And it is a folder again
         rh.unlink()
         rh.mkdir()
-        _wait_for("the recovery said", lambda: "poll of rh works again" in log.read_text(errors="replace"))
+        wait_until(lambda: "poll of rh works again" in log.read_text(errors="replace"), 30, "the recovery said")
     finally:
         bus.send_signal(signal.SIGTERM)
         bus.wait(timeout=60)

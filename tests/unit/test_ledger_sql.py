@@ -168,7 +168,8 @@ def test_a_connection_postgresql_dropped_is_invalidated_and_not_handed_out_again
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
-def test_the_ledger_says_a_dropped_postgresql_connection_is_transient_and_goes_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("call", ["read", "one statement", "transaction"])
+def test_the_ledger_says_a_dropped_postgresql_connection_is_transient_and_goes_on(tmp_path: Path, call: str) -> None:
     # Given a ledger on PostgreSQL whose pooled connection the server ends (a restart, an administrator)
     assert POSTGRES_URL
     admin = create_engine(POSTGRES_URL)
@@ -178,16 +179,22 @@ def test_the_ledger_says_a_dropped_postgresql_connection_is_transient_and_goes_o
     try:
         document, _ = ledger.add_document(source="s", bundle="b.json", idempotency_key="k", sidecar_sha256="0" * 64,
                                           files={"b.json": "0" * 64})
+        # each way the ledger runs statements: a read and a single write in autocommit, a transaction
+        attempt = {
+            "read": lambda: ledger.get_document(document.id).state,
+            "one statement": lambda: ledger.claim_document(document.id, "w", 60).state,  # type: ignore[union-attr]
+            "transaction": lambda: ledger.transition_document(document.id, "FAILED", reason="test").state,
+        }[call]
         with ledger.engine.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
         with admin.begin() as conn:
             conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         # When / Then: the call in flight fails as a transient error (retried by the runtime), nothing changed
         with pytest.raises(TransientError, match="ledger unavailable or busy"):
-            ledger.claim_document(document.id, "w", 60)
+            attempt()
+        assert ledger.get_document(document.id).state == "RECEIVED"
         # and the next call gets a new connection and works
-        claimed = ledger.claim_document(document.id, "w", 60)
-        assert claimed is not None and claimed.lease_owner == "w"
+        assert attempt() == ("FAILED" if call == "transaction" else "RECEIVED")
     finally:
         ledger.close()
         admin.dispose()
