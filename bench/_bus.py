@@ -26,6 +26,7 @@ __all__ = [
     "failures",
     "read_ledger",
     "run_help",
+    "settled",
     "stopping",
     "wait_for",
     "write_acts",
@@ -299,6 +300,34 @@ def delivery_times(ledger: Ledger, to_state: str) -> dict[str, float]:
         for entity_id, at in conn.execute(query):
             found.setdefault(entity_id, datetime.fromisoformat(at).timestamp())
     return found
+
+
+def settled(ledger: Ledger, done: Path, bundles: list[Bundle], delivered: int, *,
+            context: Callable[[], str] = lambda: "", ledger_every: float = 1.0) -> Callable[[], bool]:
+    """A :func:`wait_for` predicate: every bundle of ``bundles`` in ``done/`` and at least ``delivered``
+    deliveries DELIVERED in the ledger; raises :class:`BenchError` once something FAILED (``context()``
+    added to the message).  It stays cheap while it waits, the harness taking as little as it can of
+    the CPU the bus is measured on: a stat from the first bundle not yet in done/ on (those before
+    stay there), the ledger read once every ``ledger_every`` seconds for a failure (a bundle that
+    failed goes to error/, never to done/) and once all are in done/.  The measured times come from
+    the ledger and done/'s timestamps, not from when this saw them."""
+    first_missing = 0
+    read_at = time.monotonic()
+
+    def check() -> bool:
+        nonlocal first_missing, read_at
+        while first_missing < len(bundles) and (done / bundles[first_missing].sidecar).exists():
+            first_missing += 1
+        all_done = first_missing == len(bundles)
+        if not all_done and time.monotonic() < read_at + ledger_every:
+            return False
+        read_at = time.monotonic()
+        counts = ledger.counts_by_state()
+        if counts["document"]["FAILED"] or counts["delivery"]["FAILED"]:
+            raise BenchError(f"FAILED in the ledger: {failures(ledger)}{context()}")
+        return all_done and counts["delivery"]["DELIVERED"] >= delivered
+
+    return check
 
 
 def failures(ledger: Ledger) -> list[str]:

@@ -46,8 +46,8 @@ from bench._bus import (  # noqa: E402
     BenchError,
     BusProcess,
     drop,
-    failures,
     read_ledger,
+    settled,
     stopping,
     wait_for,
     write_acts,
@@ -98,14 +98,7 @@ class Bench:
         done = self.drop_dir / "done"
         self.delivered += len(bundles)
 
-        def finished() -> bool:
-            counts = ledger.counts_by_state()
-            if counts["document"]["FAILED"] or counts["delivery"]["FAILED"]:
-                raise BenchError(f"FAILED in the ledger: {failures(ledger)}\n{bus.tail()}")
-            if counts["delivery"]["DELIVERED"] < self.delivered:
-                return False
-            return all((done / b.sidecar).exists() for b in bundles)
-
+        finished = settled(ledger, done, bundles, self.delivered, context=lambda: f"\n{bus.tail()}")
         os.sync()  # as for the bare loop
         cpu = bus.cpu_seconds()
         dropped = drop(self.drop_dir, bundles)
@@ -114,11 +107,11 @@ class Bench:
         delivered = [d.final_at.timestamp() for d in ledger.deliveries(state="DELIVERED") if d.final_at]
         delivered = [t for t in delivered if t >= dropped]
         received = [d.created_at.timestamp() for d in ledger.documents() if d.created_at.timestamp() >= dropped]
-        settled = max(os.stat(done / b.sidecar).st_ctime for b in bundles)
-        end = max(max(delivered), settled)
+        last_settled = max(os.stat(done / b.sidecar).st_ctime for b in bundles)
+        end = max(max(delivered), last_settled)
         return {"seconds": end - dropped, "cpu_s": cpu, "first_received": min(received) - dropped,
                 "last_received": max(received) - dropped, "last_delivered": max(delivered) - dropped,
-                "last_settled": settled - dropped}
+                "last_settled": last_settled - dropped}
 
     # a round's files stay until the work folder goes at the end: deleting them between rounds (and
     # the discards that follow) slowed the next round's file creations, whichever side came next

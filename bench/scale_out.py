@@ -51,9 +51,9 @@ from bench._bus import (  # noqa: E402
     BenchError,
     BusProcess,
     drop,
-    failures,
     read_ledger,
     run_help,
+    settled,
     stopping,
     wait_for,
     write_acts,
@@ -184,25 +184,19 @@ def run_bus_phase(root: Path, config: Path, env: dict[str, str], drop_dir: Path,
         ledger = stack.enter_context(read_ledger(env[LEDGER_VAR]))
         done = drop_dir / "done"
 
-        def finished(expected: int, dropped: list[Bundle]) -> bool:
-            counts = ledger.counts_by_state()
-            if counts["document"]["FAILED"] or counts["delivery"]["FAILED"]:
-                raise BenchError(f"FAILED in the ledger: {failures(ledger)}")
-            return counts["delivery"]["DELIVERED"] >= expected and all((done / b.sidecar).exists() for b in dropped)
-
         # untimed, as the bare processes connect before their start: a few acts each worker takes one
         # of (the broker hands them out in turn), so that each opened its SSH connection and ran once
         expected = ledger.counts_by_state()["delivery"]["DELIVERED"] + len(warm)
         drop(drop_dir, warm)
-        wait_for(f"{len(warm)} warm-up acts DELIVERED", functools.partial(finished, expected, warm), buses, timeout)
+        wait_for(f"{len(warm)} warm-up acts DELIVERED", settled(ledger, done, warm, expected), buses, timeout)
         expected += len(bundles)
         dropped = drop(drop_dir, bundles)
         wait_for(f"{len(bundles)} acts DELIVERED with {workers} worker(s)",
-                 functools.partial(finished, expected, bundles), buses, timeout, every=0.1)
+                 settled(ledger, done, bundles, expected), buses, timeout, every=0.1)
         delivered = [d.final_at.timestamp() for d in ledger.deliveries(state="DELIVERED")
                      if d.final_at and d.final_at.timestamp() >= dropped]
-        settled = max(os.stat(done / b.sidecar).st_ctime for b in bundles)
-        seconds = max(max(delivered), settled) - dropped
+        last_settled = max(os.stat(done / b.sidecar).st_ctime for b in bundles)
+        seconds = max(max(delivered), last_settled) - dropped
     return len(bundles) / seconds, how
 
 

@@ -8,6 +8,9 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from bench.actes_throughput import make_pdf
 
@@ -58,3 +61,46 @@ def test_bench_pdfs_have_the_size_asked_and_do_not_compress() -> None:
     assert len(pdf) == 200 * 1024
     assert pdf.startswith(b"%PDF-1.4\n") and pdf.endswith(b"%%EOF\n")
     assert len(gzip.compress(pdf)) > 0.95 * len(pdf)
+
+
+class _CountingLedger:
+    """What ``bench._bus.settled`` reads of a ledger: the counts by state (each read counted), and
+    the failures' reasons."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.delivered = 0
+        self.failed = 0
+
+    def counts_by_state(self) -> dict[str, dict[str, int]]:
+        self.reads += 1
+        return {"document": {"FAILED": 0}, "delivery": {"DELIVERED": self.delivered, "FAILED": self.failed}}
+
+    def documents(self, **_: object) -> list[object]:
+        return []
+
+    def deliveries(self, **_: object) -> list[object]:
+        return [SimpleNamespace(id="d1", reason="refused by the endpoint")] if self.failed else []
+
+
+def test_settled_waits_on_done_cheaply_reads_the_ledger_at_its_pace_and_stops_on_a_failure(tmp_path: Path) -> None:
+    from bench._bus import BenchError, settled
+
+    bundles = [SimpleNamespace(sidecar=f"act-{n}.json") for n in range(3)]
+    ledger = _CountingLedger()
+    check = settled(ledger, tmp_path, bundles, 3, ledger_every=3600.0)  # type: ignore[arg-type]
+    for _ in range(50):  # bundles missing: done/ looked at, the ledger not read before its time
+        assert not check()
+    assert ledger.reads == 0
+    for bundle in bundles:
+        (tmp_path / bundle.sidecar).touch()
+    assert not check()  # all in done/: the ledger is read, and two deliveries short
+    ledger.delivered = 3
+    assert check()
+    assert ledger.reads == 2
+
+    failing = settled(ledger, tmp_path / "nothing", bundles, 3, context=lambda: " (the bus's log)", ledger_every=0.0)
+    ledger.failed = 1
+    reason = r"FAILED in the ledger: \['delivery d1: refused by the endpoint'\] \(the bus's log\)"
+    with pytest.raises(BenchError, match=reason):
+        failing()
