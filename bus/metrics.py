@@ -21,6 +21,7 @@ __all__ = [
     "LEDGER_DELIVERIES",
     "DELIVERIES_AWAITING_ANSWER",
     "DEAD_LETTERS",
+    "BUNDLES_REFUSED",
     "POLL_FAILURES",
     "SOURCE_LAST_SUCCESS",
     "SEND_FAILURES",
@@ -121,6 +122,13 @@ DEAD_LETTERS = _counter(
     "hent_dead_letters",
     "Deliveries and documents moved to FAILED, by route ('none': failed before it was routed) and connector.",
     ["route", "connector"],
+)
+BUNDLES_REFUSED = _counter(
+    "hent_bundles_refused",
+    "Bundles a source refused before taking them in, over one of its limits, by connector and rule "
+    "(file-too-large, document-too-large, too-many-files): not in the ledger, given back to the software "
+    "(error/ and a reply, or its row in error).",
+    ["connector", "rule"],
 )
 POLL_FAILURES = _counter(
     "hent_poll_failures",

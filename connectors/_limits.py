@@ -21,7 +21,9 @@ raised before anything moves, the bundle left where it is for a later poll.
 
 from __future__ import annotations
 
-__all__ = ["SourceLimits", "Budget", "refuse", "refusal_note", "refusal_summary", "room_for", "room_folders"]
+__all__ = [
+    "SourceLimits", "Budget", "count_refusal", "refuse", "refusal_note", "refusal_summary", "room_for", "room_folders",
+]
 
 import logging
 import os
@@ -33,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bus import metrics
 from bus.connector import Claimed, InboundConnector
 from bus.errors import DocumentError, HentError, TransientError
 
@@ -215,10 +218,17 @@ def refusal_summary(connector: str, bundle: str, error: DocumentError) -> dict[s
     }
 
 
+def count_refusal(connector: str, error: DocumentError) -> None:
+    """Count a bundle refused over a limit (``hent_bundles_refused_total``): it never reaches the
+    ledger, so neither its documents' counters nor the dead letters see it."""
+    metrics.BUNDLES_REFUSED.labels(connector=connector, rule=error.rule or "limit").inc()
+
+
 def refuse(source: InboundConnector, claimed: Claimed, error: DocumentError) -> None:
     """Roll a bundle back before it is taken in, as the runtime rolls back a failed document: a reply
     saying why, then the source's ``rollback`` (its files kept in ``error/`` beside a note)."""
     log.error("%s: %s refused: %s", source.name, claimed.key, error, extra={"connector": source.name})
+    count_refusal(source.name, error)
     try:
         source.reply(claimed.key, None, None, refusal_summary(source.name, claimed.key, error))
     except HentError as exc:  # the note in error/ says it all the same

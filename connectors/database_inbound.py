@@ -156,7 +156,7 @@ from connectors._folder_common import (
     reply_file_writer,
     write_reply,
 )
-from connectors._limits import Budget, SourceLimits, room_folders, room_for
+from connectors._limits import Budget, SourceLimits, count_refusal, room_folders, room_for
 
 log = logging.getLogger(__name__)
 
@@ -674,6 +674,7 @@ class DatabaseInbound(InboundConnector):
                     atomic_write(preparing / local[name], source=path, count=budget.count)
             except DocumentError as error:
                 shutil.rmtree(preparing, ignore_errors=True)
+                count_refusal(self.name, error)
                 self._fail(key, str(error))
                 return None
             atomic_write(preparing / bundle, data)

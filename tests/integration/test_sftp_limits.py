@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bus import metrics
 from bus.connector import InboundContext
 from bus.errors import TransientError
 from connectors import _limits
@@ -86,9 +87,12 @@ def test_a_bundle_over_a_limit_goes_to_error_with_its_note_and_a_reply(
     try:
         # Given a bundle over a limit in the outbox
         dropped = drop_bundle(outbox, "a.json", files)
-        # When claimed, Then it is not taken
+        counted = {"connector": "finances", "rule": rule}
+        refused = metrics.REGISTRY.get_sample_value("hent_bundles_refused_total", counted) or 0.0
+        # When claimed, Then it is not taken, and the operators' metrics count it
         [candidate] = vendor.list_ready()
         assert vendor.claim(candidate) is None
+        assert metrics.REGISTRY.get_sample_value("hent_bundles_refused_total", counted) == refused + 1
         # and its files are in error/ as dropped, beside a note naming the file, the option and the rule
         error = outbox / "error"
         assert {p.name: p.read_bytes() for p in error.iterdir() if not p.name.endswith(".error.txt")} == dropped

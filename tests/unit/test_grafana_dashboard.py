@@ -221,6 +221,7 @@ def test_the_dashboard_shows_flow_latency_backlog_failures_circuits_letters_and_
         "hent_send_failures_total",  # failures by connector
         "hent_poll_failures_total",
         "hent_dead_letters_total",
+        "hent_bundles_refused_total",  # bundles a source refused over a limit
         "hent_endpoint_circuit_state",  # circuit states
         "hent_prefecture_letters_open",
         "hent_certificate_expiry_timestamp_seconds",

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from bus import metrics
 from bus.connector import InboundContext
 from bus.errors import DocumentError, TransientError
 from connectors import _limits, database_inbound
@@ -33,6 +34,12 @@ class SpoolContext(InboundContext):
     """What the runtime lends a source, with the spool's folder (see connectors._limits.room_folders)."""
 
     spool: Path | None = None
+
+
+def refused_count(connector: str, rule: str) -> float:
+    """``hent_bundles_refused_total`` of ``connector`` and ``rule`` (0 before the first)."""
+    labels = {"connector": connector, "rule": rule}
+    return metrics.REGISTRY.get_sample_value("hent_bundles_refused_total", labels) or 0.0
 
 
 def folder_source(tmp_path: Path, limits: dict[str, int], context: InboundContext | None = None) -> FolderInbound:
@@ -119,9 +126,11 @@ def test_a_dropped_bundle_over_a_limit_goes_to_error_with_its_note_and_a_reply(
     # Given a bundle over a limit
     source = folder_source(tmp_path, limits)
     dropped = drop_bundle(source.config.path, "a.json", files)
-    # When it is claimed, Then it is not taken
+    refused = refused_count("rh", rule)
+    # When it is claimed, Then it is not taken, and the operators' metrics count it
     [candidate] = source.list_ready()
     assert source.claim(candidate) is None
+    assert refused_count("rh", rule) == refused + 1
     # and its files are in error/, as dropped, beside a note naming the file, the option and the rule
     error = source.config.path / "error"
     kept = {p.name: p.read_bytes() for p in error.iterdir() if not p.name.endswith(".error.txt")}
@@ -272,8 +281,10 @@ def test_a_row_whose_files_break_a_limit_ends_in_error_naming_the_file_option_an
     source = database_source(vendor, limits)
     try:
         add_row(vendor, files)
+        refused = refused_count(source.name, rule)
         [candidate] = source.list_ready()
         assert source.claim(candidate) is None
+        assert refused_count(source.name, rule) == refused + 1
         state, error = row(vendor)
         assert state == "ERROR" and f"{field}: " in error and f"[{rule}]" in error, error
         assert sorted(p.name for p in (vendor.parent / "pdf").iterdir()) == sorted(files)  # the vendor's, kept
