@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from bus.errors import DocumentError
+
 #: the artifact kinds: an ACTES archive built by the bus, a vendor's file relayed unchanged, the
 #: checked act as JSON naming its files by sha256 (transformers/actes_canonical.py)
 ARCHIVE = "actes-archive"
@@ -71,6 +73,14 @@ class Claimed:
     @property
     def sidecar(self) -> Path:
         return self.files[self.key]
+
+
+class ClaimedFile(Protocol):
+    """A claimed file as the runtime reads it into the spool, then closes it."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,19 @@ class InboundConnector(ABC):
     @abstractmethod
     def rollback(self, claimed: Claimed, reason: str) -> None:
         """The document failed: move to error/ with ``<name>.error.txt`` holding ``reason``."""
+
+    def reading(self, claimed: Claimed) -> Callable[[str], ClaimedFile]:
+        """How the runtime opens the files of ``claimed``, one after the other, to copy them into the
+        spool: ``open(name)``, closed by the runtime.  By default each file as it is; a source whose
+        files a writer may still reach after their claim (a handle left open) counts their bytes
+        against its limits as they are read, DocumentError past one: the runtime then gives the bundle
+        back through :meth:`refuse`, nothing recorded."""
+        return lambda name: open(claimed.files[name], "rb")
+
+    def refuse(self, claimed: Claimed, error: DocumentError) -> None:
+        """Give back a claimed bundle the runtime could not take in (``error``: a limit passed while its
+        files were read), as :meth:`rollback` does a failed document's."""
+        self.rollback(claimed, str(error))
 
     def settled(self) -> None:  # noqa: B027 - optional hook
         """After a poll's commits and rollbacks: make durable what they left to be synced together

@@ -290,8 +290,7 @@ class Runtime:
         full, the ledger unreachable) goes back to the source as it was, or, from a source that cannot
         take it back, stays claimed for ``recover`` at the next start.  False then."""
         try:
-            self._ingest(source, claimed, recovered=recovered)
-            return True
+            return self._ingest(source, claimed, recovered=recovered)
         except TransientError as exc:
             metrics.POLL_FAILURES.labels(connector=source).inc()
             fate = "it stays claimed and is taken again when the bus starts next"
@@ -324,7 +323,9 @@ class Runtime:
         metrics.SOURCE_PAUSED.labels(connector=source).set(1 if paused else 0)
         return room
 
-    def _ingest(self, source: str, claimed: Claimed, *, recovered: bool) -> None:
+    def _ingest(self, source: str, claimed: Claimed, *, recovered: bool) -> bool:
+        """Record a claimed bundle (True), or give it back refused when a file passed a limit of its
+        source while it was copied (False: a writer still adding to it; nothing recorded)."""
         if claimed.ref is not None:  # recorded before a restart: its document says what is left
             try:
                 document = self.ledger.get_document(claimed.ref)
@@ -334,9 +335,13 @@ class Runtime:
                 self._claims[source][document.id] = claimed
                 if document.state not in FINAL_DOCUMENT:
                     self._publish(DOCUMENTS, document.id)
-                return
+                return True
         with metrics.stage_timer("ingest"):
-            files = {name: self.spool.put_file(path) for name, path in claimed.files.items()}
+            try:
+                files = self._spool_files(source, claimed)
+            except DocumentError as exc:
+                self.sources[source].refuse(claimed, exc)
+                return False
             crash_point("ingest.after-spool")
             sidecar_sha = files[claimed.key]
             # the same bundle is the same sidecar with the same files: a bundle dropped again
@@ -374,6 +379,20 @@ class Runtime:
             self._reply(document, None, note=f"already processed as document {document.id}: not sent again")
         elif document.state not in FINAL_DOCUMENT:
             self._publish(DOCUMENTS, document.id)
+        return True
+
+    def _spool_files(self, source: str, claimed: Claimed) -> dict[str, str]:
+        """Copy the claimed files into the spool as the source has them read (counted against its
+        limits); name → sha256."""
+        open_file = self.sources[source].reading(claimed)
+        files: dict[str, str] = {}
+        for name, path in claimed.files.items():
+            fileobj = open_file(name)
+            try:
+                files[name] = self.spool.put_stream(fileobj, what=str(path))
+            finally:
+                fileobj.close()
+        return files
 
     def _settle(self, source: str) -> None:
         """Commit or roll back, at the source, the bundles whose document is final; then let the

@@ -22,16 +22,17 @@ raised before anything moves, the bundle left where it is for a later poll.
 from __future__ import annotations
 
 __all__ = [
-    "SourceLimits", "Budget", "count_refusal", "refuse", "refusal_note", "refusal_summary", "room_for", "room_folders",
+    "SourceLimits", "Budget", "CountedReader", "count_refusal", "refuse", "refusal_note", "refusal_summary",
+    "room_for", "room_folders",
 ]
 
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -216,6 +217,22 @@ def refusal_summary(connector: str, bundle: str, error: DocumentError) -> dict[s
         "field": error.field,
         "rule": error.rule,
     }
+
+
+class CountedReader:
+    """A file whose reads are told to ``count`` (a :meth:`Budget.count`) before they are returned:
+    what it raises stops the copy."""
+
+    def __init__(self, file: BinaryIO, count: Callable[[int], None]) -> None:
+        self._file, self._count = file, count
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._file.read(size)
+        self._count(len(data))
+        return data
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def count_refusal(connector: str, error: DocumentError) -> None:

@@ -17,7 +17,9 @@ the drop folder itself: a name with a path in it is not followed.
 bundle stays where it was dropped); once claimed, the sizes read in the work folder are checked
 against ``max_file_bytes``, ``max_document_bytes`` and ``max_files``: a bundle over one is rolled
 back at once (``error/`` with its note, and a reply naming the file, the option and the rule),
-never copied into the spool.
+never copied into the spool.  The runtime copies the files through :meth:`FolderInbound.reading`,
+which counts their bytes again: a file a writer still adds to after its claim (a handle left open)
+stops the copy past a limit, and the bundle is refused the same way (:meth:`FolderInbound.refuse`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +40,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from bus.config import ConfigPath, ConnectorConfig
-from bus.connector import Candidate, Claimed, InboundConnector
+from bus.connector import Candidate, Claimed, ClaimedFile, InboundConnector
 from bus.errors import DocumentError, TransientError
 from connectors._folder_common import (
     abandoned,
@@ -51,7 +54,7 @@ from connectors._folder_common import (
     reply_file_writer,
     write_reply,
 )
-from connectors._limits import Budget, refuse, room_folders, room_for
+from connectors._limits import Budget, CountedReader, refuse, room_folders, room_for
 from connectors._pickup_options import PickupOptions, ReadyConfig
 
 log = logging.getLogger(__name__)
@@ -161,6 +164,21 @@ class FolderInbound(InboundConnector):
             return self._within_limits(claimed)
 
     # -- limits ----------------------------------------------------------------------
+    def reading(self, claimed: Claimed) -> Callable[[str], ClaimedFile]:
+        """The claimed files counted against the limits as the runtime copies them: they were measured
+        once claimed, but a writer that kept a handle open may still add to them."""
+        budget = Budget(self.config.limits, self.name, claimed.key)
+
+        def open_counted(name: str) -> ClaimedFile:
+            budget.start(name)
+            return CountedReader(open(claimed.files[name], "rb"), budget.count)
+
+        return open_counted
+
+    def refuse(self, claimed: Claimed, error: DocumentError) -> None:
+        """A reply saying why, then the files to error/ beside a note; counted."""
+        refuse(self, claimed, error)
+
     def _room(self, candidate: Candidate) -> None:
         """TransientError (``spool-full``) when the bundle, as it lies in the drop folder, would leave
         less than ``limits.min_free_bytes`` where it is copied; nothing has moved yet.  A bundle over
