@@ -3,6 +3,7 @@ once; the metrics count every failed poll."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import time
@@ -10,6 +11,25 @@ from pathlib import Path
 
 from tests.chaos.test_restart import start, wait_until
 from tests.harness import write_config
+
+
+def put_a_file_in_place_of(folder: Path) -> None:
+    """A file where ``folder`` was, against a poller that makes the folder (and its work folders)
+    again whenever it finds it gone: the folder renamed away at once (deleting it file by file races
+    the poller filling it again), then a file renamed in, again until no folder is in its way."""
+    folder.rename(folder.with_name(f"{folder.name}-away"))
+    blocker = folder.with_name(f"{folder.name}.file")
+    blocker.write_text("not a folder")
+
+    def placed() -> bool:
+        try:
+            os.rename(blocker, folder)  # refused over a folder the poller made again meanwhile
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+            return False
+        return True
+
+    wait_until(placed, 30, f"a file in place of {folder}")
 
 
 def test_a_source_failing_at_every_poll_is_said_once_and_its_recovery_once(tmp_path: Path) -> None:
@@ -21,15 +41,14 @@ def test_a_source_failing_at_every_poll_is_said_once_and_its_recovery_once(tmp_p
         wait_until(lambda: " running: " in log.read_text(errors="replace"), 60, "the bus running")
         rh = tmp_path / "drop" / "rh"
         # When the folder of one source becomes a file: every poll of it fails
-        shutil.rmtree(rh)
-        rh.write_text("not a folder")
+        put_a_file_in_place_of(rh)
         began = time.monotonic()
         wait_until(lambda: "poll of rh failed" in log.read_text(errors="replace"), 30, "the failure said")
         time.sleep(max(0.0, began + 3.0 - time.monotonic()))  # about 30 polls of it
         failing = log.read_text(errors="replace")
         # And it is a folder again
         rh.unlink()
-        rh.mkdir()
+        rh.mkdir(exist_ok=True)  # the poller may have made it first
         wait_until(lambda: "poll of rh works again" in log.read_text(errors="replace"), 30, "the recovery said")
     finally:
         bus.send_signal(signal.SIGTERM)
