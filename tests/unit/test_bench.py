@@ -94,7 +94,7 @@ def test_settled_waits_on_done_cheaply_reads_the_ledger_at_its_pace_and_stops_on
     assert ledger.reads == 0
     for bundle in bundles:
         (tmp_path / bundle.sidecar).touch()
-    assert not check()  # all in done/: the ledger is read, and two deliveries short
+    assert not check()  # all in done/: the ledger is read, its deliveries not all DELIVERED yet
     ledger.delivered = 3
     assert check()
     assert ledger.reads == 2
