@@ -105,13 +105,10 @@ class AnswerPoller:
         except HentError as exc:
             metrics.POLL_FAILURES.labels(connector=endpoint).inc()
             # a platform down fails every poll: said once, then every 10 minutes while it lasts
-            line = self._failures.failed(key, redact(str(exc)))
-            if line is not None:
-                log.error("asking %s for %s failed: %s", endpoint, what, line, extra={"connector": endpoint})
+            self._failures.log_failed(log, key, f"asking {endpoint} for {what}", redact(str(exc)),
+                                      extra={"connector": endpoint})
         else:
-            again = self._failures.succeeded(key)
-            if again:
-                log.info("asking %s for %s %s", endpoint, what, again, extra={"connector": endpoint})
+            self._failures.log_succeeded(log, key, f"asking {endpoint} for {what}", extra={"connector": endpoint})
         finally:
             connector.close()
         return done

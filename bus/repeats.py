@@ -12,11 +12,13 @@ from __future__ import annotations
 
 __all__ = ["RepeatedFailures", "REPEAT_EVERY"]
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 REPEAT_EVERY = 600.0  #: seconds between two lines about the same failure while it lasts
 
@@ -68,6 +70,23 @@ class RepeatedFailures:
         lasted = self._monotonic() - run.since_monotonic
         return (f"works again after {run.failures} failed tr{'y' if run.failures == 1 else 'ies'} "
                 f"since {_clock(run.since)} ({lasted:.0f} s)")
+
+
+    def log_failed(self, logger: logging.Logger, key: str, what: str, message: str, detail: str = "",
+                   **kwargs: Any) -> None:
+        """Log a failure of ``what`` ("poll of rh"): at ERROR when :meth:`failed` gives a line, else
+        at DEBUG; ``kwargs`` go to the logger (``extra``)."""
+        line = self.failed(key, message, detail)
+        if line is None:
+            logger.debug("%s failed again: %s", what, message, **kwargs)
+        else:
+            logger.error("%s failed: %s", what, line, **kwargs)
+
+    def log_succeeded(self, logger: logging.Logger, key: str, what: str, **kwargs: Any) -> None:
+        """Log at INFO that ``what`` works again, when it ends a run of failures."""
+        again = self.succeeded(key)
+        if again:
+            logger.info("%s %s", what, again, **kwargs)
 
 
 def _clock(moment: float) -> str:

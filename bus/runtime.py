@@ -256,9 +256,7 @@ class Runtime:
                 self._settle(source)
                 if not failed:
                     metrics.SOURCE_LAST_SUCCESS.labels(connector=source).set_to_current_time()
-                    again = self._poll_failures.succeeded(source)
-                    if again:
-                        log.info("poll of %s %s", source, again, extra={"connector": source})
+                    self._poll_failures.log_succeeded(log, source, f"poll of {source}", extra={"connector": source})
             except HentError as exc:
                 metrics.POLL_FAILURES.labels(connector=source).inc()
                 self._quiet[source] = False
@@ -268,11 +266,7 @@ class Runtime:
     def _poll_failed(self, source: str, message: str, detail: str = "") -> None:
         """Say that a poll of ``source`` failed: at once, then again every few minutes while the same
         failure lasts (:mod:`bus.repeats`; the metrics count every one)."""
-        line = self._poll_failures.failed(source, message, detail)
-        if line is None:
-            log.debug("poll of %s failed again: %s", source, message, extra={"connector": source})
-        else:
-            log.error("poll of %s failed: %s", source, line, extra={"connector": source})
+        self._poll_failures.log_failed(log, source, f"poll of {source}", message, detail, extra={"connector": source})
 
     def _claim_and_take(self, source: str, candidate: Candidate) -> bool | HentError:
         """Claim one candidate and take it in: True once recorded; the error that stopped its claim
