@@ -121,11 +121,21 @@ class InboundConnector(ABC):
 
     Config: ClassVar[type]
     direction: ClassVar[str] = "inbound"
+    #: how many bundles of a poll the runtime takes in side by side when the configuration's
+    #: ``intake_threads`` does not say: 1 where taking a bundle in is the interpreter's work and the
+    #: local disk's (threads would only contend for the interpreter: a third more CPU per bundle for a
+    #: folder), more where each step waits for a server
+    intake_threads_default: ClassVar[int] = 1
 
     def __init__(self, name: str, config: Any, context: InboundContext | None = None) -> None:
         self.name = name
         self.config = config
         self.context = context or InboundContext()
+
+    @property
+    def intake_threads(self) -> int:
+        """How many bundles of a poll the runtime takes in side by side (claim, spool, ledger)."""
+        return getattr(self.config, "intake_threads", None) or self.intake_threads_default
 
     @abstractmethod
     def list_ready(self) -> list[Candidate]:

@@ -3,7 +3,8 @@
 Flow of one document::
 
     poll (scheduler thread)     list → claim → spool (fsync) → ledger RECEIVED → publish id
-                                (the bundles of a poll side by side, ``INGEST_THREADS`` at least)
+                                (the bundles of a poll one after the other in this thread, or side by
+                                side on the source's ``intake_threads`` for a source that waits for a server)
     documents queue (consumer)  lease → processor.prepare → PREPARED → deliveries PENDING → ROUTED
                                 → the first delivery sent by this thread at once, the others published
     deliveries queue (consumer) lease → circuit → connector.send → DELIVERED | SENT  (retry: back-off)
@@ -107,7 +108,6 @@ class RetryPolicy:
 
 #: what a node does: poll (sources, the platforms' answers), work (prepare, send) or both
 ROLES = ("all", "poller", "worker")
-INGEST_THREADS = 4  #: at least this many bundles of a poll are taken in side by side
 BROKER_START_WAIT = 60.0  #: seconds a starting node waits for a broker it cannot reach (a restart)
 IDLE_CLOSE = 60.0  #: seconds after its last send an endpoint's connections are closed (by the sweeper)
 
@@ -161,9 +161,13 @@ class Runtime:
         self._paused: dict[str, bool] = {}  # sources held back by their routes' max_backlog
         self._held: dict[str, bool] = {}  # the polls (sources, answers) this node holds the lease of
         self._last_send: dict[str, float] = {}  # endpoint → when a send last began (monotonic)
-        # a bundle taken in mostly waits for the disk (fsyncs of the claim and the spool): several at once
-        self._ingesting = ThreadPoolExecutor(max_workers=max(INGEST_THREADS, self.workers), thread_name_prefix="ingest")
         self._build_connectors()
+        # the sources whose bundles are taken in side by side (a remote server's round trips), each on its own
+        # threads; the others' bundles one after the other in the poll's thread
+        self._ingesting = {
+            name: ThreadPoolExecutor(max_workers=source.intake_threads, thread_name_prefix=f"ingest-{name}")
+            for name, source in self.sources.items() if source.intake_threads > 1
+        }
         self.answers = AnswerPoller(self)
 
     # -- wiring ----------------------------------------------------------------------
@@ -241,9 +245,10 @@ class Runtime:
                         self._take(source, recovered, recovered=True)
                 room = self._room(source)
                 candidates = connector.list_ready() if room != 0 else []
-                # side by side: a bundle's time is mostly waiting for the disk (fsync) and the ledger
                 chosen = candidates if room is None else candidates[:room]
-                outcomes = list(self._ingesting.map(functools.partial(self._claim_and_take, source), chosen))
+                take = functools.partial(self._claim_and_take, source)
+                pool = self._ingesting.get(source)
+                outcomes = list(pool.map(take, chosen) if pool is not None and len(chosen) > 1 else map(take, chosen))
                 taken = sum(outcome is True for outcome in outcomes)
                 failed = [(c.key, o) for c, o in zip(chosen, outcomes, strict=True) if isinstance(o, HentError)]
                 if failed:  # said once per poll (a server down fails every claim alike), naming each bundle
@@ -880,7 +885,8 @@ class Runtime:
     def shutdown(self) -> None:
         self.stop_event.set()
         self.scheduler.shutdown(wait=True)
-        self._ingesting.shutdown(wait=True)
+        for pool in self._ingesting.values():
+            pool.shutdown(wait=True)
         if self._http is not None:
             self._http.stop()
             self._http = None

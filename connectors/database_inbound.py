@@ -157,6 +157,7 @@ from connectors._folder_common import (
     write_reply,
 )
 from connectors._limits import Budget, SourceLimits, count_refusal, room_folders, room_for
+from connectors._pickup_options import INTAKE_THREADS_HELP, IntakeThreads
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +317,7 @@ class DatabaseInboundConfig(ConnectorConfig):
         default_factory=list, description="Columns holding JSON as text, read as JSON into the sidecar.")
     outcome: OutcomeConfig = Field(..., description="Where outcomes go: columns or table.")
     batch: int = Field(100, gt=0, le=10_000, description="At most this many rows are taken per poll.")
+    intake_threads: IntakeThreads = Field(None, description=INTAKE_THREADS_HELP)
     poll: Schedule = Field("30s", description="How often to look: a duration ('30s') or a cron line.")
     replies_dir: ConfigPath | None = Field(None, description="Also write replies there as files (messages, summary).")
     work_dir: ConfigPath | None = Field(
@@ -438,6 +440,7 @@ Key = tuple[KeyValue, ...]
 class DatabaseInbound(InboundConnector):
     Config = DatabaseInboundConfig
     config: DatabaseInboundConfig
+    intake_threads_default = 4  # each claim and read waits for the database server
 
     def __init__(self, name: str, config: DatabaseInboundConfig, context: Any = None) -> None:
         super().__init__(name, config, context)

@@ -97,6 +97,7 @@ class SftpInboundConfig(ConnectorConfig, SftpOptions, PickupOptions):
 class SftpInbound(InboundConnector):
     Config = SftpInboundConfig
     config: SftpInboundConfig
+    intake_threads_default = 4  # each file operation waits for the server
 
     def __init__(self, name: str, config: SftpInboundConfig, context: Any = None) -> None:
         super().__init__(name, config, context)
