@@ -135,6 +135,7 @@ def run_bare(server: SshServer, remote: Path, out_dir: Path, bundles: list[Bundl
         worker.start()
         workers.append(worker)
     time.sleep(2.0)  # imports and connections before the start
+    os.sync()  # no phase pays for the writeback of another's files (nor of the acts' just written)
     go.set()
     spans: list[tuple[float, float]] = []
     deadline = time.monotonic() + timeout
@@ -190,6 +191,7 @@ def run_bus_phase(root: Path, config: Path, env: dict[str, str], drop_dir: Path,
         drop(drop_dir, warm)
         wait_for(f"{len(warm)} warm-up acts DELIVERED", settled(ledger, done, warm, expected), buses, timeout)
         expected += len(bundles)
+        os.sync()  # as for the bare loop
         dropped = drop(drop_dir, bundles)
         wait_for(f"{len(bundles)} acts DELIVERED with {workers} worker(s)",
                  settled(ledger, done, bundles, expected), buses, timeout, every=0.1)
