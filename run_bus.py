@@ -443,13 +443,18 @@ def cmd_purge(args: argparse.Namespace) -> int:
     try:
         with Progress("purge: reading the ledger") as progress:
             progress.update()
-            plan = plan_purge(ledger, cutoff)
+            plan = plan_purge(ledger, cutoff, spool)
         with Progress("purge: spool blobs") as progress:
             purged = purge_spool(ledger, spool, plan, dry_run=args.dry_run, progress=progress.count)
     finally:
         ledger.close()
-    print(f"spool: {would} {len(purged.removed)} blob(s), {_bytes(purged.size)}, of {len(plan.documents)} "
-          f"document(s) done with before {cutoff:%Y-%m-%d %H:%M} UTC")
+    orphans = {sha: size for sha, size in purged.removed.items() if sha in plan.orphans}
+    named = len(purged.removed) - len(orphans), purged.size - sum(orphans.values())
+    print(f"spool: {would} {named[0]} blob(s), {_bytes(named[1])}, of {len(plan.documents)} document(s) done with "
+          f"before {cutoff:%Y-%m-%d %H:%M} UTC")
+    if orphans:
+        print(f"spool: {would} {len(orphans)} blob(s), {_bytes(sum(orphans.values()))}, that nothing in the ledger "
+              "names, stored before then (the files of bundles refused or interrupted while they were copied)")
     if plan.shared or purged.restored:
         print(f"spool: kept {len(plan.shared) + len(purged.restored)} blob(s) these documents share with others "
               "still in use")
@@ -662,9 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
         "purge", help="remove old spool blobs and done/ files of documents done with",
         description="Remove the spool blobs named only by documents done with for longer than DURATION (ROUTED "
         "with every delivery DELIVERED, ACKNOWLEDGED or REJECTED, or FAILED), and the files of folder sources' "
-        "done/ folders unchanged for as long. Never a blob that a document in flight, a FAILED delivery (a dead "
-        "letter), a letter not answered yet or a classification names; replies, the ledger and its journal are "
-        "kept whole."))
+        "done/ folders unchanged for as long, and the blobs nothing in the ledger names stored before then and "
+        "an hour ago at least (the files of bundles refused or interrupted while they were copied). Never a "
+        "blob that a document in flight, a FAILED delivery (a dead letter), a letter not answered yet or a "
+        "classification names; replies, the ledger and its journal are kept whole."))
     purge.add_argument("--older-than", type=_duration, required=True, metavar="DURATION",
                        help="how long since a document's last change (90d, 12h)")
     purge.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")

@@ -37,8 +37,13 @@ Every column that holds a sha256 is read: ``documents.sidecar_sha256``, ``docume
 ``documents.canonical`` (planned artifacts, files by sha256), ``deliveries.artifact_sha256``,
 ``messages.sha256``, ``classifications.sha256``, ``journal.payload_sha256``.  Blobs are moved
 aside, the references read again (a running bus may have taken the same bytes meanwhile: the
-spool is content-addressed), and only then deleted.  Blobs the ledger does not name at all are
-left alone (a running bus may be writing them).  Ledger rows and the journal are never touched.
+spool is content-addressed; storing the same bytes again also refreshes a blob's modification
+time, and a blob stored again since the plan read it is kept), and only then deleted.  Blobs the ledger
+does not name at all — a bundle refused while it was copied, or a bus stopped between the copy and
+the record, leaves its files' blobs behind — go too once stored before the cutoff and at least
+``ORPHAN_MIN_AGE`` ago, whatever the cutoff (a running bus records what it copies within moments; a
+bus restarted takes a bundle it had claimed in again, and stores its files anew).  Ledger rows and
+the journal are never touched.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ __all__ = [
     "KEPT_RECENT",
     "KEPT_LETTER",
     "KEPT_REASONS",
+    "ORPHAN_MIN_AGE",
     "dead_letters",
     "find_replays",
     "replays_of",
@@ -66,6 +72,7 @@ __all__ = [
 
 import os
 import re
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
@@ -389,6 +396,11 @@ class PurgePlan:
     kept: dict[str, int] = field(default_factory=dict)  #: why → number of documents kept
     blobs: dict[str, set[str]] = field(default_factory=dict)  #: sha256 to remove → the documents naming it
     shared: dict[str, set[str]] = field(default_factory=dict)  #: sha256 kept though purged documents name it
+    #: blobs in the spool that nothing in the ledger names, stored before the cutoff (when a spool was given)
+    orphans: set[str] = field(default_factory=set)
+    named: set[str] = field(default_factory=set)  #: every sha256 the ledger names
+    #: sha256 → modification time (ns) of each blob when the plan read the spool: one stored again since is kept
+    stored: dict[str, int] = field(default_factory=dict)
 
 
 #: why a document is kept (the keys of :attr:`PurgePlan.kept`), in the order the command line prints them
@@ -399,11 +411,17 @@ KEPT_LETTER = "with a letter of the préfecture not answered yet"
 KEPT_REASONS = (KEPT_NOT_FINAL, KEPT_DEAD_LETTER, KEPT_RECENT, KEPT_LETTER)
 
 
-def plan_purge(ledger: Ledger, cutoff: datetime) -> PurgePlan:
-    """The blobs that only documents done with before ``cutoff`` reference (see the module's docstring)."""
+#: seconds a blob nothing names must have been stored for before a purge removes it, whatever its cutoff
+ORPHAN_MIN_AGE = 3600.0
+
+
+def plan_purge(ledger: Ledger, cutoff: datetime, spool: Spool | None = None) -> PurgePlan:
+    """The blobs that only documents done with before ``cutoff`` reference (see the module's docstring);
+    with ``spool``, also its blobs that nothing names, stored before ``cutoff``."""
+    plan = PurgePlan(cutoff)
     seen = _References.read(ledger)
     awaiting = {letter["document_id"] for letter in open_letters(ledger)}
-    plan = PurgePlan(cutoff)
+    plan.named = set(seen.unowned).union(*seen.refs.values())
     keep = set(seen.unowned)
     for document_id, state in seen.states.items():
         why = _kept_because(state, seen.delivery_states.get(document_id, set()), seen.last[document_id] >= cutoff,
@@ -417,6 +435,13 @@ def plan_purge(ledger: Ledger, cutoff: datetime) -> PurgePlan:
         for sha256 in seen.refs[document_id]:
             if _SHA256.fullmatch(sha256 or ""):
                 (plan.shared if sha256 in keep else plan.blobs).setdefault(sha256, set()).add(document_id)
+    if spool is not None:
+        before = int(min(cutoff.timestamp(), time.time() - ORPHAN_MIN_AGE) * 1e9)
+        for sha256, stored in spool.blobs():
+            if sha256 not in plan.named and stored < before:
+                plan.orphans.add(sha256)
+            if sha256 in plan.blobs or sha256 in plan.orphans:
+                plan.stored[sha256] = stored
     return plan
 
 
@@ -510,15 +535,16 @@ class PurgedBlobs:
 
 def purge_spool(ledger: Ledger, spool: Spool, plan: PurgePlan, *, dry_run: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> PurgedBlobs:
-    """Remove the blobs of ``plan`` from ``spool``; with ``dry_run``, only say which.
+    """Remove the blobs of ``plan`` (those of documents done with, and those nothing names) from
+    ``spool``; with ``dry_run``, only say which.
 
-    Each blob is first moved aside (same file system); the ledger is then read again and a blob
-    something started to name meanwhile goes back into the spool; the others are deleted.
-    ``progress(done, total)`` is told as each blob is settled.
+    Each blob is first moved aside (same file system); the ledger is then read again, and a blob
+    something started to name meanwhile, or stored again since the plan was made, goes back into
+    the spool; the others are deleted.  ``progress(done, total)`` is told as each blob is settled.
     """
     result = PurgedBlobs()
     present: dict[str, Path] = {}
-    for sha256 in sorted(plan.blobs):
+    for sha256 in sorted(plan.blobs.keys() | plan.orphans):
         if sha256 in spool:
             present[sha256] = spool.path(sha256)
         else:
@@ -534,13 +560,15 @@ def purge_spool(ledger: Ledger, spool: Spool, plan: PurgePlan, *, dry_run: bool 
             size = path.stat().st_size
             os.replace(path, aside / sha256)
             moved[sha256] = size
-    still = plan_purge(ledger, plan.cutoff).blobs
+    again = plan_purge(ledger, plan.cutoff)
     for done, (sha256, size) in enumerate(moved.items(), 1):
         if progress is not None:
             progress(done, len(moved))
-        if sha256 in still:
+        unnamed = sha256 in again.blobs or (sha256 in plan.orphans and sha256 not in again.named)
+        stored_again = sha256 in plan.stored and (aside / sha256).stat().st_mtime_ns != plan.stored[sha256]
+        if unnamed and not stored_again:
             result.removed[sha256] = size
-        else:  # named again meanwhile: back where it was (content-addressed, so a copy is the same blob)
+        else:  # named or stored again meanwhile: back where it was (content-addressed: a copy is the same blob)
             if sha256 not in spool:
                 spool.put_file(aside / sha256)
             result.restored.append(sha256)

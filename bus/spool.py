@@ -265,6 +265,17 @@ class Spool:
         """The blob, opened for binary reading; raises :class:`MissingBlob` if absent."""
         return open(self.path(sha256), "rb")
 
+    def blobs(self) -> Iterator[tuple[str, int]]:
+        """Every blob in the spool: its sha256 and when it was last stored (its modification time in ns,
+        which storing the same bytes again refreshes); temporary files are not blobs."""
+        for folder in sorted(self.root.iterdir()):
+            if len(folder.name) != 2 or not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                if _SHA256.fullmatch(entry.name) and entry.name.startswith(folder.name):
+                    with suppress(FileNotFoundError):  # removed meanwhile
+                        yield entry.name, entry.stat(follow_symlinks=False).st_mtime_ns
+
     def verify(self, sha256: str) -> bool:
         """True when the blob exists and its content still hashes to its name."""
         try:
@@ -320,8 +331,13 @@ class Spool:
         target = self._location(sha256)
         try:
             if target.is_file() and target.stat().st_size == temp_path.stat().st_size:
-                temp_path.unlink()
-                return sha256
+                try:  # stored again now: a purge of blobs that nothing names leaves it alone
+                    os.utime(target)
+                except FileNotFoundError:
+                    pass  # a purge took it away meanwhile: this copy takes its place
+                else:
+                    temp_path.unlink()
+                    return sha256
             self._makedirs(target.parent)
             os.replace(temp_path, target)
         except OSError:

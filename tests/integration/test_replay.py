@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -271,10 +273,14 @@ def test_purge_removes_what_is_done_with_and_keeps_what_a_pending_delivery_needs
     assert "kept: 1 document(s) not final (RECEIVED, PREPARED, or a delivery PENDING or SENT)" in young.stdout
     assert "source deliberations: removed 0 file(s), 0 bytes, from " in young.stdout
 
-    # When a dry run purges everything done with
+    # When a dry run purges everything done with, a blob nothing names stored two hours ago in the spool
+    left = spool.put_bytes(b"%PDF of a bundle refused while it was copied, two hours ago")  # no row will name it
+    two_hours_ago = time.time() - 7200
+    os.utime(spool.path(left), (two_hours_ago, two_hours_ago))
     dry = cli("purge", "--older-than", "0s", "--dry-run", "-c", str(config_path))
     assert dry.returncode == 0, dry.stderr
     assert f"spool: would remove {len(blobs) - 1} blob(s)" in dry.stdout
+    assert "spool: would remove 1 blob(s), 59 bytes, that nothing in the ledger names" in dry.stdout
     assert "source deliberations: would remove 6 file(s)" in dry.stdout
     assert dry.stdout.rstrip().endswith("nothing was removed (--dry-run)")
     # Then nothing is removed
@@ -287,7 +293,9 @@ def test_purge_removes_what_is_done_with_and_keeps_what_a_pending_delivery_needs
     assert f"spool: removed {len(blobs) - 1} blob(s)" in purged.stdout
     assert "spool: kept 1 blob(s) these documents share with others still in use" in purged.stdout
     assert [sha for sha in blobs if sha in spool] == [shared]
-    assert unnamed in spool
+    # and the blob nothing names, stored two hours ago, but not the one stored a moment ago
+    assert "spool: removed 1 blob(s), 59 bytes, that nothing in the ledger names" in purged.stdout
+    assert left not in spool and unnamed in spool
     # the done/ folder is emptied, the replies stay, the ledger and its journal too
     assert list(done.iterdir()) == []
     assert len(replies(tmp_path)) == 2

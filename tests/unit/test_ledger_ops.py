@@ -20,6 +20,7 @@ from bus.ledger_ops import (
     KEPT_LETTER,
     KEPT_NOT_FINAL,
     KEPT_RECENT,
+    ORPHAN_MIN_AGE,
     apply_replay,
     dead_letters,
     find_replays,
@@ -378,6 +379,63 @@ def test_purge_spool_puts_back_a_blob_a_new_document_took_meanwhile(bundles: Bun
     assert result.restored == [shared] and shared not in result.removed
     assert spool.verify(shared)
     assert old.sidecar_sha256 in result.removed and old.sidecar_sha256 not in spool
+
+
+def _stored_at(spool: Spool, sha256: str, when: datetime) -> None:
+    os.utime(spool.path(sha256), (when.timestamp(), when.timestamp()))
+
+
+def test_purge_removes_the_blobs_nothing_names_stored_before_the_cutoff(
+        bundles: Bundles, ledger: Ledger, spool: Spool, clock: Clock) -> None:
+    # Given, 30 days ago, the blobs of a bundle refused while it was copied (named by no document)
+    left = [spool.put_bytes(b"%PDF refused"), spool.put_bytes(b'{"numero": "REFUSED"}')]
+    # and a document still in flight whose blobs were stored as long ago
+    in_flight = bundles.received("OLD_1")
+    for sha256 in (*left, *in_flight.files.values()):
+        _stored_at(spool, sha256, clock.now)
+    clock.advance(30 * DAY)
+    # and a blob a running bus has just stored, not recorded yet
+    fresh = spool.put_bytes(b"copied a moment ago")
+    _stored_at(spool, fresh, clock.now)
+    cutoff = clock.now - timedelta(days=7)
+    # When the purge plans with the spool
+    plan = plan_purge(ledger, cutoff, spool)
+    # Then only the old blobs nothing names are planned, apart from the documents' blobs
+    assert plan.orphans == set(left) and plan.blobs == {}
+    assert plan_purge(ledger, cutoff).orphans == set()  # without the spool: only what the ledger names
+    # (one stored less than ORPHAN_MIN_AGE ago is never planned, whatever the cutoff)
+    everything = datetime.now(UTC) + timedelta(days=1)
+    assert plan_purge(ledger, everything, spool).orphans == {*left, fresh}
+    stored = spool.path(left[0]).stat().st_mtime_ns
+    _stored_at(spool, left[0], datetime.now(UTC) - timedelta(seconds=ORPHAN_MIN_AGE - 60))
+    assert plan_purge(ledger, everything, spool).orphans == {left[1], fresh}
+    os.utime(spool.path(left[0]), ns=(stored, stored))  # as the plan saw it
+    # and the purge removes them, nothing else
+    assert purge_spool(ledger, spool, plan, dry_run=True).removed.keys() == set(left)
+    result = purge_spool(ledger, spool, plan)
+    assert result.removed.keys() == set(left) and result.restored == []
+    assert not any(sha in spool for sha in left)
+    assert fresh in spool and all(sha in spool for sha in in_flight.files.values())
+    assert list((spool.root / "tmp").iterdir()) == []
+
+
+def test_purge_keeps_a_blob_nothing_named_that_is_stored_or_named_again_meanwhile(
+        bundles: Bundles, ledger: Ledger, spool: Spool, clock: Clock) -> None:
+    # Given two old blobs nothing names, planned for removal
+    again, named = spool.put_bytes(b"%PDF stored again"), spool.put_bytes(b"%PDF named again")
+    for sha256 in (again, named):
+        _stored_at(spool, sha256, clock.now)
+    clock.advance(30 * DAY)
+    plan = plan_purge(ledger, clock.now - timedelta(days=7), spool)
+    assert plan.orphans == {again, named}
+    # When, before the purge, a running bus stores the same bytes as one (its record still to come)
+    assert spool.put_bytes(b"%PDF stored again") == again
+    # and records a document with the other's bytes
+    bundles.received("NEW_1", pdf=b"%PDF named again")
+    result = purge_spool(ledger, spool, plan)
+    # Then both are kept
+    assert result.removed == {} and sorted(result.restored) == sorted([again, named])
+    assert spool.verify(again) and spool.verify(named)
 
 
 def test_purge_folder_removes_the_files_unchanged_since_the_cutoff(tmp_path: Path) -> None:

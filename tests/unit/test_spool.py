@@ -7,6 +7,7 @@ import stat
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,17 +41,43 @@ def test_put_bytes_stores_the_blob_under_its_sha256(spool: Spool) -> None:
     assert temp_files(spool) == []
 
 
-def test_putting_the_same_bytes_twice_keeps_the_first_blob(spool: Spool) -> None:
+def test_putting_the_same_bytes_twice_keeps_the_first_blob_stored_anew(spool: Spool) -> None:
     first = spool.put_bytes(b"same")
+    os.utime(spool.path(first), (1_000_000_000, 1_000_000_000))  # stored long ago
     before = spool.path(first).stat()
     # When
     second = spool.put_bytes(b"same")
     third = spool.put_stream(io.BytesIO(b"same"))
-    # Then
+    # Then the first blob stays, its time of storage now (a purge of blobs nothing names goes by it)
     assert first == second == third
     after = spool.path(first).stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert after.st_ino == before.st_ino
+    assert after.st_mtime > before.st_mtime + 1_000_000
     assert temp_files(spool) == []
+
+
+def test_the_same_bytes_stored_while_a_purge_takes_the_blob_away_are_stored_again(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = spool.put_bytes(b"same")
+    utime = os.utime
+
+    def taken_away_first(path: Any, *args: Any) -> None:  # the purge moves it aside between the look and the touch
+        os.unlink(path)
+        utime(path, *args)
+
+    monkeypatch.setattr(bus.spool.os, "utime", taken_away_first)
+    assert spool.put_bytes(b"same") == first
+    assert spool.verify(first) and temp_files(spool) == []
+
+
+def test_blobs_lists_every_blob_with_its_time_of_storage_not_temporary_files(spool: Spool) -> None:
+    one, two = spool.put_bytes(b"one"), spool.put_bytes(b"two")
+    os.utime(spool.path(one), ns=(5_000_000_000, 5_000_000_000))
+    (spool.root / "tmp" / "put-leftover").write_bytes(b"half written")
+    (spool.root / one[:2] / "not-a-blob").write_bytes(b"?")
+    listed = dict(spool.blobs())
+    assert listed.keys() == {one, two}
+    assert listed[one] == 5_000_000_000 and listed[two] == spool.path(two).stat().st_mtime_ns
 
 
 def test_put_file_and_put_stream_read_in_chunks(
