@@ -70,6 +70,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _stored_again(blob: Path) -> bool:
+    """Refresh the time of a blob whose bytes are stored again (a purge of blobs that nothing names
+    leaves it alone then); False when it is gone: a purge took it away meanwhile, the new copy takes
+    its place."""
+    try:
+        os.utime(blob)
+    except FileNotFoundError:
+        return False
+    except PermissionError:  # another user's blob (an operator's command): kept as it is
+        pass
+    return True
+
+
 def _cannot_store(root: Path, what: str, exc: OSError) -> TransientError:
     """The error of a failed write into the spool at ``root`` (its ``path``, which ``str()`` shows
     first): ``spool-full`` when there is no room."""
@@ -330,14 +343,9 @@ class Spool:
         """Move a fsynced temporary file into place under its name (idempotent); removed if that fails."""
         target = self._location(sha256)
         try:
-            if target.is_file() and target.stat().st_size == temp_path.stat().st_size:
-                try:  # stored again now: a purge of blobs that nothing names leaves it alone
-                    os.utime(target)
-                except FileNotFoundError:
-                    pass  # a purge took it away meanwhile: this copy takes its place
-                else:
-                    temp_path.unlink()
-                    return sha256
+            if target.is_file() and target.stat().st_size == temp_path.stat().st_size and _stored_again(target):
+                temp_path.unlink()
+                return sha256
             self._makedirs(target.parent)
             os.replace(temp_path, target)
         except OSError:

@@ -70,6 +70,18 @@ def test_the_same_bytes_stored_while_a_purge_takes_the_blob_away_are_stored_agai
     assert spool.verify(first) and temp_files(spool) == []
 
 
+def test_the_same_bytes_stored_again_over_another_users_blob_keep_it(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = spool.put_bytes(b"same")
+
+    def not_yours(path: Any, *args: Any) -> None:  # written by an operator's command as another user
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(bus.spool.os, "utime", not_yours)
+    assert spool.put_bytes(b"same") == first
+    assert spool.verify(first) and temp_files(spool) == []
+
+
 def test_blobs_lists_every_blob_with_its_time_of_storage_not_temporary_files(spool: Spool) -> None:
     one, two = spool.put_bytes(b"one"), spool.put_bytes(b"two")
     os.utime(spool.path(one), ns=(5_000_000_000, 5_000_000_000))
