@@ -449,9 +449,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     orphans = {sha: size for sha, size in purged.removed.items() if sha in plan.orphans}
-    named = len(purged.removed) - len(orphans), purged.size - sum(orphans.values())
-    print(f"spool: {would} {named[0]} blob(s), {_bytes(named[1])}, of {len(plan.documents)} document(s) done with "
-          f"before {cutoff:%Y-%m-%d %H:%M} UTC")
+    named_count, named_size = len(purged.removed) - len(orphans), purged.size - sum(orphans.values())
+    print(f"spool: {would} {named_count} blob(s), {_bytes(named_size)}, of {len(plan.documents)} document(s) "
+          f"done with before {cutoff:%Y-%m-%d %H:%M} UTC")
     if orphans:
         print(f"spool: {would} {len(orphans)} blob(s), {_bytes(sum(orphans.values()))}, that nothing in the ledger "
               "names, stored before then (the files of bundles refused or interrupted while they were copied)")

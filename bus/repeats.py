@@ -71,7 +71,6 @@ class RepeatedFailures:
         return (f"works again after {run.failures} failed tr{'y' if run.failures == 1 else 'ies'} "
                 f"since {_clock(run.since)} ({lasted:.0f} s)")
 
-
     def log_failed(self, logger: logging.Logger, key: str, what: str, message: str, detail: str = "",
                    **kwargs: Any) -> None:
         """Log a failure of ``what`` ("poll of rh"): at ERROR when :meth:`failed` gives a line, else
