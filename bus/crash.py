@@ -32,6 +32,7 @@ POINTS: dict[str, str] = {
     "send.after-send": "the endpoint has the archive; the ledger still says PENDING (the most dangerous instant)",
     "answer.after-ledger": "the ledger says ACKNOWLEDGED (or REJECTED); the reply file is not written",
     "reply.mid-write": "a reply's message and attachments are written, not its summary",
+    "reply.after-write": "a final delivery's reply is written whole; the ledger still owes it (its debt not cleared)",
     "journal.mid-append": "inside a ledger transaction, the rows changed, the journal event not appended yet",
     "settle.before-commit": "the document is ROUTED; its bundle is still claimed, not moved to done/",
 }

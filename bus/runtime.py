@@ -639,6 +639,7 @@ class Runtime:
             max((_now() - started).total_seconds(), 0.0)
         )
         if self._reply(document, delivery, reply_id=_reply_id(delivery), **message):
+            crash_point("reply.after-write")
             self.ledger.reply_written(delivery.id)
 
     def _replies_owed(self) -> None:
@@ -657,7 +658,7 @@ class Runtime:
                     data = self.spool.path(ended[0].payload_sha256).read_bytes()  # the platform's answer
                     answer = self.processor.read_answer(data, None)
                     message = {"code": answer.code, "payload": data, "answer": answer.summary}
-                log.warning("delivery %s is %s but its reply was not written: writing it now", delivery_id,
+                log.warning("delivery %s is %s but its reply is still owed: writing it now (once)", delivery_id,
                             delivery.state, extra=fields_of(delivery=delivery))
                 if not self._reply(self.ledger.get_document(delivery.document_id), delivery,
                                    reply_id=_reply_id(delivery), **message):
