@@ -214,8 +214,8 @@ def append_many(conn: Connection, events: list[dict[str, Any]]) -> list[JournalE
         fields["hash"] = prev_hash = event_hash(fields)
         rows.append(fields)
     if rows:
-        _INSERT_EVENT.run(conn, rows)
-        _HEAD_MOVE.run(conn, {"new_seq": seq, "new_hash": prev_hash, "new_count": head["count"] + len(rows)})
+        _INSERT_EVENT.queue(conn, rows)
+        _HEAD_MOVE.queue(conn, {"new_seq": seq, "new_hash": prev_hash, "new_count": head["count"] + len(rows)})
     return [JournalEntry(**fields) for fields in rows]
 
 

@@ -105,7 +105,7 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     messages_table,  # noqa: F401
     replies_table,  # noqa: F401
 )
-from bus.ledger_sql import Prepared, every_column
+from bus.ledger_sql import Prepared, every_column, pipelined, sync_pipelines
 from bus.ledger_states import (
     _DELIVERY_FIELDS,
     _DOCUMENT_FIELDS,
@@ -188,6 +188,8 @@ def make_engine(url: str) -> Engine:
         ) from exc
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
+    else:  # a statement Connection.execute runs in a pipelined transaction waits for its result
+        sync_pipelines(engine)
     return engine
 
 
@@ -309,8 +311,14 @@ class Ledger(LedgerExtras):
     # -- transactions ----------------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, pipeline: bool = False) -> Iterator[Connection]:
+        """A write transaction; ``pipeline``: on PostgreSQL, in psycopg's pipeline mode, so that
+        the statements queued (``Prepared.queue``) go with the next round trip (bus/ledger_sql.py)."""
         with _unavailable_is_transient():
+            if pipeline and self._autocommit is not None:
+                with self.engine.connect() as conn, pipelined(conn), conn.begin():
+                    yield conn
+                return
             # SQLite takes one writer at a time and makes the others sleep and retry: the
             # writers queue on a lock instead, and wake as soon as it is free (bus/writer_lock.py)
             with self._writer_lock, self.engine.begin() as conn:
@@ -366,7 +374,7 @@ class Ledger(LedgerExtras):
             "lease_owner": None, "lease_until": None, "created_at": now, "updated_at": now,
             "received_at": received_at or now,
         }
-        with self._write() as conn:
+        with self._write(pipeline=True) as conn:
             # insert first, the key's uniqueness deciding: nothing inserted when the key is known, even
             # when another worker's transaction inserted it a moment ago (PostgreSQL waits for its end)
             if not _ADD_DOCUMENT.run(conn, row):
@@ -491,7 +499,7 @@ class Ledger(LedgerExtras):
             raise TypeError(f"document {document_id}: cannot set {', '.join(unknown)}")
         actor = actor or self.actor
         documents, table = documents_table, deliveries_table
-        with self._write() as conn:
+        with self._write(pipeline=True) as conn:
             row = _DOCUMENT_FOR_UPDATE.first(conn, {"document_id": document_id})
             if row is None:
                 raise UnknownEntity(f"document {document_id}: not in the ledger", entity="document",
@@ -540,11 +548,11 @@ class Ledger(LedgerExtras):
             events.append(_event(actor, "document", document_id, _D.PREPARED, _D.ROUTED, now,
                                  reason=f"{len(deliveries)} deliver{'y' if len(deliveries) == 1 else 'ies'}"))
             if rows:
-                _INSERT_DELIVERIES.run(conn, rows)
+                _INSERT_DELIVERIES.queue(conn, rows)
             values = {**(prepared or {}), "state": _D.ROUTED.value, "reason": None, "updated_at": now}
             if release_owner is not None and row["lease_owner"] == release_owner:
                 values.update(lease_owner=None, lease_until=None)
-            _row_update(documents, values, guard_state=False, returning=False).run(
+            _row_update(documents, values, guard_state=False, returning=False).queue(
                 conn, _row_update_params(document_id, values))
             journal.append_many(conn, events)
             if prepared is None:  # deliveries may predate this call: read them all
@@ -732,7 +740,7 @@ class Ledger(LedgerExtras):
         if unknown:
             raise TypeError(f"{entity} {entity_id}: cannot set {', '.join(unknown)} "
                             f"(settable: {', '.join(sorted(allowed_fields))})")
-        with self._write() as conn:
+        with self._write(pipeline=True) as conn:
             return self._change_in(conn, entity, entity_id, to_state, actor=actor, reason=reason,
                                    payload_sha256=payload_sha256, expect=expect, fields=fields,
                                    table=table, transitions=transitions, final=final, release_owner=release_owner)
@@ -781,7 +789,7 @@ class Ledger(LedgerExtras):
     def _owe_reply(self, conn: Connection, delivery_id: str, now: datetime) -> None:
         until = now + timedelta(seconds=self.reply_lease)
         # one statement: owed now, or owed again (a replay, an answer after DELIVERED) and renewed
-        _OWE_REPLY.run(conn, {"o_key": delivery_id, "o_owner": self.actor, "o_until": until})
+        _OWE_REPLY.queue(conn, {"o_key": delivery_id, "o_owner": self.actor, "o_until": until})
 
     def owed_replies(self, limit: int | None = 100) -> list[str]:
         """The deliveries whose reply is owed and nobody writes (its lease expired), oldest first."""

@@ -17,17 +17,27 @@ invalidated as SQLAlchemy would, so that the pool does not hand it out again.
 
 Only plain statements qualify: no ``IN`` lists expanded at run time, no literal rendering
 (both are refused when compiled).  Anything else goes through ``Connection.execute``.
+
+On PostgreSQL (psycopg 3), a write transaction of the hot path runs in psycopg's pipeline mode
+(:func:`pipelined`): a statement whose result nobody reads (:meth:`Prepared.queue`) is sent
+without waiting for its answer, which comes back with the next one read, or with the COMMIT.
+A transition is then four round trips instead of eight.  Whatever reads a result waits for it as
+before: :meth:`Prepared.first` and :meth:`Prepared.rows` fetch, :meth:`Prepared.run` syncs for its
+row count, and a statement run through ``Connection.execute`` inside such a transaction is synced
+at once (:func:`sync_pipelines`), so that SQLAlchemy finds its result where it looks.
 """
 
 from __future__ import annotations
 
-__all__ = ["Prepared", "every_column"]
+__all__ = ["Prepared", "every_column", "pipelined", "sync_pipelines"]
 
+import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Select, Table, bindparam, insert
+from sqlalchemy import Connection, Dialect, Engine, Select, Table, bindparam, event, insert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -37,6 +47,49 @@ _Processor = Callable[[Any], Any] | None
 
 #: each dialect's own ``INSERT`` (``ON CONFLICT ...`` is written with it)
 _DIALECT_INSERTS: dict[str, Callable[[Table], Any]] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+
+
+#: where a connection (its ``info``, shared by every SQLAlchemy ``Connection`` on the same DBAPI
+#: connection) keeps the pipeline its transaction runs in, while it does
+_PIPELINE = "hent.pipeline"
+
+
+@contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """Run what ``conn`` executes inside the block in psycopg's pipeline mode, the transaction
+    begun and ended inside it (its COMMIT then goes with the last statements queued); as is on a
+    driver without pipelines (SQLite, psycopg2, a libpq older than 14)."""
+    dbapi_connection = conn.connection.dbapi_connection
+    enter = getattr(dbapi_connection, "pipeline", None)
+    if enter is None or not _pipelines_supported():
+        yield
+        return
+    with enter() as pipeline:
+        conn.info[_PIPELINE] = pipeline
+        try:
+            yield
+        finally:
+            conn.info.pop(_PIPELINE, None)
+
+
+@functools.cache
+def _pipelines_supported() -> bool:
+    import psycopg  # the driver whose connections have a pipeline(): psycopg 3
+
+    return bool(psycopg.Pipeline.is_supported())  # libpq 14 or later
+
+
+def sync_pipelines(engine: Engine) -> None:
+    """Make a statement ``Connection.execute`` runs inside :func:`pipelined` wait for its result
+    (SQLAlchemy reads the cursor's description and row count right after executing)."""
+    event.listen(engine, "after_cursor_execute", _synced)
+
+
+def _synced(conn: Connection, _cursor: Any, _statement: Any, _parameters: Any, _context: Any,
+            _executemany: bool) -> None:
+    pipeline = conn.info.get(_PIPELINE)
+    if pipeline is not None:
+        pipeline.sync()
 
 
 def every_column(table: Table) -> dict[str, Any]:
@@ -103,6 +156,15 @@ class Prepared:
             return form.execute_count(conn, params or {})
         return form.execute_many(conn, list(params))
 
+    def queue(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> None:
+        """Execute as :meth:`run`, its row count unwanted: inside :func:`pipelined`, sent without
+        waiting for the answer (an error then comes back with the next result read, or the COMMIT)."""
+        form = self._form(conn)
+        if isinstance(params, dict) or params is None:
+            form._run(conn, form._params(params or {}), count=False)
+        elif params:
+            form._run(conn, [form._params(p) for p in params], many=True, count=False)
+
 
 class _Form:
     """What one dialect compiled from a statement, and how to bind and read its values."""
@@ -146,13 +208,19 @@ class _Form:
         return {self.escaped.get(name, name): value for (name, *_), value in zip(self.binds, values, strict=True)}
 
     def _run(
-        self, conn: Connection, bound: Any, *, many: bool = False, fetch: bool = False
+        self, conn: Connection, bound: Any, *, many: bool = False, fetch: bool = False, count: bool = True
     ) -> tuple[Sequence[Any], int]:
-        """Execute on a cursor of the connection's DBAPI connection: (the rows fetched, the row count)."""
+        """Execute on a cursor of the connection's DBAPI connection: (the rows fetched, the row count;
+        -1 unless ``count`` when pipelined)."""
         cursor = conn.connection.cursor()
         try:
             (cursor.executemany if many else cursor.execute)(self.sql, bound)
-            return (cursor.fetchall() if fetch else []), int(cursor.rowcount)
+            if fetch:
+                return cursor.fetchall(), int(cursor.rowcount)
+            pipeline = conn.info.get(_PIPELINE) if count else None
+            if pipeline is not None:  # the row count comes with the answer
+                pipeline.sync()
+            return [], int(cursor.rowcount)
         except self.dbapi_error as exc:
             raise self._error(conn, exc, bound) from exc
         finally:

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     Engine,
     Integer,
     MetaData,
@@ -34,7 +35,7 @@ from bus.errors import TransientError
 from bus.journal import metadata
 from bus.ledger import Ledger, make_engine
 from bus.ledger_schema import UTCDateTime
-from bus.ledger_sql import Prepared
+from bus.ledger_sql import Prepared, pipelined
 
 POSTGRES_URL = os.environ.get("HENT_TEST_POSTGRES_URL")
 BACKENDS = [
@@ -134,6 +135,50 @@ def test_statements_rendered_at_run_time_are_refused(engine: Engine, table: Tabl
     statement = Prepared(select(table).where(table.c.id.in_(bindparam("ids", expanding=True))))
     with pytest.raises(ValueError, match="rendered at run time"), engine.begin() as conn:
         statement.rows(conn, {"ids": ["a"]})
+
+
+def _pipeline_on(conn: Connection) -> bool:
+    pgconn = getattr(conn.connection.dbapi_connection, "pgconn", None)
+    return pgconn is not None and pgconn.pipeline_status != 0
+
+
+def test_in_a_pipelined_transaction_what_is_queued_goes_with_the_next_read(engine: Engine, table: Table) -> None:
+    # Given a transaction in pipeline mode (PostgreSQL; SQLite runs it as is)
+    count_a = Prepared(update(table).where(table.c.id == bindparam("key")).values(n=table.c.n + 10))
+    with engine.connect() as conn, pipelined(conn), conn.begin():
+        assert _pipeline_on(conn) == (engine.dialect.name == "postgresql")
+        # When two inserts and an update are queued, their answers not waited for
+        _insert(table).queue(conn, ROWS)
+        count_a.queue(conn, {"key": "a"})
+        # Then a read sees them (through the DBAPI cursor and through Connection.execute alike),
+        read = Prepared(select(table.c.id, table.c.n).order_by(table.c.id)).rows(conn)
+        executed = [tuple(row) for row in conn.execute(select(table.c.id, table.c.n).order_by(table.c.id))]
+        assert read == [{"id": "a", "n": 11}, {"id": "b", "n": 2}] and executed == [("a", 11), ("b", 2)]
+        # and run() still says how many rows it changed
+        assert count_a.run(conn, {"key": "b"}) == 1 and count_a.run(conn, {"key": "zz"}) == 0
+    # and the COMMIT made all of it durable
+    with engine.begin() as conn:
+        assert [tuple(row) for row in conn.execute(select(table.c.id, table.c.n).order_by(table.c.id))] == [
+            ("a", 11), ("b", 12)]
+        assert not _pipeline_on(conn)  # the connection given back to the pool left pipeline mode
+
+
+def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_back(engine: Engine,
+                                                                                    table: Table) -> None:
+    with engine.begin() as conn:
+        _insert(table).run(conn, ROWS[0])
+    # When a queued insert breaks the primary key, another queued before it
+    with pytest.raises(IntegrityError):
+        with engine.connect() as conn, pipelined(conn), conn.begin():
+            _insert(table).queue(conn, ROWS[1])
+            _insert(table).queue(conn, ROWS[0])
+    # Then SQLAlchemy's error (raised when its answer came, at the latest with the COMMIT), nothing of
+    # the transaction kept, and the pool's connections work on
+    with engine.begin() as conn:
+        assert [row["id"] for row in Prepared(select(table.c.id)).rows(conn)] == ["a"]
+        _insert(table).run(conn, ROWS[1])
+    with engine.begin() as conn:
+        assert len(Prepared(select(table)).rows(conn)) == 2
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
