@@ -61,7 +61,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bus.crash import crash_point
 from bus.errors import HentError
-from bus.ledger_sql import Prepared
+from bus.ledger_sql import Pending, Prepared
 
 GENESIS_HASH = "0" * 64
 #: execution option the ledger sets on read-only connections (SQLite then uses a plain BEGIN)
@@ -176,25 +176,35 @@ def append(
     reason: str = "",
     payload_sha256: str | None = None,
     at: datetime | None = None,
+    head: Pending | None = None,
 ) -> JournalEntry:
     """Append one event inside the caller's transaction and move the head; return the event."""
     return append_many(conn, [{
         "actor": actor, "entity": entity, "entity_id": entity_id, "from_state": from_state,
         "to_state": to_state, "reason": reason, "payload_sha256": payload_sha256, "at": at,
-    }])[0]
+    }], head=head)[0]
 
 
-def append_many(conn: Connection, events: list[dict[str, Any]]) -> list[JournalEntry]:
+def lock_head(conn: Connection) -> Pending:
+    """Send the read of the head (locking it to the end of the transaction), for
+    :func:`append_many` to use: in a pipelined transaction, with the caller's last statements
+    before it, in one round trip.  Send it after every other row the transaction changes: the
+    head is the last lock a writer takes."""
+    return _HEAD_FOR_UPDATE.send(conn)
+
+
+def append_many(conn: Connection, events: list[dict[str, Any]], *, head: Pending | None = None) -> list[JournalEntry]:
     """Append several events (keyword arguments of :func:`append`) in order, chained, with one
-    read of the head, one insert and one move of the head; inside the caller's transaction."""
+    read of the head (``head``: already sent by :func:`lock_head`), one insert and one move of the
+    head; inside the caller's transaction."""
     crash_point("journal.mid-append")  # the caller's rows are changed: a crash must undo them too
-    head = _HEAD_FOR_UPDATE.first(conn)
-    if head is None:
+    head_row = (head or lock_head(conn)).first()
+    if head_row is None:
         raise HentError(
             "journal: the journal_head row is missing; the journal was tampered with or its "
             "schema never created (run `run_bus.py journal verify`)"
         )
-    seq, prev_hash = head["last_seq"], head["last_hash"]
+    seq, prev_hash = head_row["last_seq"], head_row["last_hash"]
     rows: list[dict[str, Any]] = []
     for event in events:
         seq += 1
@@ -215,7 +225,7 @@ def append_many(conn: Connection, events: list[dict[str, Any]]) -> list[JournalE
         rows.append(fields)
     if rows:
         _INSERT_EVENT.queue(conn, rows)
-        _HEAD_MOVE.queue(conn, {"new_seq": seq, "new_hash": prev_hash, "new_count": head["count"] + len(rows)})
+        _HEAD_MOVE.queue(conn, {"new_seq": seq, "new_hash": prev_hash, "new_count": head_row["count"] + len(rows)})
     return [JournalEntry(**fields) for fields in rows]
 
 

@@ -105,7 +105,7 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     messages_table,  # noqa: F401
     replies_table,  # noqa: F401
 )
-from bus.ledger_sql import Prepared, every_column, pipelined, sync_pipelines
+from bus.ledger_sql import Pending, Prepared, every_column, pipelined, sync_pipelines
 from bus.ledger_states import (
     _DELIVERY_FIELDS,
     _DOCUMENT_FIELDS,
@@ -377,14 +377,16 @@ class Ledger(LedgerExtras):
         with self._write(pipeline=True) as conn:
             # insert first, the key's uniqueness deciding: nothing inserted when the key is known, even
             # when another worker's transaction inserted it a moment ago (PostgreSQL waits for its end)
-            if not _ADD_DOCUMENT.run(conn, row):
+            inserted = _ADD_DOCUMENT.send(conn, row)
+            head = journal.lock_head(conn)  # sent with the insert, after it
+            if not inserted.count():
                 found = _DOCUMENT_BY_KEY.first(conn, {"key": idempotency_key})
                 assert found is not None  # documents are never deleted
                 return _document(found), False
             journal.append(
                 conn, actor=actor or self.actor, entity="document", entity_id=document_id,
                 from_state=None, to_state=DocumentState.RECEIVED, reason=f"received {source}:{bundle}",
-                payload_sha256=sidecar_sha256, at=now,
+                payload_sha256=sidecar_sha256, at=now, head=head,
             )
             return _document(row), True  # the row is what was inserted: not read back
 
@@ -500,7 +502,11 @@ class Ledger(LedgerExtras):
         actor = actor or self.actor
         documents, table = documents_table, deliveries_table
         with self._write(pipeline=True) as conn:
-            row = _DOCUMENT_FOR_UPDATE.first(conn, {"document_id": document_id})
+            locked = _DOCUMENT_FOR_UPDATE.send(conn, {"document_id": document_id})
+            # the act's other documents, read in the same round trip when the IDActe is known already
+            same_act = (_SAME_ACT.send(conn, {"id_acte": prepared["id_acte"], "document_id": document_id})
+                        if unique_id_acte and prepared is not None and prepared.get("id_acte") else None)
+            row = locked.first()
             if row is None:
                 raise UnknownEntity(f"document {document_id}: not in the ledger", entity="document",
                                     entity_id=document_id)
@@ -510,7 +516,7 @@ class Ledger(LedgerExtras):
             id_acte = (prepared or {}).get("id_acte", row["id_acte"])
             resubmits: list[str] = []
             if unique_id_acte and id_acte:
-                resubmits = self._earlier_attempts(conn, id_acte, document_id, row["bundle"])
+                resubmits = self._earlier_attempts(conn, id_acte, document_id, row["bundle"], same_act)
             now = self.now()
             events: list[dict[str, Any]] = []
             for earlier in resubmits:  # the same act, sent again after the ministry refused it
@@ -563,12 +569,15 @@ class Ledger(LedgerExtras):
         return _document({**row, **values}), created
 
     @staticmethod
-    def _earlier_attempts(conn: Connection, id_acte: str, document_id: str, bundle: str) -> list[str]:
+    def _earlier_attempts(conn: Connection, id_acte: str, document_id: str, bundle: str,
+                          same_act: Pending | None = None) -> list[str]:
         """The documents that sent this act before and were refused by the ministry (every
         delivery REJECTED or FAILED, copies to folders aside): this one is their resubmission.
-        DocumentError (``act-unique``) when an earlier one is acknowledged or still in flight."""
+        DocumentError (``act-unique``) when an earlier one is acknowledged or still in flight.
+        ``same_act``: ``_SAME_ACT`` already sent for this IDActe."""
         earlier: list[str] = []
-        for other in _SAME_ACT.rows(conn, {"id_acte": id_acte, "document_id": document_id}):
+        others = (same_act or _SAME_ACT.send(conn, {"id_acte": id_acte, "document_id": document_id})).rows()
+        for other in others:
             states = {r.state for r in conn.execute(
                 select(deliveries_table.c.state).where(deliveries_table.c.document_id == other["id"]))}
             busy = states & _BUSY
@@ -771,13 +780,15 @@ class Ledger(LedgerExtras):
                 values["final_at"] = now if to_state in final else None
                 if to_state in final:  # the source is owed a reply: kept until the runtime wrote it
                     self._owe_reply(conn, entity_id, now)
-        changed = _row_update(table, values, guard_state=True).first(
+        updated = _row_update(table, values, guard_state=True).send(
             conn, _row_update_params(entity_id, values, current))
+        head = journal.lock_head(conn)  # sent with the update, after it: one round trip for both
+        changed = updated.first()
         if changed is None:  # cannot happen under the row lock; kept as the CAS guard
             raise StaleState(entity, entity_id, current, "changed meanwhile")
         entry = journal.append(conn, actor=actor or self.actor, entity=entity, entity_id=entity_id,
                                from_state=current, to_state=to_state, reason=reason,
-                               payload_sha256=payload_sha256, at=now)
+                               payload_sha256=payload_sha256, at=now, head=head)
         return changed, entry
 
     # -- replies owed ----------------------------------------------------------------------

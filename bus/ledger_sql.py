@@ -29,7 +29,7 @@ at once (:func:`sync_pipelines`), so that SQLAlchemy finds its result where it l
 
 from __future__ import annotations
 
-__all__ = ["Prepared", "every_column", "pipelined", "sync_pipelines"]
+__all__ = ["Pending", "Prepared", "every_column", "pipelined", "sync_pipelines"]
 
 import functools
 import threading
@@ -156,6 +156,12 @@ class Prepared:
             return form.execute_count(conn, params or {})
         return form.execute_many(conn, list(params))
 
+    def send(self, conn: Connection, params: dict[str, Any] | None = None) -> Pending:
+        """Execute, the answer read when asked (``.rows()``, ``.first()``, ``.count()``): inside
+        :func:`pipelined`, the statements sent or queued before the answer is read all go in the
+        same round trip; elsewhere, the answer is read at once."""
+        return self._form(conn).send(conn, params or {})
+
     def queue(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> None:
         """Execute as :meth:`run`, its row count unwanted: inside :func:`pipelined`, sent without
         waiting for the answer (an error then comes back with the next result read, or the COMMIT)."""
@@ -164,6 +170,33 @@ class Prepared:
             form._run(conn, form._params(params or {}), count=False)
         elif params:
             form._run(conn, [form._params(p) for p in params], many=True, count=False)
+
+
+class Pending:
+    """A statement sent whose answer is read later (:meth:`Prepared.send`): inside :func:`pipelined`,
+    the statements sent after it go in the same round trip; read once."""
+
+    __slots__ = ("_answer", "_got")
+
+    def __init__(self, answer: Callable[[], tuple[list[dict[str, Any]], int]]) -> None:
+        self._answer = answer
+        self._got: tuple[list[dict[str, Any]], int] | None = None
+
+    def _read(self) -> tuple[list[dict[str, Any]], int]:
+        if self._got is None:
+            self._got = self._answer()
+        return self._got
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self._read()[0]
+
+    def first(self) -> dict[str, Any] | None:
+        rows = self._read()[0]
+        return rows[0] if rows else None
+
+    def count(self) -> int:
+        """The rows the statement changed."""
+        return self._read()[1]
 
 
 class _Form:
@@ -228,6 +261,9 @@ class _Form:
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
         fetched, _ = self._run(conn, self._params(params), fetch=True)
+        return self._converted(fetched)
+
+    def _converted(self, fetched: Sequence[Any]) -> list[dict[str, Any]]:
         if not fetched:
             return []
         if len(fetched[0]) != len(self.names):
@@ -239,6 +275,34 @@ class _Form:
             {name: value if p is None else p(value) for name, p, value in zip(names, processors, row, strict=True)}
             for row in fetched
         ]
+
+    def send(self, conn: Connection, params: dict[str, Any]) -> Pending:
+        """Execute; its answer read when :class:`Pending` is asked (at once outside a pipeline)."""
+        bound = self._params(params)
+        if conn.info.get(_PIPELINE) is None:
+            fetched, count = self._run(conn, bound, fetch=bool(self.names))
+            rows = self._converted(fetched)
+            return Pending(lambda: (rows, count))
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(self.sql, bound)
+        except self.dbapi_error as exc:
+            cursor.close()
+            raise self._error(conn, exc, bound) from exc
+
+        def answer() -> tuple[list[dict[str, Any]], int]:
+            try:
+                fetched = cursor.fetchall() if self.names else []
+                pipeline = None if self.names else conn.info.get(_PIPELINE)
+                if pipeline is not None:  # no rows to fetch: the row count comes with the answer
+                    pipeline.sync()
+                return self._converted(fetched), int(cursor.rowcount)
+            except self.dbapi_error as exc:
+                raise self._error(conn, exc, bound) from exc
+            finally:
+                cursor.close()
+
+        return Pending(answer)
 
     def execute_count(self, conn: Connection, params: dict[str, Any]) -> int:
         return self._run(conn, self._params(params))[1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -161,6 +162,25 @@ def test_in_a_pipelined_transaction_what_is_queued_goes_with_the_next_read(engin
         assert [tuple(row) for row in conn.execute(select(table.c.id, table.c.n).order_by(table.c.id))] == [
             ("a", 11), ("b", 12)]
         assert not _pipeline_on(conn)  # the connection given back to the pool left pipeline mode
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_a_statement_sent_is_answered_when_asked_and_the_next_ones_go_with_it(engine: Engine, table: Table,
+                                                                            pipeline: bool) -> None:
+    with engine.begin() as conn:
+        _insert(table).run(conn, ROWS)
+    read_a = Prepared(select(table.c.n).where(table.c.id == bindparam("key")).with_for_update())
+    bump = Prepared(update(table).where(table.c.id == bindparam("key")).values(n=table.c.n + 1))
+    # Given statements sent one after the other, none of their answers read yet
+    with engine.connect() as conn, (pipelined(conn) if pipeline else nullcontext()), conn.begin():
+        locked, bumped, missing = (read_a.send(conn, {"key": "a"}), bump.send(conn, {"key": "b"}),
+                                   bump.send(conn, {"key": "zz"}))
+        after = read_a.send(conn, {"key": "b"})
+        # When read, in any order, each gives its own answer: rows, or the rows it changed
+        assert after.first() == {"n": 3}
+        assert (missing.count(), bumped.count(), locked.rows(), locked.first()) == (0, 1, [{"n": 1}], {"n": 1})
+    with engine.begin() as conn:
+        assert Prepared(select(table.c.n).order_by(table.c.id)).rows(conn) == [{"n": 1}, {"n": 3}]
 
 
 def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_back(engine: Engine,
