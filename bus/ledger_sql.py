@@ -20,8 +20,9 @@ Only plain statements qualify: no ``IN`` lists expanded at run time, no literal 
 
 On PostgreSQL (psycopg 3), a write transaction of the hot path runs in psycopg's pipeline mode
 (:func:`pipelined`): a statement whose result nobody reads (:meth:`Prepared.queue`) is sent
-without waiting for its answer, which comes back with the next one read, or with the COMMIT.
-A transition is then four round trips instead of eight.  Whatever reads a result waits for it as
+without waiting for its answer, which comes back with the next one read, or with the COMMIT; one
+read later (:meth:`Prepared.send`) lets the statements after it go in the same round trip.  A
+transition is then three round trips instead of eight.  Whatever reads a result waits for it as
 before: :meth:`Prepared.first` and :meth:`Prepared.rows` fetch, :meth:`Prepared.run` syncs for its
 row count, and a statement run through ``Connection.execute`` inside such a transaction is synced
 at once (:func:`sync_pipelines`), so that SQLAlchemy finds its result where it looks.
