@@ -873,7 +873,8 @@ class DatabaseInbound(InboundConnector):
                 written += write_reply(bundle, code, payload, summary, attachments,
                                        exists=lambda name: os.path.lexists(folder / name),
                                        put_new=reply_file_writer(folder),
-                                       remove=lambda name: (folder / name).unlink(missing_ok=True))
+                                       remove=lambda name: (folder / name).unlink(missing_ok=True),
+                                       read=lambda name: (folder / name).read_bytes())
         return written
 
     # -- time and watermark -------------------------------------------------------------------

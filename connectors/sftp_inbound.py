@@ -416,6 +416,7 @@ class SftpInbound(InboundConnector):
                 exists=lambda name: _exists(sftp, remote_join(folder, name)),
                 put_new=lambda name, data: _put_new(sftp, folder, name, data),
                 remove=lambda name: sftp.remove(remote_join(folder, name)),
+                read=lambda name: _read_small(sftp, remote_join(folder, name)),
             )
 
     def reachable(self) -> tuple[bool, str]:
@@ -516,6 +517,12 @@ def _put_new(sftp: paramiko.SFTPClient, folder: str, name: str, data: bytes) -> 
             return False
         raise
     return True
+
+
+def _read_small(sftp: paramiko.SFTPClient, path: str) -> bytes:
+    """The bytes of a small remote file (a reply's summary or claim, to tell a reply already written)."""
+    with sftp.open(path, "rb") as handle:
+        return handle.read(MAX_SIDECAR)  # ours are a few KB: bounded all the same
 
 
 def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:

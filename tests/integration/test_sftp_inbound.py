@@ -106,6 +106,32 @@ def test_replies_are_written_remotely_numbered_and_never_overwritten(sshd: SshSe
         vendor.close()
 
 
+def test_a_reply_with_an_id_written_again_after_a_crash_is_written_once(sshd: SshServer, tmp_path: Path) -> None:
+    # Given an acknowledgment written to the vendor's replies folder under its id
+    vendor = source(sshd, tmp_path, "replies-once")
+    summary = {"state": "ACKNOWLEDGED", "reply_id": "d1:ACKNOWLEDGED:t"}
+    replies = sshd.root / "replies-once" / "replies"
+    try:
+        written = vendor.reply("deliberation-7.json", "1-2", b"<ARActe/>", summary)
+        assert written == ["deliberation-7.1.1-2.xml", "deliberation-7.1.json"]
+        # When the bus, killed before its ledger knew, writes it again
+        # Then nothing is written twice; another reply takes the next number
+        assert vendor.reply("deliberation-7.json", "1-2", b"<ARActe/>", summary) == []
+        assert vendor.reply("deliberation-7.json", None, None, {"state": "ACKNOWLEDGED", "reply_id": "d1:receipts"}) \
+            == ["deliberation-7.2.json"]
+        # and one cut short (its claim holding the id, its message written, no summary) is finished under its number
+        (replies / ".deliberation-8.1.claim").write_bytes(b"d2:ACKNOWLEDGED:t")
+        (replies / "deliberation-8.1.1-2.xml").write_bytes(b"<ARActe/>")
+        finished = vendor.reply("deliberation-8.json", "1-2", b"<ARActe/>",
+                                {"state": "ACKNOWLEDGED", "reply_id": "d2:ACKNOWLEDGED:t"})
+        assert finished == ["deliberation-8.1.1-2.xml", "deliberation-8.1.json"]
+        assert sorted(p.name for p in replies.iterdir()) == [
+            "deliberation-7.1.1-2.xml", "deliberation-7.1.json", "deliberation-7.2.json",
+            "deliberation-8.1.1-2.xml", "deliberation-8.1.json"]
+    finally:
+        vendor.close()
+
+
 def test_a_file_written_slowly_is_not_ready_until_its_size_holds(sshd: SshServer, tmp_path: Path) -> None:
     # Given a sidecar whose PDF another writer is still appending to, in chunks
     vendor = source(sshd, tmp_path, "slow", ready={"min_age": 0, "stable": True})

@@ -260,6 +260,23 @@ def test_replies_write_state_identifier_error_and_time_to_the_route_columns(vend
     assert sql(vendor, "SELECT statut FROM export_actes") == [("ACKNOWLEDGED",)]
 
 
+def test_a_reply_with_an_id_written_again_after_a_crash_adds_no_second_reply_file(vendor: Path) -> None:
+    # Given a contract's acknowledgment written to the row and the replies folder under its id
+    add_acts(vendor, (1, "CC-1", "Marché", None, "NOUVEAU"))
+    source = state_source(vendor, replies_dir=str(vendor.parent / "replies"))
+    [claimed] = take(source)
+    summary = {"state": "ACKNOWLEDGED", "route": "actes-to-legality", "id_acte": "034-214400152-20240502-CC1-CC",
+               "reason": None, "reply_id": "d1:ACKNOWLEDGED:t"}
+    source.reply(claimed.key, "1-2", b"<ARActe/>", summary)
+    # When the bus, killed before its ledger knew, writes it again
+    again = source.reply(claimed.key, "1-2", b"<ARActe/>", summary)
+    # Then the row says the same, and the folder holds the reply once
+    assert again == ["export_actes: statut, erreur, date_retour, id_acte"]
+    assert sql(vendor, "SELECT statut, id_acte FROM export_actes") == [
+        ("ACKNOWLEDGED", "034-214400152-20240502-CC1-CC")]
+    assert sorted(p.name for p in (vendor.parent / "replies").iterdir()) == ["delib-1.1.1-2.xml", "delib-1.1.json"]
+
+
 def test_a_failure_reply_writes_its_reason_and_a_later_success_clears_it(vendor: Path) -> None:
     add_acts(vendor, (1, "DEL-1", "Budget", None, "NOUVEAU"))
     source = state_source(vendor)
