@@ -105,7 +105,7 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     messages_table,  # noqa: F401
     replies_table,  # noqa: F401
 )
-from bus.ledger_sql import Pending, Prepared, every_column, pipelined, sync_pipelines
+from bus.ledger_sql import Pending, Prepared, every_column, pipelined_transaction, sync_pipelines
 from bus.ledger_states import (
     _DELIVERY_FIELDS,
     _DOCUMENT_FIELDS,
@@ -316,7 +316,7 @@ class Ledger(LedgerExtras):
         the statements queued (``Prepared.queue``) go with the next round trip (bus/ledger_sql.py)."""
         with _unavailable_is_transient():
             if pipeline and self._autocommit is not None:
-                with self.engine.connect() as conn, pipelined(conn), conn.begin():
+                with self.engine.connect() as conn, pipelined_transaction(conn):
                     yield conn
                 return
             # SQLite takes one writer at a time and makes the others sleep and retry: the

@@ -19,7 +19,7 @@ Only plain statements qualify: no ``IN`` lists expanded at run time, no literal 
 (both are refused when compiled).  Anything else goes through ``Connection.execute``.
 
 On PostgreSQL (psycopg 3), a write transaction of the hot path runs in psycopg's pipeline mode
-(:func:`pipelined`): a statement whose result nobody reads (:meth:`Prepared.queue`) is sent
+(:func:`pipelined_transaction`): a statement whose result nobody reads (:meth:`Prepared.queue`) is sent
 without waiting for its answer, which comes back with the next one read, or with the COMMIT; one
 read later (:meth:`Prepared.send`) lets the statements after it go in the same round trip.  A
 transition is then three round trips instead of eight.  Whatever reads a result waits for it as
@@ -30,12 +30,12 @@ at once (:func:`sync_pipelines`), so that SQLAlchemy finds its result where it l
 
 from __future__ import annotations
 
-__all__ = ["Pending", "Prepared", "every_column", "pipelined", "sync_pipelines"]
+__all__ = ["Pending", "Prepared", "every_column", "pipelined_transaction", "sync_pipelines"]
 
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Engine, Select, Table, bindparam, event, insert
@@ -56,21 +56,46 @@ _PIPELINE = "hent.pipeline"
 
 
 @contextmanager
-def pipelined(conn: Connection) -> Iterator[None]:
-    """Run what ``conn`` executes inside the block in psycopg's pipeline mode, the transaction
-    begun and ended inside it (its COMMIT then goes with the last statements queued); as is on a
-    driver without pipelines (SQLite, psycopg2, a libpq older than 14)."""
+def pipelined_transaction(conn: Connection) -> Iterator[None]:
+    """A transaction of ``conn`` whose statements run in psycopg's pipeline mode: committed with
+    the last statements queued, in their round trip; on an error, the pipeline's answers are read
+    (the failure that aborted it, the statements it skipped) before the rollback.  A plain
+    transaction on a driver without pipelines (SQLite, psycopg2, a libpq older than 14)."""
     dbapi_connection = conn.connection.dbapi_connection
     enter = getattr(dbapi_connection, "pipeline", None)
-    if enter is None or not _pipelines_supported():
-        yield
+    if dbapi_connection is None or enter is None or not _pipelines_supported():
+        with conn.begin():
+            yield
         return
     with enter() as pipeline:
         conn.info[_PIPELINE] = pipeline
         try:
-            yield
+            transaction = conn.begin()
+            try:
+                yield
+                transaction.commit()
+            except BaseException:
+                error = conn.dialect.loaded_dbapi.Error
+                _drain(pipeline, error)
+                if transaction.is_active:
+                    transaction.rollback()
+                else:  # the COMMIT failed (a statement queued before it): the database's side still
+                    with suppress(error):  # holds the aborted transaction, which SQLAlchemy thinks ended
+                        dbapi_connection.rollback()
+                raise
         finally:
             conn.info.pop(_PIPELINE, None)
+
+
+def _drain(pipeline: Any, error: type[Exception]) -> None:
+    """Read what the pipeline still owes (each skipped statement answers "aborted"), so that the
+    rollback after it starts clean."""
+    for _ in range(3):
+        try:
+            pipeline.sync()
+            return
+        except error:
+            continue
 
 
 @functools.cache
@@ -81,7 +106,7 @@ def _pipelines_supported() -> bool:
 
 
 def sync_pipelines(engine: Engine) -> None:
-    """Make a statement ``Connection.execute`` runs inside :func:`pipelined` wait for its result
+    """Make a statement ``Connection.execute`` runs inside :func:`pipelined_transaction` wait for its result
     (SQLAlchemy reads the cursor's description and row count right after executing)."""
     event.listen(engine, "after_cursor_execute", _synced)
 
@@ -159,12 +184,12 @@ class Prepared:
 
     def send(self, conn: Connection, params: dict[str, Any] | None = None) -> Pending:
         """Execute, the answer read when asked (``.rows()``, ``.first()``, ``.count()``): inside
-        :func:`pipelined`, the statements sent or queued before the answer is read all go in the
+        :func:`pipelined_transaction`, the statements sent or queued before the answer is read all go in the
         same round trip; elsewhere, the answer is read at once."""
         return self._form(conn).send(conn, params or {})
 
     def queue(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> None:
-        """Execute as :meth:`run`, its row count unwanted: inside :func:`pipelined`, sent without
+        """Execute as :meth:`run`, its row count unwanted: inside :func:`pipelined_transaction`, sent without
         waiting for the answer (an error then comes back with the next result read, or the COMMIT)."""
         form = self._form(conn)
         if isinstance(params, dict) or params is None:
@@ -174,7 +199,7 @@ class Prepared:
 
 
 class Pending:
-    """A statement sent whose answer is read later (:meth:`Prepared.send`): inside :func:`pipelined`,
+    """A statement sent whose answer is read later (:meth:`Prepared.send`): inside :func:`pipelined_transaction`,
     the statements sent after it go in the same round trip; read once."""
 
     __slots__ = ("_answer", "_got")

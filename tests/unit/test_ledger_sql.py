@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from bus.errors import TransientError
 from bus.journal import metadata
 from bus.ledger import Ledger, make_engine
 from bus.ledger_schema import UTCDateTime
-from bus.ledger_sql import Prepared, pipelined
+from bus.ledger_sql import Prepared, pipelined_transaction
 
 POSTGRES_URL = os.environ.get("HENT_TEST_POSTGRES_URL")
 BACKENDS = [
@@ -146,7 +145,7 @@ def _pipeline_on(conn: Connection) -> bool:
 def test_in_a_pipelined_transaction_what_is_queued_goes_with_the_next_read(engine: Engine, table: Table) -> None:
     # Given a transaction in pipeline mode (PostgreSQL; SQLite runs it as is)
     count_a = Prepared(update(table).where(table.c.id == bindparam("key")).values(n=table.c.n + 10))
-    with engine.connect() as conn, pipelined(conn), conn.begin():
+    with engine.connect() as conn, pipelined_transaction(conn):
         assert _pipeline_on(conn) == (engine.dialect.name == "postgresql")
         # When two inserts and an update are queued, their answers not waited for
         _insert(table).queue(conn, ROWS)
@@ -172,7 +171,7 @@ def test_a_statement_sent_is_answered_when_asked_and_the_next_ones_go_with_it(en
     read_a = Prepared(select(table.c.n).where(table.c.id == bindparam("key")).with_for_update())
     bump = Prepared(update(table).where(table.c.id == bindparam("key")).values(n=table.c.n + 1))
     # Given statements sent one after the other, none of their answers read yet
-    with engine.connect() as conn, (pipelined(conn) if pipeline else nullcontext()), conn.begin():
+    with engine.connect() as conn, (pipelined_transaction(conn) if pipeline else conn.begin()):
         locked, bumped, missing = (read_a.send(conn, {"key": "a"}), bump.send(conn, {"key": "b"}),
                                    bump.send(conn, {"key": "zz"}))
         after = read_a.send(conn, {"key": "b"})
@@ -189,7 +188,7 @@ def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_b
         _insert(table).run(conn, ROWS[0])
     # When a queued insert breaks the primary key, another queued before it
     with pytest.raises(IntegrityError):
-        with engine.connect() as conn, pipelined(conn), conn.begin():
+        with engine.connect() as conn, pipelined_transaction(conn):
             _insert(table).queue(conn, ROWS[1])
             _insert(table).queue(conn, ROWS[0])
     # Then SQLAlchemy's error (raised when its answer came, at the latest with the COMMIT), nothing of
@@ -199,6 +198,14 @@ def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_b
         _insert(table).run(conn, ROWS[1])
     with engine.begin() as conn:
         assert len(Prepared(select(table)).rows(conn)) == 2
+    # and the same when the failure comes back with a read sent after it
+    with pytest.raises(IntegrityError):
+        with engine.connect() as conn, pipelined_transaction(conn):
+            _insert(table).queue(conn, {**ROWS[1], "id": "c"})
+            _insert(table).queue(conn, ROWS[0])
+            Prepared(select(table.c.id)).rows(conn)
+    with engine.begin() as conn:
+        assert sorted(row["id"] for row in Prepared(select(table.c.id)).rows(conn)) == ["a", "b"]
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
