@@ -19,10 +19,10 @@ Only plain statements qualify: no ``IN`` lists expanded at run time, no literal 
 (both are refused when compiled).  Anything else goes through ``Connection.execute``.
 
 On PostgreSQL (psycopg 3), a write transaction of the hot path runs in psycopg's pipeline mode
-(:func:`pipelined_transaction`): a statement whose result nobody reads (:meth:`Prepared.queue`) is sent
-without waiting for its answer, which comes back with the next one read, or with the COMMIT; one
-read later (:meth:`Prepared.send`) lets the statements after it go in the same round trip.  A
-transition is then three round trips instead of eight.  Whatever reads a result waits for it as
+(:func:`pipelined_transaction`): a statement whose result nobody reads (:meth:`Prepared.queue`)
+is sent without waiting for its answer, which comes back with the next one read, or with the
+COMMIT; one read later (:meth:`Prepared.send`) lets the statements after it go in the same round
+trip.  A transition is then three round trips instead of eight.  Whatever reads a result waits for it as
 before: :meth:`Prepared.first` and :meth:`Prepared.rows` fetch, :meth:`Prepared.run` syncs for its
 row count, and a statement run through ``Connection.execute`` inside such a transaction is synced
 at once (:func:`sync_pipelines`), so that SQLAlchemy finds its result where it looks.
@@ -106,8 +106,8 @@ def _pipelines_supported() -> bool:
 
 
 def sync_pipelines(engine: Engine) -> None:
-    """Make a statement ``Connection.execute`` runs inside :func:`pipelined_transaction` wait for its result
-    (SQLAlchemy reads the cursor's description and row count right after executing)."""
+    """Make a statement ``Connection.execute`` runs inside :func:`pipelined_transaction` wait for
+    its result (SQLAlchemy reads the cursor's description and row count right after executing)."""
     event.listen(engine, "after_cursor_execute", _synced)
 
 
@@ -184,13 +184,14 @@ class Prepared:
 
     def send(self, conn: Connection, params: dict[str, Any] | None = None) -> Pending:
         """Execute, the answer read when asked (``.rows()``, ``.first()``, ``.count()``): inside
-        :func:`pipelined_transaction`, the statements sent or queued before the answer is read all go in the
-        same round trip; elsewhere, the answer is read at once."""
+        :func:`pipelined_transaction`, the statements sent or queued before the answer is read all
+        go in the same round trip; elsewhere, the answer is read at once."""
         return self._form(conn).send(conn, params or {})
 
     def queue(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> None:
-        """Execute as :meth:`run`, its row count unwanted: inside :func:`pipelined_transaction`, sent without
-        waiting for the answer (an error then comes back with the next result read, or the COMMIT)."""
+        """Execute as :meth:`run`, its row count unwanted: inside :func:`pipelined_transaction`,
+        sent without waiting for the answer (an error then comes back with the next result read,
+        or the COMMIT)."""
         form = self._form(conn)
         if isinstance(params, dict) or params is None:
             form._run(conn, form._params(params or {}), count=False)
@@ -199,8 +200,9 @@ class Prepared:
 
 
 class Pending:
-    """A statement sent whose answer is read later (:meth:`Prepared.send`): inside :func:`pipelined_transaction`,
-    the statements sent after it go in the same round trip; read once."""
+    """A statement sent whose answer is read later (:meth:`Prepared.send`): inside
+    :func:`pipelined_transaction`, the statements sent after it go in the same round trip; read
+    once."""
 
     __slots__ = ("_answer", "_got")
 
