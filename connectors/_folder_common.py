@@ -242,8 +242,9 @@ def write_reply(
     for (suffix, data), target in zip(files, written, strict=True):
         if not suffix:
             crash_point("reply.mid-write")
-        if not exists(target):  # a reply cut short by a crash is finished: what it wrote stays
-            put_new(target, data)
+        # never over a file already there: a reply cut short by a crash is finished, what it wrote
+        # stays (put_new says False); a number just claimed has its names checked free already
+        put_new(target, data)
     if remove is not None:
         remove(f".{stem}.{seq}.claim")
     return written
