@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = [
     "fsync_dir", "fsync_dirs", "atomic_write", "move", "folder_errors", "exclusive_write", "owner_suffix", "abandoned",
     "remove_abandoned_temps", "plain_name", "plain_file_name", "free_name", "write_reply",
-    "reply_file_writer",
+    "reply_file_writer", "write_local_reply",
 ]
 
 import errno
@@ -140,6 +140,21 @@ def reply_file_writer(folder: Path) -> Callable[[str, bytes], bool]:
         return exclusive_write(folder / name, data, sync=not marker, sync_dir=name.endswith(".json"))
 
     return put_new
+
+
+def write_local_reply(connector: str, folder: Path, bundle: str, code: str | None, payload: bytes | None,
+                      summary: dict[str, Any], attachments: dict[str, bytes] | None) -> list[str]:
+    """:func:`write_reply` into a local ``folder`` (made if missing): written once, a reply with an
+    id found again by its summary or its claim; errors as :func:`folder_errors` says them."""
+    with folder_errors(connector, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_reply(
+            bundle, code, payload, summary, attachments,
+            exists=lambda name: os.path.lexists(folder / name),
+            put_new=reply_file_writer(folder),
+            remove=lambda name: (folder / name).unlink(missing_ok=True),
+            read=lambda name: (folder / name).read_bytes(),
+        )
 
 
 @contextmanager

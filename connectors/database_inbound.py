@@ -99,7 +99,6 @@ __all__ = ["Connector", "DatabaseInbound", "DatabaseInboundConfig"]
 
 import json
 import logging
-import os
 import re
 import shutil
 import threading
@@ -153,8 +152,7 @@ from connectors._folder_common import (
     folder_errors,
     move,
     owner_suffix,
-    reply_file_writer,
-    write_reply,
+    write_local_reply,
 )
 from connectors._limits import Budget, SourceLimits, count_refusal, room_folders, room_for
 from connectors._pickup_options import INTAKE_THREADS_HELP, IntakeThreads
@@ -867,14 +865,8 @@ class DatabaseInbound(InboundConnector):
                                              "error": error, "code": code})
             written.append(f"{self.config.outcome.table}: seq {seq}")
         if self.config.replies_dir is not None:
-            folder = self.config.replies_dir
-            with folder_errors(self.name, folder):
-                folder.mkdir(parents=True, exist_ok=True)
-                written += write_reply(bundle, code, payload, summary, attachments,
-                                       exists=lambda name: os.path.lexists(folder / name),
-                                       put_new=reply_file_writer(folder),
-                                       remove=lambda name: (folder / name).unlink(missing_ok=True),
-                                       read=lambda name: (folder / name).read_bytes())
+            written += write_local_reply(self.name, self.config.replies_dir, bundle, code, payload, summary,
+                                         attachments)
         return written
 
     # -- time and watermark -------------------------------------------------------------------

@@ -51,8 +51,7 @@ from connectors._folder_common import (
     move,
     owner_suffix,
     plain_name,
-    reply_file_writer,
-    write_reply,
+    write_local_reply,
 )
 from connectors._limits import Budget, CountedReader, refuse, room_folders, room_for
 from connectors._pickup_options import PickupOptions, ReadyConfig
@@ -346,16 +345,7 @@ class FolderInbound(InboundConnector):
         self, bundle: str, code: str | None, payload: bytes | None, summary: dict[str, Any],
         attachments: dict[str, bytes] | None = None,
     ) -> list[str]:
-        folder = self.replies_dir
-        with folder_errors(self.name, folder):
-            folder.mkdir(parents=True, exist_ok=True)
-            return write_reply(
-                bundle, code, payload, summary, attachments,
-                exists=lambda name: os.path.lexists(folder / name),
-                put_new=reply_file_writer(folder),
-                remove=lambda name: (folder / name).unlink(missing_ok=True),
-                read=lambda name: (folder / name).read_bytes(),
-            )
+        return write_local_reply(self.name, self.replies_dir, bundle, code, payload, summary, attachments)
 
     def reachable(self) -> tuple[bool, str]:
         root = self.config.path
