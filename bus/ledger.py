@@ -313,15 +313,13 @@ class Ledger(LedgerExtras):
     @contextmanager
     def _write(self, *, pipeline: bool = False) -> Iterator[Connection]:
         """A write transaction; ``pipeline``: on PostgreSQL, in psycopg's pipeline mode, so that
-        the statements queued (``Prepared.queue``) go with the next round trip (bus/ledger_sql.py)."""
+        the statements queued (``Prepared.queue``) go with the next round trip (bus/ledger_sql.py;
+        a plain transaction elsewhere)."""
         with _unavailable_is_transient():
-            if pipeline and self._autocommit is not None:
-                with self.engine.connect() as conn, pipelined_transaction(conn):
-                    yield conn
-                return
             # SQLite takes one writer at a time and makes the others sleep and retry: the
             # writers queue on a lock instead, and wake as soon as it is free (bus/writer_lock.py)
-            with self._writer_lock, self.engine.begin() as conn:
+            with self._writer_lock, self.engine.connect() as conn, \
+                    (pipelined_transaction(conn) if pipeline else conn.begin()):
                 yield conn
 
     def _write_one(self) -> AbstractContextManager[Connection]:

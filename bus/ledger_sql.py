@@ -177,10 +177,7 @@ class Prepared:
 
     def run(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> int:
         """Execute (a list of parameter sets: once per set, in one ``executemany``); the row count."""
-        form = self._form(conn)
-        if isinstance(params, dict) or params is None:
-            return form.execute_count(conn, params or {})
-        return form.execute_many(conn, list(params))
+        return self._form(conn).execute_count(conn, params)
 
     def send(self, conn: Connection, params: dict[str, Any] | None = None) -> Pending:
         """Execute, the answer read when asked (``.rows()``, ``.first()``, ``.count()``): inside
@@ -192,11 +189,7 @@ class Prepared:
         """Execute as :meth:`run`, its row count unwanted: inside :func:`pipelined_transaction`,
         sent without waiting for the answer (an error then comes back with the next result read,
         or the COMMIT)."""
-        form = self._form(conn)
-        if isinstance(params, dict) or params is None:
-            form._run(conn, form._params(params or {}), count=False)
-        elif params:
-            form._run(conn, [form._params(p) for p in params], many=True, count=False)
+        self._form(conn).execute_count(conn, params, count=False)
 
 
 class Pending:
@@ -332,13 +325,15 @@ class _Form:
 
         return Pending(answer)
 
-    def execute_count(self, conn: Connection, params: dict[str, Any]) -> int:
-        return self._run(conn, self._params(params))[1]
-
-    def execute_many(self, conn: Connection, params: list[dict[str, Any]]) -> int:
+    def execute_count(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None, *,
+                      count: bool = True) -> int:
+        """Execute once (a dict), or once per parameter set in one ``executemany``; the row count
+        (-1 unless ``count`` when pipelined)."""
+        if isinstance(params, dict) or params is None:
+            return self._run(conn, self._params(params or {}), count=count)[1]
         if not params:
             return 0
-        return self._run(conn, [self._params(p) for p in params], many=True)[1]
+        return self._run(conn, [self._params(p) for p in params], many=True, count=count)[1]
 
     def _error(self, conn: Connection, exc: Any, bound: Any) -> Exception:
         """SQLAlchemy's exception for a DBAPI error (the same class ``Connection.execute`` raises);
