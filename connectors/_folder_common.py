@@ -210,8 +210,8 @@ def write_reply(
     *,
     exists: Callable[[str], bool],
     put_new: Callable[[str, bytes], bool],
+    read: Callable[[str], bytes],
     remove: Callable[[str], None] | None = None,
-    read: Callable[[str], bytes] | None = None,
 ) -> list[str]:
     """Write one reply for ``bundle`` into a replies folder, never overwriting anything.
 
@@ -228,9 +228,10 @@ def write_reply(
     looks again that no reply took ``n`` meanwhile.
 
     A reply with an id (``summary["reply_id"]``, the runtime's) is written once even when the
-    bus is killed and writes it again: given ``read`` (a file's bytes), a reply whose summary
-    has that id is not written again (``[]`` is returned), and one cut short (its claim holds
-    the id, its summary is missing) is finished under its own number.
+    bus is killed and writes it again: ``read`` (a file's bytes) finds a reply whose summary has
+    that id, not written again (``[]`` is returned), and one cut short (its claim holds the id,
+    its summary is missing), finished under its own number.  Every folder a source replies into
+    gives it: the runtime writes a reply again when it cannot know it was written.
     """
     stem = bundle.rsplit(".", 1)[0] if "." in bundle else bundle
     label = code or "message"
@@ -246,7 +247,7 @@ def write_reply(
                 for suffix, _ in files]
 
     reply_id = str(summary.get("reply_id") or "")
-    seq, whole = _earlier_reply(stem, reply_id, exists, read) if reply_id and read else (None, False)
+    seq, whole = _earlier_reply(stem, reply_id, exists, read) if reply_id else (None, False)
     if whole:  # written before a crash, which came before the runtime could know it
         if remove is not None and exists(f".{stem}.{seq}.claim"):
             remove(f".{stem}.{seq}.claim")

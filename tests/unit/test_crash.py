@@ -118,14 +118,14 @@ def test_a_mistaken_hent_crash_at_stops_the_bus_from_starting() -> None:
 # -- a reply written once -----------------------------------------------------------------------
 
 
-def reply(folder: Path, summary: dict[str, object], *, reading: bool = True) -> list[str]:
+def reply(folder: Path, summary: dict[str, object]) -> list[str]:
     folder.mkdir(exist_ok=True)
     return write_reply(
         "DEL_001.json", "1-2", b"<ARActe/>", summary, {"tampon.pdf": b"%PDF"},
         exists=lambda name: (folder / name).exists(),
         put_new=lambda name, data: exclusive_write(folder / name, data),
         remove=lambda name: (folder / name).unlink(missing_ok=True),
-        read=(lambda name: (folder / name).read_bytes()) if reading else None,
+        read=lambda name: (folder / name).read_bytes(),
     )
 
 
@@ -163,13 +163,11 @@ def test_a_claim_left_after_a_whole_reply_is_removed_and_nothing_written(tmp_pat
     assert sorted(p.name for p in folder.iterdir()) == sorted(written)
 
 
-def test_a_reply_with_no_id_or_no_way_to_read_is_written_each_time(tmp_path: Path) -> None:
+def test_a_reply_with_no_id_is_written_each_time(tmp_path: Path) -> None:
     folder = tmp_path / "replies"
     reply(folder, {"state": "ROUTED", "note": "already processed"})
     reply(folder, {"state": "ROUTED", "note": "already processed"})
-    reply(folder, {"state": "ROUTED", "reply_id": "x"}, reading=False)
-    reply(folder, {"state": "ROUTED", "reply_id": "x"}, reading=False)
-    assert sorted(p.name for p in folder.glob("*.json")) == [f"DEL_001.{n}.json" for n in (1, 2, 3, 4)]
+    assert sorted(p.name for p in folder.glob("*.json")) == [f"DEL_001.{n}.json" for n in (1, 2)]
 
 
 # -- a reply owed -------------------------------------------------------------------------------
