@@ -11,7 +11,7 @@ same bytes (hard links): in the drop folder with its sidecar under a hidden name
 The bus is ``python run_bus.py run -c CONFIG`` (:class:`BusProcess`): configuration, registry,
 spool, ledger, backbone and connectors, as in production; the bare loop is
 :class:`BareUploader`: :class:`bench.actes_throughput.BareLoop` (json, lxml build, XSD
-validation, tarfile at the product's gzip level) then a paramiko upload to ``<name>.part``,
+validation, tarfile's gzip -9) then a paramiko upload to ``<name>.part``,
 a size check and a rename, on one connection opened beforehand; no spool, no ledger, no fsync.
 """
 

@@ -14,8 +14,10 @@ runtime side
 bare side
     what a hand-written script does and nothing more: ``json.loads`` the sidecar, build the
     Acte and the EnveloppeCLMISILL with lxml (same content, ISO-8859-1), validate both
-    against ``schemas/actes/actes.xsd`` (compiled once), write a flat tar.gz with tarfile at
-    the product's gzip level (9) into a folder.  No spool, no ledger, no fsync.
+    against ``schemas/actes/actes.xsd`` (compiled once), write a flat tar.gz with tarfile's
+    gzip -9 (the issue's reference job: S2LOW's ``gzip -9``; the product deflates what
+    compresses and stores what does not, see ``transformers.actes_out._GzipWriter``) into a
+    folder.  No spool, no ledger, no fsync.
 
 Both sides read the same bytes (the PDFs are random-sample images, incompressible like
 real signed PDFs), run in the same process, alternate in rounds after a warm-up; each round's
@@ -82,7 +84,7 @@ CLASSIFICATION = REPO / "config" / "classifications" / "demo-classification-7-2.
 CLASSIFICATION_DATE = "2025-01-15"  # the DateClassification of CLASSIFICATION
 SCHEMA = SCHEMA_DIR / "actes.xsd"
 TARGET = 0.8
-GZIP_LEVEL = 9  # transformers/actes_out.py: gzip.GzipFile(...) with its default compresslevel, 9
+GZIP_LEVEL = 9  # the bare loop's tarfile gzip: -9, as S2LOW's `gzip -9` (the product stores what does not compress)
 MAX_SERIALS = 9999  # envelope serials per SIREN per day (bus.ledger.MAX_ENVELOPE_SERIAL)
 
 SOURCE = "deliberations"

@@ -10,7 +10,7 @@ once (their PDFs are there already) and ends when every delivery is DELIVERED (u
 those, from the ledger's ``final_at`` and the ``done/`` files' ctime).
 
 Baseline: :class:`bench._bus.BareUploader`, one process, one thread, on the same acts' bytes:
-json, lxml build, XSD validation, tar.gz at the product's gzip level, paramiko put to
+json, lxml build, XSD validation, tar.gz with tarfile's gzip -9, paramiko put to
 ``.part``, stat, rename, on one SSH connection opened beforehand, to the same sshd.
 
 The bus's processes are stopped (SIGSTOP) while the bare loop runs, so that its idle polls (a

@@ -23,9 +23,10 @@ __all__ = [
     "write_archive",
 ]
 
-import gzip
 import re
+import struct
 import tarfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from io import BytesIO
@@ -326,17 +327,87 @@ def write_archive(
         datetime(generation_date.year, generation_date.month, generation_date.day, tzinfo=UTC).timestamp()
     )
     writer = _CountingWriter(out, max_size, archive)
-    with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=mtime) as gz:  # type: ignore[arg-type]
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            tar.copybufsize = _COPY_CHUNK  # type: ignore[attr-defined]  # large chunks: zlib runs without the GIL
-            for name, data in xml:
-                tar.addfile(_tarinfo(name, len(data), mtime), BytesIO(data))
-            for file, name in files:
-                _add_file(tar, file, name, mtime)
+    gz = _GzipWriter(writer, mtime)
+    with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
+        tar.copybufsize = _COPY_CHUNK  # large chunks: zlib runs without the GIL
+        for name, data in xml:
+            tar.addfile(_tarinfo(name, len(data), mtime), BytesIO(data))
+        for file, name in files:
+            _add_file(tar, file, name, mtime)
+    gz.close()
     return writer.size
 
 
 _COPY_CHUNK = 1 << 20
+_LEVEL = 9  #: what compresses is deflated at gzip's best level, as ``gzip -9`` (S2LOW) does
+_STORED = 0  #: deflate's stored blocks: the bytes as they are
+_PROBE_FROM = 16 * 1024  #: a write this long is probed; shorter ones (headers, the XML) are deflated
+_PIECE = 128 * 1024  #: what one probe decides for
+_PROBE_SLICES, _PROBE_SLICE = 2, 2048  #: 4 KiB sampled from across a piece
+_WORTH_IT = 0.95  #: deflated when the sample shrinks below 95% of its size
+
+
+class _GzipWriter:
+    """One gzip member (RFC 1952) written as tarfile writes the archive into it.
+
+    A signed PDF is mostly compressed streams that deflate cannot shrink: ``gzip -9`` spends
+    about 30 ms per MiB on them to gain nothing.  So a large write (tarfile copies a file a MiB
+    at a time) is probed 128 KiB at a time: a piece whose sample, deflated at level 1, does not
+    shrink below ``_WORTH_IT`` of its size goes into deflate's *stored* blocks (the cost of a
+    checksum); everything else — tar headers, the XML, what compresses — is deflated at level 9.
+    Each change of level ends the current deflate stream with a sync flush (byte-aligned, not
+    final) and starts another: the member holds one ordinary deflate stream (stored blocks are
+    part of deflate, RFC 1951 §3.2.4), which ``gzip -t`` and ``tar tzf`` read.  The header is
+    :class:`gzip.GzipFile`'s (no name, ``mtime``, best compression, OS unknown); the choice
+    depends on the bytes alone, so the archive stays deterministic.
+    """
+
+    def __init__(self, out: _CountingWriter, mtime: int) -> None:
+        self._out = out
+        self._crc = 0
+        self._size = 0
+        self._level = _LEVEL
+        self._deflate = _raw_deflate(_LEVEL)
+        out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", mtime) + b"\x02\xff")
+
+    def write(self, data: bytes) -> int:
+        if len(data) < _PROBE_FROM:
+            self._deflated(_LEVEL, data)
+        else:  # probed a piece at a time: a file that is partly text and partly images gets both
+            view = memoryview(data)
+            for start in range(0, len(data), _PIECE):
+                piece = view[start:start + _PIECE]
+                self._deflated(_LEVEL if _shrinks(piece) else _STORED, piece)
+        return len(data)
+
+    def _deflated(self, level: int, data: bytes | memoryview) -> None:
+        if level != self._level:
+            self._out.write(self._deflate.flush(zlib.Z_SYNC_FLUSH))
+            self._deflate, self._level = _raw_deflate(level), level
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        self._out.write(self._deflate.compress(data))
+
+    def tell(self) -> int:  # tarfile asks where it starts
+        return self._size
+
+    def flush(self) -> None:  # what deflate holds is written at close
+        pass
+
+    def close(self) -> None:
+        self._out.write(self._deflate.flush(zlib.Z_FINISH))
+        self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+
+
+def _raw_deflate(level: int) -> zlib._Compress:
+    return zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+
+
+def _shrinks(piece: memoryview) -> bool:
+    """Whether deflate would shrink ``piece`` by more than 5%, from slices taken across it."""
+    step = len(piece) // _PROBE_SLICES
+    sample = b"".join(piece[i * step:i * step + _PROBE_SLICE] for i in range(_PROBE_SLICES))
+    return len(zlib.compress(sample, 1)) < _WORTH_IT * len(sample)
 
 
 def _add_file(tar: tarfile.TarFile, file: ActFile, name: str, mtime: int) -> None:

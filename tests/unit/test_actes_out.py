@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import io
 import os
+import random
 import re
+import shutil
+import subprocess
 import tarfile
+import zlib
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -506,6 +511,62 @@ def test_archive_content_and_transmission(files: dict[str, Path], tmp_path: Path
 
 def test_archive_is_deterministic(files: dict[str, Path]) -> None:
     assert build(make_act(files))[1] == build(make_act(files))[1]
+
+
+def _text_pdf(lines: int) -> bytes:
+    line = b"BT /F1 12 Tf 72 %d Td (Deliberation, ligne %d) Tj ET\n"
+    return b"%PDF-1.4\n" + b"".join(line % (i, i) for i in range(lines))
+
+
+def test_archive_stores_what_does_not_compress_and_deflates_the_rest(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    # Given a signed PDF's compressed streams (random bytes), a text PDF, and a file that is both
+    rnd = random.Random(7)
+    noise = b"%PDF-1.7\n" + rnd.randbytes(600_000)
+    text = _text_pdf(30_000)
+    mixed = text[:300_000] + rnd.randbytes(400_000) + text[:300_000]
+    annexes = []
+    for name, data in (("scan.pdf", noise), ("texte.pdf", text), ("mixte.pdf", mixed)):
+        (tmp_path / name).write_bytes(data)
+        annexes.append(ActFile(name, tmp_path / name))
+    act = make_act(files, annexes=tuple(annexes))
+    # When the archive is built
+    transmission, archive = build(act)
+    # Then it is one gzip member (the header gzip -9 writes, dated the generation day) holding the tar
+    assert archive[:10] == gzip.compress(b"", 9, mtime=1709251200)[:10]
+    assert zlib.decompress(archive, 31) == gzip.decompress(archive)  # no second member, nothing after it
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        contents = [tar.extractfile(m).read() for m in tar.getmembers()]  # type: ignore[union-attr]
+    assert contents[-3:] == [noise, text, mixed]
+    path = tmp_path / transmission.archive_name
+    path.write_bytes(archive)
+    assert default_validator().validate_archive(path) == []
+    # And what does not compress is stored as it is (its bytes appear in the stream, but where a stored
+    # block of 64 KiB ends), what compresses is deflated, even inside one file: no bigger than gzip -9
+    def stored(data: bytes, start: int, end: int) -> float:
+        slices = [data[i:i + 1000] for i in range(start, end - 1000, 10_000)]
+        return sum(piece in archive for piece in slices) / len(slices)
+
+    assert stored(noise, 10_000, len(noise)) > 0.9 and stored(mixed, 400_000, 600_000) > 0.9
+    assert text[:20_000] not in archive and mixed[:20_000] not in archive and mixed[-20_000:] not in archive
+    assert len(archive) <= len(gzip.compress(gzip.decompress(archive), 9)) + 1024
+
+
+def test_archive_reads_with_the_system_tools(files: dict[str, Path], tmp_path: Path) -> None:
+    tools = [t for t in ("gzip", "tar") if shutil.which(t)]
+    if not tools:
+        pytest.skip("neither gzip nor tar on this machine")
+    noise = tmp_path / "scan.pdf"
+    noise.write_bytes(b"%PDF-1.7\n" + random.Random(3).randbytes(300_000))
+    transmission, archive = build(make_act(files, annexes=(ActFile("scan.pdf", noise),)))
+    path = tmp_path / transmission.archive_name
+    path.write_bytes(archive)
+    if "gzip" in tools:
+        assert subprocess.run(["gzip", "-t", str(path)], capture_output=True).returncode == 0
+    if "tar" in tools:
+        listing = subprocess.run(["tar", "tzf", str(path)], capture_output=True, text=True, check=True).stdout
+        assert listing.splitlines()[-1] == "99_DE-044-214400152-20240212-DEL2024_012-DE-1-1_2.pdf"
 
 
 def test_archive_refuses_a_broken_act_listing_all_problems(files: dict[str, Path]) -> None:
