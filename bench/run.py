@@ -30,8 +30,10 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
@@ -92,11 +94,10 @@ def run_bounded(command: list[str], timeout: float) -> tuple[subprocess.Complete
         return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), True
 
 
-def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
-    """Run one bench in its own process; its figures, skips, notes, status and time."""
-    options = list(bench.quick if args.quick else bench.full)
-    if args.workdir:
-        options += ["--workdir", str(args.workdir)]
+def run_bench(bench: Bench, args: argparse.Namespace, suite: Path) -> dict[str, Any]:
+    """Run one bench in its own process, its folder kept in ``suite`` until the suite ends; its
+    figures, skips, notes, status and time."""
+    options = [*(bench.quick if args.quick else bench.full), "--workdir", str(suite), "--keep"]
     command = [sys.executable, str(REPO / "bench" / f"{bench.name}.py"), *options]
     timeout = bench.quick_timeout if args.quick else bench.timeout
     began = time.monotonic()
@@ -179,7 +180,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     parser.add_argument("--verbose", action="store_true", help="also print each bench's context lines (#)")
     parser.add_argument("--list", action="store_true", help="list the benches and exit")
-    parser.add_argument("--workdir", type=Path, help="where the benches work (each makes a fresh folder inside)")
+    parser.add_argument("--workdir", type=Path,
+                        help="where the suite makes its folder (each bench a folder inside; all removed at the end)")
     args = parser.parse_args(argv)
     chosen = [name.strip() for item in args.only or [] for name in item.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in NAMES]
@@ -199,11 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     if not args.json:
         print(header(args), flush=True)
-    for bench in args.benches:
-        result = run_bench(bench, args)
-        results.append(result)
-        if not args.json:
-            print("\n".join(report_bench(result, args.verbose)), flush=True)
+    # every bench's folder is removed at the end, not before the next bench: on a file system that
+    # skips inodes freed in the last minute (ext4 without a journal), the thousands one bench frees
+    # would slow every file the next one creates (bench/README.md)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    suite = Path(tempfile.mkdtemp(prefix="hent-bench-suite-", dir=args.workdir))
+    try:
+        for bench in args.benches:
+            result = run_bench(bench, args, suite)
+            results.append(result)
+            if not args.json:
+                print("\n".join(report_bench(result, args.verbose)), flush=True)
+    finally:
+        shutil.rmtree(suite, ignore_errors=True)
     met, total, errors = tally(results)
     wall = time.monotonic() - began
     if args.json:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,28 @@ def test_the_suite_reports_as_json(tmp_path: Path) -> None:
     [bench] = result["benches"]
     assert bench["name"] == "ledger_transitions" and bench["status"] == "ok" and bench["exit_code"] == 0
     assert bench["figures"][0]["name"] == "ledger_sqlite"
+
+
+def test_each_bench_folder_stays_until_the_suite_ends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # Given two quick benches, and a look into the suite's folder as each one starts
+    seen: list[list[str]] = []
+    real = run.run_bounded
+
+    def looking(command: list[str], timeout: float) -> Any:
+        suite = Path(command[command.index("--workdir") + 1])
+        seen.append(sorted(p.name.rsplit("-", 1)[0] for p in suite.iterdir()))
+        assert suite.parent == tmp_path and "--keep" in command
+        return real(command, timeout)
+
+    monkeypatch.setattr(run, "run_bounded", looking)
+    # When the suite runs them
+    code = run.main(["--quick", "--only", "ledger_transitions,xsd_validation", "--workdir", str(tmp_path)])
+    # Then the first bench's folder was still there when the second began (its thousands of files are
+    # not deleted under the next bench's feet), and nothing is left once the suite is done
+    assert code == 0, capsys.readouterr()
+    assert seen == [[], ["hent-bench-ledger_transitions"]]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unknown_bench_is_refused_with_the_names() -> None:
