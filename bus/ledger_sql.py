@@ -266,13 +266,27 @@ class _Form:
     ) -> tuple[Sequence[Any], int]:
         """Execute on a cursor of the connection's DBAPI connection: (the rows fetched, the row count;
         -1 unless ``count`` when pipelined)."""
+        return self._answer(conn, self._sent(conn, bound, many=many), bound, fetch=fetch, count=count)
+
+    def _sent(self, conn: Connection, bound: Any, *, many: bool = False) -> Any:
+        """A cursor of the connection's DBAPI connection on which the statement was sent."""
         cursor = conn.connection.cursor()
         try:
             (cursor.executemany if many else cursor.execute)(self.sql, bound)
+        except self.dbapi_error as exc:
+            cursor.close()
+            raise self._error(conn, exc, bound) from exc
+        return cursor
+
+    def _answer(self, conn: Connection, cursor: Any, bound: Any, *, fetch: bool,
+                count: bool = True) -> tuple[Sequence[Any], int]:
+        """The answer on ``cursor`` (then closed): the rows fetched, the row count; with no rows to fetch
+        in a pipelined transaction, the count comes with the answer (a sync), unless not ``count``."""
+        try:
             if fetch:
                 return cursor.fetchall(), int(cursor.rowcount)
             pipeline = conn.info.get(_PIPELINE) if count else None
-            if pipeline is not None:  # the row count comes with the answer
+            if pipeline is not None:
                 pipeline.sync()
             return [], int(cursor.rowcount)
         except self.dbapi_error as exc:
@@ -300,30 +314,16 @@ class _Form:
     def send(self, conn: Connection, params: dict[str, Any]) -> Pending:
         """Execute; its answer read when :class:`Pending` is asked (at once outside a pipeline)."""
         bound = self._params(params)
-        if conn.info.get(_PIPELINE) is None:
-            fetched, count = self._run(conn, bound, fetch=bool(self.names))
-            rows = self._converted(fetched)
-            return Pending(lambda: (rows, count))
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(self.sql, bound)
-        except self.dbapi_error as exc:
-            cursor.close()
-            raise self._error(conn, exc, bound) from exc
+        cursor = self._sent(conn, bound)
 
         def answer() -> tuple[list[dict[str, Any]], int]:
-            try:
-                fetched = cursor.fetchall() if self.names else []
-                pipeline = None if self.names else conn.info.get(_PIPELINE)
-                if pipeline is not None:  # no rows to fetch: the row count comes with the answer
-                    pipeline.sync()
-                return self._converted(fetched), int(cursor.rowcount)
-            except self.dbapi_error as exc:
-                raise self._error(conn, exc, bound) from exc
-            finally:
-                cursor.close()
+            fetched, count = self._answer(conn, cursor, bound, fetch=bool(self.names))
+            return self._converted(fetched), count
 
-        return Pending(answer)
+        pending = Pending(answer)
+        if conn.info.get(_PIPELINE) is None:
+            pending.rows()  # nothing to gain by waiting: read now, as before
+        return pending
 
     def execute_count(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None, *,
                       count: bool = True) -> int:

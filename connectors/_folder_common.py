@@ -211,7 +211,7 @@ def write_reply(
     exists: Callable[[str], bool],
     put_new: Callable[[str, bytes], bool],
     read: Callable[[str], bytes],
-    remove: Callable[[str], None] | None = None,
+    remove: Callable[[str], None],
 ) -> list[str]:
     """Write one reply for ``bundle`` into a replies folder, never overwriting anything.
 
@@ -249,7 +249,7 @@ def write_reply(
     reply_id = str(summary.get("reply_id") or "")
     seq, whole = _earlier_reply(stem, reply_id, exists, read) if reply_id else (None, False)
     if whole:  # written before a crash, which came before the runtime could know it
-        if remove is not None and exists(f".{stem}.{seq}.claim"):
+        if exists(f".{stem}.{seq}.claim"):
             remove(f".{stem}.{seq}.claim")
         return []
     if seq is None:
@@ -261,13 +261,12 @@ def write_reply(
         # never over a file already there: a reply cut short by a crash is finished, what it wrote
         # stays (put_new says False); a number just claimed has its names checked free already
         put_new(target, data)
-    if remove is not None:
-        remove(f".{stem}.{seq}.claim")
+    remove(f".{stem}.{seq}.claim")
     return written
 
 
 def _claim_number(stem: str, reply_id: str, targets: Callable[[int], list[str]], exists: Callable[[str], bool],
-                  put_new: Callable[[str, bytes], bool], remove: Callable[[str], None] | None) -> int:
+                  put_new: Callable[[str, bytes], bool], remove: Callable[[str], None]) -> int:
     """The first number whose claim (``.<stem>.<n>.claim``, holding the reply's id) and files are
     free, claimed; its files looked at again after the claim (a reply may have ended meanwhile)."""
     seq = 1
@@ -276,8 +275,7 @@ def _claim_number(stem: str, reply_id: str, targets: Callable[[int], list[str]],
         if not exists(claim) and not any(map(exists, targets(seq))) and put_new(claim, reply_id.encode()):
             if not any(map(exists, targets(seq))):
                 return seq
-            if remove is not None:
-                remove(claim)
+            remove(claim)
         seq += 1
 
 

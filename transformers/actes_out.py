@@ -223,9 +223,6 @@ class _CountingWriter:
             )
         return self.out.write(data)
 
-    def flush(self) -> None:
-        self.out.flush()
-
 
 def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
@@ -390,9 +387,6 @@ class _GzipWriter:
 
     def tell(self) -> int:  # tarfile asks where it starts
         return self._size
-
-    def flush(self) -> None:  # what deflate holds is written at close
-        pass
 
     def close(self) -> None:
         self._out.write(self._deflate.flush(zlib.Z_FINISH))
