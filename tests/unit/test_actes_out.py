@@ -553,6 +553,34 @@ def test_archive_stores_what_does_not_compress_and_deflates_the_rest(
     assert len(archive) <= len(gzip.compress(gzip.decompress(archive), 9)) + 1024
 
 
+def test_archive_stops_with_a_named_error_when_a_file_fails_midway(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a 3 MiB scan (stored, not deflated) whose disk fails after its first MiB
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-1.7\n" + random.Random(5).randbytes(3 * 1024 * 1024))
+    act = make_act(files, annexes=(ActFile("scan.pdf", scan),))
+    real_open = Path.open
+
+    class Failing(io.BufferedReader):
+        def read(self, size: int | None = -1, /) -> bytes:
+            if self.tell() >= 1024 * 1024:
+                raise OSError(5, "Input/output error")
+            return super().read(size)
+
+    def opening(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if path == scan and mode == "rb":
+            return Failing(io.FileIO(path, "rb"))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", opening)
+    # When the archive is built, Then the build stops with the file and the rule named
+    with pytest.raises(DocumentError) as caught:
+        build(act)
+    assert (caught.value.path, caught.value.rule) == ("scan.pdf", "file-readable")
+    assert "Input/output error" in str(caught.value)
+
+
 def test_archive_reads_with_the_system_tools(files: dict[str, Path], tmp_path: Path) -> None:
     tools = [t for t in ("gzip", "tar") if shutil.which(t)]
     if not tools:

@@ -90,20 +90,21 @@ def test_an_unknown_bench_is_refused_with_the_names() -> None:
     assert "unknown bench end_to_edn: one of ledger_transitions, xsd_validation" in done.stderr
 
 
-def test_a_bench_that_fails_is_reported_and_the_suite_exits_1(monkeypatch: pytest.MonkeyPatch,
+def test_a_bench_that_fails_is_reported_and_the_suite_exits_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     # Given a suite whose only bench is a script that does not exist
     missing = run.Bench("no_such_bench", "a bench that cannot run", quick=())
     monkeypatch.setattr(run, "BENCHES", (missing,))
     monkeypatch.setattr(run, "NAMES", ("no_such_bench",))
     # When it runs
-    code = run.main(["--quick"])
-    # Then the failure is reported, the count says so, and the exit code is 1
+    code = run.main(["--quick", "--workdir", str(tmp_path)])
+    # Then the failure is reported, the count says so, and the exit code is 1; the suite's folder is gone
     out = capsys.readouterr().out.splitlines()
     assert code == 1
     assert re.fullmatch(r"# no_such_bench: ERROR after [\d.]+ s: exit code 2: .*", out[1]), out
     assert out[-2].startswith("# 0 bench(es) ran, 1 errored; wall time"), out
     assert out[-1] == "targets met: 0/0"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_figure_lines_read_back_as_written() -> None:
