@@ -5,9 +5,9 @@ For each deliberation bundle (a JSON sidecar, a 200 KB signed PDF, one 50 KB ann
 runtime side
     a real :class:`bus.runtime.Runtime` built from a generated configuration (folder source,
     folder endpoint, metrics off, connectors found through the registry) and driven the way
-    its consumer thread drives it, minus the broker and the network: ``Runtime._ingest``
-    (every file into the spool, fsynced; the ledger row RECEIVED), then
-    ``Runtime.handle_document`` with the id ``_ingest`` published (lease, mapping with the
+    its consumer thread drives it, minus the broker and the network: ``Runtime._take_in``
+    (every file into the spool, fsynced; the ledger rows RECEIVED, in batches as a poll records
+    them), then ``Runtime.handle_document`` with each id ``_take_in`` published (lease, mapping with the
     route's vendor mapping, envelope serial from the ledger, ``build_archive`` with the
     project's validator straight into the spool, PREPARED, the delivery row, ROUTED, and the
     bundle committed at the source).  What ``_publish`` would hand to kombu is kept in a list.
@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as ``python bench/actes_throughput.py``
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
+import functools  # noqa: E402
 import gc  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
@@ -399,10 +400,11 @@ class RuntimeSide:
         return Claimed(bundle.sidecar, files, origin=str(self.inbox))
 
     def ingest(self, claims: list[Claimed]) -> list[str]:
-        """Pickup: ``Runtime._ingest`` each claim (as one poll does); the document ids published."""
+        """Pickup: ``Runtime._take_in`` the claims (as one poll does: each copied into the spool, then
+        recorded in batches); the document ids published."""
         before = len(self.published)
-        for claimed in claims:
-            self.runtime._ingest(SOURCE, claimed, recovered=False)
+        runtime = self.runtime
+        runtime._take_in(SOURCE, claims, functools.partial(runtime._spool_claim, SOURCE, recovered=False))
         documents = [entity for queue, entity in self.published[before:] if queue == DOCUMENTS]
         if len(documents) != len(claims):
             raise BenchError(f"_ingest published {len(documents)} document(s) for {len(claims)} bundle(s)")
@@ -504,15 +506,15 @@ def patched(patches: list[Patch]) -> Iterator[None]:
 
 #: runtime breakdown rows, in the order they happen
 RUNTIME_ROWS = (
-    "spool: store the bundle's 3 files (put_file)",
-    "ledger: add_document",
+    "spool: store the bundle's 3 files (put_stream)",
+    "ledger: add_documents (a poll's batch)",
     "ledger: claim (lease + read), release",
     "ledger: reads (get_document)",
     "mapping (sidecar -> canonical act)",
     "ledger: envelope serial",
     "act rules (check_act)",
     "XSD validation",
-    "XML build + tar.gz (gzip -9) into the spool",
+    "XML build + tar.gz into the spool",
     "spool: hash + fsync + install the archive",
     "ledger: route (PREPARED, delivery, ROUTED: one transaction)",
     "ledger: sync (WAL fsync before the source changes)",
@@ -532,8 +534,8 @@ def runtime_patches(side: RuntimeSide, watch: Stopwatch) -> list[Patch]:
         return lambda fn: watch.counted(name, fn)
 
     return [
-        (side.runtime.spool, "put_file", t(r[0], "Spool.put_file")),
-        (ledger, "add_document", t(r[1], "Ledger.add_document")),
+        (side.runtime.spool, "put_stream", t(r[0], "Spool.put_stream")),
+        (ledger, "add_documents", t(r[1], "Ledger.add_documents")),
         (ledger, "claim_document", t(r[2], "Ledger.claim_document")),
         (ledger, "release_lease", t(r[2], "Ledger.release_lease")),
         (ledger, "get_document", t(r[3], "Ledger.get_document")),

@@ -28,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "Ledger",
     "DocumentRow",
+    "NewDocument",
     "DeliveryRow",
     "DocumentState",
     "DeliveryState",
@@ -46,7 +47,7 @@ __all__ = [
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,7 @@ from bus.ledger_schema import (  # the names marked F401 are only re-exported: i
     _TAKE_DOCUMENT_LEASE,
     DeliveryRow,
     DocumentRow,
+    NewDocument,
     UTCDateTime,  # noqa: F401
     _delivery,
     _document,
@@ -156,9 +158,10 @@ _OWE_REPLY = Prepared.with_dialect_insert(_owe_reply_upsert)
 
 
 def _add_document_insert(insert_of: Any) -> Any:
-    """Every column bound by its name; nothing inserted when the idempotency key is known."""
+    """Every column bound by its name; nothing inserted (no row returned) when the idempotency key
+    is known."""
     return insert_of(documents_table).values(every_column(documents_table)).on_conflict_do_nothing(
-        index_elements=[documents_table.c.idempotency_key])
+        index_elements=[documents_table.c.idempotency_key]).returning(documents_table.c.id)
 
 
 _ADD_DOCUMENT = Prepared.with_dialect_insert(_add_document_insert)
@@ -363,30 +366,49 @@ class Ledger(LedgerExtras):
         received_at: datetime | None = None,
     ) -> tuple[DocumentRow, bool]:
         """Record a new document in RECEIVED; ``(existing, False)`` if the key is known."""
+        new = NewDocument(source=source, bundle=bundle, idempotency_key=idempotency_key,
+                          sidecar_sha256=sidecar_sha256, files=files, received_at=received_at)
+        return self.add_documents([new], actor=actor)[0]
+
+    def add_documents(self, documents: Sequence[NewDocument], *, actor: str | None = None
+                      ) -> list[tuple[DocumentRow, bool]]:
+        """Record new documents in RECEIVED, in one transaction (a source's bundles taken in together:
+        one commit, one move of the journal's head); for each, in order, ``(row, True)``, or
+        ``(existing, False)`` when its key is known.  All or none: an error records none."""
         now = self.now()
-        document_id = uuid.uuid4().hex
-        row = {
-            "id": document_id, "source": source, "bundle": bundle, "idempotency_key": idempotency_key,
-            "state": DocumentState.RECEIVED.value, "route": None, "siren": None, "id_acte": None,
-            "sidecar_sha256": sidecar_sha256, "files": dict(files), "canonical": None, "reason": None,
-            "lease_owner": None, "lease_until": None, "created_at": now, "updated_at": now,
-            "received_at": received_at or now,
-        }
+        rows = [{
+            "id": uuid.uuid4().hex, "source": new.source, "bundle": new.bundle,
+            "idempotency_key": new.idempotency_key, "state": DocumentState.RECEIVED.value, "route": None,
+            "siren": None, "id_acte": None, "sidecar_sha256": new.sidecar_sha256, "files": dict(new.files),
+            "canonical": None, "reason": None, "lease_owner": None, "lease_until": None, "created_at": now,
+            "updated_at": now, "received_at": new.received_at or now,
+        } for new in documents]
+        if not rows:
+            return []
         with self._write(pipeline=True) as conn:
             # insert first, the key's uniqueness deciding: nothing inserted when the key is known, even
             # when another worker's transaction inserted it a moment ago (PostgreSQL waits for its end)
-            inserted = _ADD_DOCUMENT.send(conn, row)
-            head = journal.lock_head(conn)  # sent with the insert, after it
-            if not inserted.count():
-                found = _DOCUMENT_BY_KEY.first(conn, {"key": idempotency_key})
-                assert found is not None  # documents are never deleted
-                return _document(found), False
-            journal.append(
-                conn, actor=actor or self.actor, entity="document", entity_id=document_id,
-                from_state=None, to_state=DocumentState.RECEIVED, reason=f"received {source}:{bundle}",
-                payload_sha256=sidecar_sha256, at=now, head=head,
-            )
-            return _document(row), True  # the row is what was inserted: not read back
+            inserted = [_ADD_DOCUMENT.send(conn, row) for row in rows]
+            head = journal.lock_head(conn)  # sent with the inserts, after them: one round trip
+            added: list[tuple[DocumentRow, bool]] = []
+            events: list[dict[str, Any]] = []
+            for row, answer in zip(rows, inserted, strict=True):
+                if not answer.rows():
+                    found = _DOCUMENT_BY_KEY.first(conn, {"key": row["idempotency_key"]})
+                    assert found is not None  # documents are never deleted
+                    added.append((_document(found), False))
+                    continue
+                added.append((_document(row), True))  # the row is what was inserted: not read back
+                events.append({
+                    "actor": actor or self.actor, "entity": "document", "entity_id": row["id"], "from_state": None,
+                    "to_state": DocumentState.RECEIVED, "reason": f"received {row['source']}:{row['bundle']}",
+                    "payload_sha256": row["sidecar_sha256"], "at": now,
+                })
+            if events:
+                journal.append_many(conn, events, head=head)
+            else:
+                head.first()  # read, so that the pipeline's answers are all taken before the commit
+            return added
 
     def get_document(self, document_id: str) -> DocumentRow:
         with self._read() as conn:

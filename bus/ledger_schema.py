@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "UTCDateTime",
     "DocumentRow",
+    "NewDocument",
     "DeliveryRow",
     "documents_table",
     "deliveries_table",
@@ -218,6 +219,18 @@ class DocumentRow:
     created_at: datetime
     updated_at: datetime
     received_at: datetime
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A document to record (:meth:`bus.ledger.Ledger.add_documents`)."""
+
+    source: str
+    bundle: str
+    idempotency_key: str  #: the same key is the same document: recorded once
+    sidecar_sha256: str
+    files: dict[str, str]  #: file name → sha256 in the spool
+    received_at: datetime | None = None  #: now when not given
 
 
 @dataclass(frozen=True)

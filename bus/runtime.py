@@ -3,8 +3,9 @@
 Flow of one document::
 
     poll (scheduler thread)     list → claim → spool (fsync) → ledger RECEIVED → publish id
-                                (the bundles of a poll one after the other in this thread, or side by
-                                side on the source's ``intake_threads`` for a source that waits for a server)
+                                (the bundles of a poll claimed and spooled one after the other in this
+                                thread, or side by side on the source's ``intake_threads`` for a source
+                                that waits for a server; recorded up to INTAKE_BATCH in one transaction)
     documents queue (consumer)  lease → processor.prepare → PREPARED → deliveries PENDING → ROUTED
                                 → the first delivery sent by this thread at once, the others published
     deliveries queue (consumer) lease → circuit → connector.send → DELIVERED | SENT  (retry: back-off)
@@ -31,7 +32,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,7 +59,7 @@ from bus.crash import crash_point
 from bus.document import PreparedDocument, Processor
 from bus.errors import DocumentError, HentError, TransientError
 from bus.health import HealthServer
-from bus.ledger import DeliveryState, DocumentState, Ledger, StaleState
+from bus.ledger import DeliveryState, DocumentState, Ledger, NewDocument, StaleState
 from bus.logging_setup import add_log_context, fields_of, with_log_context
 from bus.repeats import RepeatedFailures
 from bus.scheduler import Scheduler
@@ -74,6 +75,23 @@ FINAL_DELIVERY = {
     DeliveryState.REJECTED,
     DeliveryState.FAILED,
 }
+
+
+#: bundles of a poll recorded in one ledger transaction, at most; and how long the first of them may
+#: wait for the others (the intake of a burst is not held back: workers start on the first batch)
+INTAKE_BATCH = 16
+INTAKE_BATCH_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class _Spooled:
+    """A claimed bundle copied into the spool, to record (:meth:`Runtime._record`)."""
+
+    claimed: Claimed
+    files: dict[str, str]  #: name → sha256 in the spool
+    key: str  #: its idempotency key
+    recovered: bool  #: claimed before a restart
+    began: float  #: when its copy began (``time.perf_counter``): the ingest stage's time
 
 
 @dataclass(frozen=True)
@@ -241,14 +259,12 @@ class Runtime:
                     return 0
                 if fresh:  # the clock of hent_source_last_success_timestamp_seconds starts now
                     metrics.SOURCE_LAST_SUCCESS.labels(connector=source).set_to_current_time()
-                    for recovered in connector.recover():
-                        self._take(source, recovered, recovered=True)
+                    self._take_in(source, connector.recover(), functools.partial(self._spool_claim, source,
+                                                                                  recovered=True))
                 room = self._room(source)
                 candidates = connector.list_ready() if room != 0 else []
                 chosen = candidates if room is None else candidates[:room]
-                take = functools.partial(self._claim_and_take, source)
-                pool = self._ingesting.get(source)
-                outcomes = list(pool.map(take, chosen) if pool is not None and len(chosen) > 1 else map(take, chosen))
+                outcomes = self._take_in(source, chosen, functools.partial(self._claim_and_spool, source))
                 taken = sum(outcome is True for outcome in outcomes)
                 failed = [(c.key, o) for c, o in zip(chosen, outcomes, strict=True) if isinstance(o, HentError)]
                 if failed:  # said once per poll (a server down fails every claim alike), naming each bundle
@@ -273,36 +289,63 @@ class Runtime:
         failure lasts (:mod:`bus.repeats`; the metrics count every one)."""
         self._poll_failures.log_failed(log, source, f"poll of {source}", message, detail, extra={"connector": source})
 
-    def _claim_and_take(self, source: str, candidate: Candidate) -> bool | HentError:
-        """Claim one candidate and take it in: True once recorded; the error that stopped its claim
-        (the other candidates of the poll go on)."""
+    def _take_in(self, source: str, items: Sequence[Any], spool: Callable[[Any], _Spooled | bool | HentError]
+                 ) -> list[bool | HentError]:
+        """Take ``items`` in (candidates of a poll to claim, or claims to finish): each one claimed and
+        copied into the spool by ``spool``, side by side on the source's intake threads or one after
+        the other here; the spooled ones recorded in the ledger together, up to ``INTAKE_BATCH`` at a
+        time (one transaction), a batch never waiting more than ``INTAKE_BATCH_SECONDS`` for the next
+        bundle.  For each item, in order: True once recorded, False when not taken (refused, left
+        claimed or given back), or the error that stopped its claim."""
+        pool = self._ingesting.get(source)
+        spooled = pool.map(spool, items) if pool is not None and len(items) > 1 else map(spool, items)
+        outcomes: list[bool | HentError] = []
+        batch: list[tuple[int, _Spooled]] = []
+        try:
+            for index, got in enumerate(spooled):
+                outcomes.append(False)
+                if not isinstance(got, _Spooled):
+                    outcomes[index] = got
+                    continue
+                batch.append((index, got))
+                if len(batch) >= INTAKE_BATCH or time.perf_counter() - batch[0][1].began >= INTAKE_BATCH_SECONDS:
+                    chunk, batch = batch, []
+                    self._record_into(outcomes, source, chunk)
+        finally:  # what was spooled is recorded, whatever stopped the poll (else it waits for a restart)
+            if batch:
+                self._record_into(outcomes, source, batch)
+        return outcomes
+
+    def _record_into(self, outcomes: list[bool | HentError], source: str, batch: list[tuple[int, _Spooled]]) -> None:
+        for (index, _), recorded in zip(batch, self._record(source, [s for _, s in batch]), strict=True):
+            outcomes[index] = recorded
+
+    def _claim_and_spool(self, source: str, candidate: Candidate) -> _Spooled | bool | HentError:
+        """Claim one candidate and copy it into the spool (:meth:`_spool_claim`); the error that
+        stopped its claim (the other candidates of the poll go on)."""
         if self.stop_event.is_set():
             return False
         try:
             claimed = self.sources[source].claim(candidate)
         except HentError as exc:
             return exc
-        return claimed is not None and self._take(source, claimed, recovered=False)
+        return claimed is not None and self._spool_claim(source, claimed, recovered=False)
 
-    def _take(self, source: str, claimed: Claimed, *, recovered: bool) -> bool:
-        """Ingest a claimed bundle; one that cannot be recorded now (a TransientError: the spool's disk
-        full, the ledger unreachable) goes back to the source as it was, or, from a source that cannot
-        take it back, stays claimed for ``recover`` at the next start.  False then."""
-        try:
-            return self._ingest(source, claimed, recovered=recovered)
-        except TransientError as exc:
-            metrics.POLL_FAILURES.labels(connector=source).inc()
-            fate = "it stays claimed and is taken again when the bus starts next"
-            unclaim = getattr(self.sources[source], "unclaim", None)
-            if unclaim is not None:
-                try:
-                    unclaim(claimed)
-                    fate = "it is back in the source as it was, taken again at the next poll"
-                except HentError as stuck:
-                    fate = redact(str(stuck))
-            log.error("%s from %s not taken in: %s; %s", claimed.key, source, redact(str(exc)), fate,
-                      extra={"connector": source})
-            return False
+    def _not_taken(self, source: str, claimed: Claimed, exc: TransientError) -> None:
+        """A claimed bundle that cannot be recorded now (a TransientError: the spool's disk full, the
+        ledger unreachable) goes back to the source as it was, or, from a source that cannot take it
+        back, stays claimed for ``recover`` at the next start."""
+        metrics.POLL_FAILURES.labels(connector=source).inc()
+        fate = "it stays claimed and is taken again when the bus starts next"
+        unclaim = getattr(self.sources[source], "unclaim", None)
+        if unclaim is not None:
+            try:
+                unclaim(claimed)
+                fate = "it is back in the source as it was, taken again at the next poll"
+            except HentError as stuck:
+                fate = redact(str(stuck))
+        log.error("%s from %s not taken in: %s; %s", claimed.key, source, redact(str(exc)), fate,
+                  extra={"connector": source})
 
     def _room(self, source: str) -> int | None:
         """Back-pressure: how many more documents ``source`` may bring now (None: no bound), from the
@@ -322,45 +365,75 @@ class Runtime:
         metrics.SOURCE_PAUSED.labels(connector=source).set(1 if paused else 0)
         return room
 
-    def _ingest(self, source: str, claimed: Claimed, *, recovered: bool) -> bool:
-        """Record a claimed bundle (True), or give it back refused when a file passed a limit of its
-        source while it was copied (False: a writer still adding to it; nothing recorded)."""
-        if claimed.ref is not None:  # recorded before a restart: its document says what is left
-            try:
-                document = self.ledger.get_document(claimed.ref)
-            except KeyError:
-                document = None
-            if document is not None:
-                self._claims[source][document.id] = claimed
-                if document.state not in FINAL_DOCUMENT:
-                    self._publish(DOCUMENTS, document.id)
+    def _spool_claim(self, source: str, claimed: Claimed, *, recovered: bool) -> _Spooled | bool:
+        """Copy a claimed bundle into the spool: what :meth:`_record` records; True for a bundle
+        recorded before a restart (its document, when not final, published again); False for one
+        refused (a file passed a limit of its source while it was copied: a writer still adding to it)
+        or not taken (:meth:`_not_taken`)."""
+        try:
+            if claimed.ref is not None and self._known(source, claimed):
                 return True
-        with metrics.stage_timer("ingest"):
+            began = time.perf_counter()
             try:
                 files = self._spool_files(source, claimed)
             except DocumentError as exc:
                 self.sources[source].refuse(claimed, exc)
                 return False
-            crash_point("ingest.after-spool")
-            sidecar_sha = files[claimed.key]
-            # the same bundle is the same sidecar with the same files: a bundle dropped again
-            # with a file that was missing is another document
-            content = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
-            key = f"bundle:{source}:{claimed.key}:{content}"
-            while True:
-                document, created = self.ledger.add_document(
-                    source=source,
-                    bundle=claimed.key,
-                    idempotency_key=key,
-                    sidecar_sha256=sidecar_sha,
-                    files=files,
-                    actor=source,
-                )
-                if created or recovered or not self.ledger.refused(document.id):
-                    break
-                # the same bundle dropped again after the ministry refused it (the cause was not in
-                # the bundle: a classification since refreshed): a new attempt of the same act
-                key = f"bundle:{source}:{claimed.key}:{content}:after:{document.id}"
+        except TransientError as exc:
+            self._not_taken(source, claimed, exc)
+            return False
+        crash_point("ingest.after-spool")
+        # the same bundle is the same sidecar with the same files: a bundle dropped again with a file
+        # that was missing is another document
+        content = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+        return _Spooled(claimed, files, f"bundle:{source}:{claimed.key}:{content}", recovered, began)
+
+    def _known(self, source: str, claimed: Claimed) -> bool:
+        """A claim tagged before a restart whose document the ledger has (True): it says what is left."""
+        try:
+            document = self.ledger.get_document(claimed.ref or "")
+        except KeyError:
+            return False
+        self._claims[source][document.id] = claimed
+        if document.state not in FINAL_DOCUMENT:
+            self._publish(DOCUMENTS, document.id)
+        return True
+
+    def _record(self, source: str, batch: list[_Spooled]) -> list[bool]:
+        """Record spooled bundles in one transaction, then tag and publish each (True); a batch the
+        ledger cannot take now is not taken (:meth:`_not_taken`), nor is a bundle whose next step
+        cannot be done now."""
+        new = [NewDocument(source=source, bundle=s.claimed.key, idempotency_key=s.key,
+                           sidecar_sha256=s.files[s.claimed.key], files=s.files) for s in batch]
+        try:
+            added = self.ledger.add_documents(new, actor=source)
+        except TransientError as exc:
+            for spooled in batch:
+                self._not_taken(source, spooled.claimed, exc)
+            return [False] * len(batch)
+        recorded = []
+        for spooled, (document, created) in zip(batch, added, strict=True):
+            try:
+                recorded.append(self._recorded(source, spooled, document, created))
+            except TransientError as exc:
+                self._not_taken(source, spooled.claimed, exc)
+                recorded.append(False)
+        return recorded
+
+    def _recorded(self, source: str, spooled: _Spooled, document: Any, created: bool) -> bool:
+        """What follows a bundle's record: its claim tagged with its document, and the document
+        published (or a bundle already processed answered so)."""
+        claimed, recovered = spooled.claimed, spooled.recovered
+        key = spooled.key
+        while not (created or recovered or not self.ledger.refused(document.id)):
+            # the same bundle dropped again after the ministry refused it (the cause was not in the
+            # bundle: a classification since refreshed): a new attempt of the same act
+            key = f"{spooled.key}:after:{document.id}"
+            document, created = self.ledger.add_document(
+                source=source, bundle=claimed.key, idempotency_key=key, sidecar_sha256=spooled.files[claimed.key],
+                files=spooled.files, actor=source,
+            )
+        metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - spooled.began)
         crash_point("ingest.before-source-commit")
         # from now on the claim knows its document, even if a crash interrupts its commit
         claimed = self.sources[source].tag(claimed, document.id)

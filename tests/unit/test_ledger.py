@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import bus.ledger
+from bus import journal
 from bus.errors import ConfigError, DocumentError, TransientError
 from bus.journal import metadata
 from bus.ledger import (
@@ -27,6 +28,7 @@ from bus.ledger import (
     DocumentState,
     IllegalTransition,
     Ledger,
+    NewDocument,
     StaleState,
     UnknownEntity,
     make_engine,
@@ -129,6 +131,44 @@ def test_add_document_with_a_known_key_returns_the_existing_row_and_writes_nothi
     assert (again, created) == (first, False)
     assert len(ledger.documents()) == 1
     assert len(ledger.entries(first.id)) == 1
+
+
+def test_add_documents_records_a_batch_in_order_each_known_key_given_back_as_it_is(ledger: Ledger) -> None:
+    known = add(ledger, "rh_outbox:arrete-11.json")
+    batch = [NewDocument(source="rh_outbox", bundle=f"arrete-{n}.json", idempotency_key=f"rh_outbox:arrete-{n}.json",
+                         sidecar_sha256=SHA_A, files={f"arrete-{n}.pdf": SHA_B}) for n in (10, 11, 12)]
+    # When a poll's three bundles are recorded together, the second one's key known already
+    added = ledger.add_documents(batch, actor="rh_outbox")
+    # Then each comes back in its place: two new documents, the known one as it was
+    assert [(row.bundle, created) for row, created in added] == [
+        ("arrete-10.json", True), ("arrete-11.json", False), ("arrete-12.json", True)]
+    assert added[1][0] == known
+    for row, _ in added:
+        assert ledger.get_document(row.id) == row
+    # and the journal has one RECEIVED event for each new one, chained after the earlier one, intact
+    events = [ledger.entries(row.id) for row in (known, added[0][0], added[2][0])]
+    assert [[(e.seq, e.to_state, e.actor) for e in of_one] for of_one in events] == [
+        [(1, "RECEIVED", "test")], [(2, "RECEIVED", "rh_outbox")], [(3, "RECEIVED", "rh_outbox")]]
+    assert journal.verify(ledger.engine) == []
+    assert ledger.add_documents([]) == []
+
+
+def test_add_documents_is_all_or_nothing(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = [NewDocument(source="rh_outbox", bundle=f"arrete-{n}.json", idempotency_key=f"rh_outbox:arrete-{n}.json",
+                         sidecar_sha256=SHA_A, files={}) for n in range(3)]
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise TransientError("ledger unavailable or busy: the connection dropped; retry later")
+
+    # When the journal cannot be appended after the rows were inserted
+    monkeypatch.setattr(journal, "append_many", broken)
+    with pytest.raises(TransientError):
+        ledger.add_documents(batch)
+    # Then no document of the batch is recorded, and the same batch goes in whole later
+    assert ledger.documents() == []
+    monkeypatch.undo()
+    assert [created for _, created in ledger.add_documents(batch)] == [True] * 3
+    assert journal.verify(ledger.engine) == []
 
 
 def at_once(ledgers: list[Ledger], work: Callable[[Ledger], Any]) -> tuple[list[Any], list[Exception]]:
