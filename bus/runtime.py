@@ -294,8 +294,8 @@ class Runtime:
         """Take ``items`` in (candidates of a poll to claim, or claims to finish): each one claimed and
         copied into the spool by ``spool``, side by side on the source's intake threads or one after
         the other here; the spooled ones recorded in the ledger together, up to ``INTAKE_BATCH`` at a
-        time (one transaction), a batch never waiting more than ``INTAKE_BATCH_SECONDS`` for the next
-        bundle.  For each item, in order: True once recorded, False when not taken (refused, left
+        time (one transaction), a batch recorded as soon as ``INTAKE_BATCH_SECONDS`` have passed since
+        its first bundle's copy began (checked as each bundle comes).  For each item, in order: True once recorded, False when not taken (refused, left
         claimed or given back), or the error that stopped its claim."""
         pool = self._ingesting.get(source)
         spooled = pool.map(spool, items) if pool is not None and len(items) > 1 else map(spool, items)
