@@ -295,7 +295,8 @@ class Runtime:
         copied into the spool by ``spool``, side by side on the source's intake threads or one after
         the other here; the spooled ones recorded in the ledger together, up to ``INTAKE_BATCH`` at a
         time (one transaction), a batch recorded as soon as ``INTAKE_BATCH_SECONDS`` have passed since
-        its first bundle's copy began (checked as each bundle comes).  For each item, in order: True once recorded, False when not taken (refused, left
+        its first bundle's copy began (checked as each bundle comes), and a batch's documents published
+        together.  For each item, in order: True once recorded, False when not taken (refused, left
         claimed or given back), or the error that stopped its claim."""
         pool = self._ingesting.get(source)
         spooled = pool.map(spool, items) if pool is not None and len(items) > 1 else map(spool, items)
@@ -411,18 +412,23 @@ class Runtime:
             for spooled in batch:
                 self._not_taken(source, spooled.claimed, exc)
             return [False] * len(batch)
-        recorded = []
+        recorded, publish = [], []
         for spooled, (document, created) in zip(batch, added, strict=True):
             try:
-                recorded.append(self._recorded(source, spooled, document, created))
+                to_publish = self._recorded(source, spooled, document, created)
             except TransientError as exc:
                 self._not_taken(source, spooled.claimed, exc)
                 recorded.append(False)
+                continue
+            recorded.append(True)
+            if to_publish is not None:
+                publish.append(to_publish)
+        self._publish_many(DOCUMENTS, publish)  # the broker's confirms awaited once for the batch
         return recorded
 
-    def _recorded(self, source: str, spooled: _Spooled, document: Any, created: bool) -> bool:
-        """What follows a bundle's record: its claim tagged with its document, and the document
-        published (or a bundle already processed answered so)."""
+    def _recorded(self, source: str, spooled: _Spooled, document: Any, created: bool) -> str | None:
+        """What follows a bundle's record: its claim tagged with its document; the document's id to
+        publish, unless it is final (a bundle already processed is answered so)."""
         claimed, recovered = spooled.claimed, spooled.recovered
         key = spooled.key
         while not (created or recovered or not self.ledger.refused(document.id)):
@@ -449,9 +455,7 @@ class Runtime:
             log.warning("%s from %s was already processed as document %s", claimed.key, source, document.id,
                         extra=fields_of(document=document))
             self._reply(document, None, note=f"already processed as document {document.id}: not sent again")
-        elif document.state not in FINAL_DOCUMENT:
-            self._publish(DOCUMENTS, document.id)
-        return True
+        return None if document.state in FINAL_DOCUMENT else document.id
 
     def _spool_files(self, source: str, claimed: Claimed) -> dict[str, str]:
         """Copy the claimed files into the spool as the source has them read (counted against its
@@ -775,10 +779,13 @@ class Runtime:
 
     # -- sweeping, publishing ----------------------------------------------------------
     def _publish(self, queue: str, entity_id: str) -> None:
+        self._publish_many(queue, [entity_id])
+
+    def _publish_many(self, queue: str, entity_ids: list[str]) -> None:
         try:
-            self.backbone.publish(queue, entity_id)
-        except TransientError as exc:  # the sweeper publishes it again later
-            log.warning("could not publish %s %s: %s", queue, entity_id, redact(str(exc)))
+            self.backbone.publish_many(queue, entity_ids)
+        except TransientError as exc:  # the sweeper publishes them again later
+            log.warning("could not publish %s %s: %s", queue, ", ".join(entity_ids), redact(str(exc)))
 
     def sweep(self) -> None:
         """Re-publish work whose lease expired; refresh the gauges."""

@@ -148,6 +148,58 @@ def test_a_message_the_broker_refuses_raises_a_transient_error(vhost: RabbitVhos
     assert backbone.depth(DOCUMENTS) == 4 - len(refused)
 
 
+def test_a_batch_is_published_whole_and_confirmed_before_publish_many_returns(
+    vhost: RabbitVhost, backbone: Backbone, consumer: Callable[..., threading.Thread]
+) -> None:
+    # When a poll's ids are published together, around single ones, twice on the same channel
+    backbone.publish(DOCUMENTS, "single-1")
+    backbone.publish_many(DOCUMENTS, [f"doc-{n}" for n in range(20)])
+    backbone.publish_many(DOCUMENTS, [f"doc-{n}" for n in range(20, 25)])
+    backbone.publish(DOCUMENTS, "single-2")
+    # Then the broker has every one of them as publish_many returns (confirmed, on disk)
+    assert backbone.depth(DOCUMENTS) == 27
+    # and a consumer reads them as it reads single ones, in the order they were sent
+    documents: list[str] = []
+    consumer({DOCUMENTS: documents.append})
+    assert wait_for(lambda: len(documents) == 27)
+    assert documents == ["single-1", *[f"doc-{n}" for n in range(25)], "single-2"]
+
+
+def test_a_batch_the_broker_refuses_raises_a_transient_error_naming_it(vhost: RabbitVhost, backbone: Backbone) -> None:
+    # Given a queue the operator limited to one message, refusing more (a policy)
+    rabbitmqctl("set_policy", "-p", vhost.name, "--apply-to", "queues", "limit", f"^{DOCUMENTS}$",
+                '{"max-length": 1, "overflow": "reject-publish"}')
+    assert wait_for(lambda: "limit" in rabbitmqctl("list_queues", "-p", vhost.name, "name", "policy"))
+    for n in range(2):  # and full (a quorum queue's limit lets one more in)
+        try:
+            backbone.publish(DOCUMENTS, f"fill-{n}")
+        except TransientError:
+            pass
+    # When a batch of five is published
+    with pytest.raises(TransientError) as refused:
+        backbone.publish_many(DOCUMENTS, [f"doc-{n}" for n in range(5)])
+    # Then the broker's nack is a transient error naming the batch
+    assert str(refused.value).startswith(f"message broker {backbone.display_url} refused {DOCUMENTS} doc-0, doc-1, "
+                                         "doc-2, ...")
+    assert "negative publisher confirm" in str(refused.value)
+    # and the next batch goes on a new channel, refused as well, not confused by the first one's confirms
+    with pytest.raises(TransientError, match="negative publisher confirm"):
+        backbone.publish_many(DOCUMENTS, ["doc-5", "doc-6"])
+    assert backbone.depth(DOCUMENTS) in (1, 2)
+
+
+def test_a_batch_while_the_broker_is_down_raises_a_transient_error_in_bounded_time(backbone: Backbone) -> None:
+    backbone.publish_many(DOCUMENTS, ["before-1", "before-2"])
+    with broker_stopped():
+        started = time.monotonic()
+        with pytest.raises(TransientError, match=r"^message broker 127\.0\.0\.1:\d+/hent-test-\w+ unavailable"):
+            backbone.publish_many(DOCUMENTS, ["during-1", "during-2"])
+        assert time.monotonic() - started < 10
+    # And once the broker is back, a batch goes again, on a new connection
+    backbone.publish_many(DOCUMENTS, ["after-1", "after-2"])
+    assert backbone.depth(DOCUMENTS) == 4
+
+
 def test_a_consumer_reconnects_after_a_broker_restart_and_goes_on(
     backbone: Backbone, consumer: Callable[..., threading.Thread], caplog: pytest.LogCaptureFixture
 ) -> None:

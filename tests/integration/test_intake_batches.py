@@ -45,7 +45,7 @@ class Watch:
         self.recorded_at: list[float] = []
         self.published: list[tuple[str, str, float]] = []
         self.claims: list[float] = []
-        add_documents, publish, claim = Ledger.add_documents, Runtime._publish, FolderInbound.claim
+        add_documents, publish, claim = Ledger.add_documents, Runtime._publish_many, FolderInbound.claim
 
         def watched_add(ledger: Ledger, documents: list[NewDocument], **kwargs: Any) -> Any:
             added = add_documents(ledger, documents, **kwargs)
@@ -53,16 +53,16 @@ class Watch:
             self.recorded_at.append(time.monotonic())
             return added
 
-        def watched_publish(runtime: Runtime, queue: str, entity_id: str) -> None:
-            publish(runtime, queue, entity_id)
-            self.published.append((queue, entity_id, time.monotonic()))
+        def watched_publish(runtime: Runtime, queue: str, entity_ids: list[str]) -> None:
+            publish(runtime, queue, entity_ids)
+            self.published.extend((queue, entity_id, time.monotonic()) for entity_id in entity_ids)
 
         def watched_claim(connector: FolderInbound, candidate: Candidate) -> Claimed | None:
             self.claims.append(time.monotonic())
             return claim(connector, candidate)
 
         monkeypatch.setattr(Ledger, "add_documents", watched_add)
-        monkeypatch.setattr(Runtime, "_publish", watched_publish)
+        monkeypatch.setattr(Runtime, "_publish_many", watched_publish)
         monkeypatch.setattr(FolderInbound, "claim", watched_claim)
 
 
