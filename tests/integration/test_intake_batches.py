@@ -83,9 +83,11 @@ def _work_folder_empty(workspace: Path) -> bool:
 def test_a_poll_records_its_bundles_in_batches_each_once(
     tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a burst: more bundles in the drop folder than one batch holds
+    # Given a burst: more bundles in the drop folder than one batch holds (each batch cut by its size
+    # alone here, however slow the machine)
     bundles = _drop(tmp_path, INTAKE_BATCH + 4)
     watch = Watch(monkeypatch)
+    monkeypatch.setattr(runtime_module, "INTAKE_BATCH_SECONDS", 60.0)
 
     # When the bus polls the folder once
     taken = runtime.poll(SOURCE)
@@ -121,9 +123,9 @@ def test_a_batch_is_not_held_back_waiting_for_a_slow_source(
     # When the bus polls the folder once
     assert runtime.poll(SOURCE) == 4
 
-    # Then the bundles were recorded two by two, not all at the end: the first was published before the
-    # third one's claim began
-    assert watch.batches == [2, 2]
+    # Then the bundles were recorded in several batches, not all at the end: the first was published
+    # before the third one's claim began
+    assert len(watch.batches) >= 2 and sum(watch.batches) == 4
     [first] = [d for d in runtime.ledger.documents() if d.bundle == "DEL2026_000.json"]
     published_first = next(at for _, entity, at in watch.published if entity == first.id)
     assert published_first < watch.claims[2]
