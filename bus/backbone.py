@@ -42,7 +42,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from amqp import spec
 from amqp.exceptions import AMQPError, MessageNacked, PreconditionFailed
 from kombu import Connection, Exchange, Queue
 from kombu.common import maybe_declare
@@ -105,6 +104,51 @@ def broker_errors(url_for_messages: str) -> Iterator[None]:
         yield
     except _BROKER_ERRORS as exc:
         raise TransientError(f"message broker {url_for_messages} unavailable: {exc!r}") from exc
+
+
+class _Confirms:
+    """A channel in confirm mode and its messages the broker has not confirmed yet.
+
+    The broker numbers the channel's messages from 1 and confirms them one by one or every one up to
+    a number (``multiple``).  Its acks are taken by listeners, not by ``Channel.wait``: py-amqp reads
+    the connection before each publish (to see a ``connection.blocked``), and an ack it reads then
+    would be lost to a one-shot wait.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self._count = 0
+        self._waiting: set[int] = set()
+        self._nacked = False
+        channel.events["basic_ack"].add(self._confirmed)
+        channel.events["basic_nack"].add(self._refused)
+        channel.confirm_select()
+
+    def _confirmed(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._waiting = {tag for tag in self._waiting if tag > delivery_tag}
+        else:
+            self._waiting.discard(delivery_tag)
+
+    def _refused(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked = True
+        self._confirmed(delivery_tag, multiple)
+
+    def sent(self, message: Any, *, exchange: str, routing_key: str) -> None:
+        self.channel._basic_publish(message, exchange=exchange, routing_key=routing_key)
+        self._count += 1
+        self._waiting.add(self._count)
+
+    def wait(self, deadline: float) -> None:
+        """Until every message sent is confirmed; MessageNacked when the broker refused one,
+        TimeoutError past ``deadline`` (``time.monotonic``)."""
+        while self._waiting and not self._nacked:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(self._waiting)} message(s) not confirmed in time")
+            self.channel.connection.drain_events(timeout=left)
+        if self._nacked:
+            raise MessageNacked()
 
 
 class Backbone:
@@ -293,51 +337,30 @@ class Backbone:
             raise
 
     def _publish_confirmed(self, queue: str, entity_ids: Sequence[str]) -> None:
-        """Publish on this thread's confirm channel, then wait until the broker confirmed each one (its
-        acks may come one by one or for every message up to one, ``multiple``), ``confirm_timeout`` in all."""
+        """Publish on this thread's confirm channel, then read the connection until the broker
+        confirmed each message, ``confirm_timeout`` in all."""
         conn = self._producer_connection()
         conn.ensure_connection(max_retries=2, interval_start=0.5, interval_step=0.5, interval_max=1.0)
-        channel, sent = getattr(self._local, "confirming", None) or (None, 0)
-        if channel is None or channel.connection is not conn.connection:
-            channel, sent = conn.channel(), 0
-            channel.confirm_select()
-            self._local.confirming = (channel, sent)
-        maybe_declare(self._queues[queue], channel)  # once per connection, as publish() does
-        first = sent + 1  # the broker numbers a confirm channel's messages from 1
-        for entity_id in entity_ids:
-            body = json.dumps({"id": entity_id})
-            message = channel.prepare_message(body, 0, "application/json", "utf-8", {},
-                                              {"delivery_mode": 2, "message_id": uuid.uuid4().hex})
-            channel._basic_publish(message, exchange=_EXCHANGE.name, routing_key=queue)
-        sent += len(entity_ids)
-        self._local.confirming = (channel, sent)
-        waiting = set(range(first, sent + 1))
-
-        def confirmed(method: Any, delivery_tag: int, multiple: bool = False, *_: Any) -> None:
-            if method == spec.Basic.Nack:
-                raise MessageNacked()
-            if multiple:
-                waiting.difference_update([tag for tag in waiting if tag <= delivery_tag])
-            else:
-                waiting.discard(delivery_tag)
-
-        deadline = time.monotonic() + self._confirm_timeout
+        confirms = getattr(self._local, "confirms", None)
+        if confirms is None or confirms.channel.connection is not conn.connection:
+            confirms = self._local.confirms = _Confirms(conn.channel())
+        maybe_declare(self._queues[queue], confirms.channel)  # once per connection, as publish() does
         try:
-            while waiting:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{len(waiting)} of {len(entity_ids)} messages not confirmed within "
-                                       f"{self._confirm_timeout:g} s")
-                channel.wait([spec.Basic.Ack, spec.Basic.Nack], callback=confirmed, timeout=left)
+            for entity_id in entity_ids:
+                message = confirms.channel.prepare_message(
+                    json.dumps({"id": entity_id}), 0, "application/json", "utf-8", {},
+                    {"delivery_mode": 2, "message_id": uuid.uuid4().hex})
+                confirms.sent(message, exchange=_EXCHANGE.name, routing_key=queue)
+            confirms.wait(time.monotonic() + self._confirm_timeout)
         except BaseException:
-            self._local.confirming = None  # its confirms are out of step: the next batch opens another
-            self._close_channel(channel)
+            self._local.confirms = None  # its confirms are out of step: the next batch opens another channel
+            self._close_channel(confirms.channel)
             raise
 
     def _drop_producer(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
-        self._local.confirming = None
+        self._local.confirms = None
         if conn is not None:
             with self._producers_lock:
                 self._producers.discard(conn)

@@ -165,6 +165,21 @@ def test_a_batch_is_published_whole_and_confirmed_before_publish_many_returns(
     assert documents == ["single-1", *[f"doc-{n}" for n in range(25)], "single-2"]
 
 
+def test_batch_after_batch_each_is_confirmed_in_time(vhost: RabbitVhost) -> None:
+    """The broker's acks come one by one or for several messages at once, some while the next ones are
+    still being published (py-amqp reads the connection before each publish): none is lost, so no
+    batch waits for a confirm already received."""
+    backbone = Backbone(vhost.url, confirm_timeout=3.0)
+    try:
+        started = time.monotonic()
+        for batch in range(40):
+            backbone.publish_many(DOCUMENTS, [f"doc-{batch}-{n}" for n in range(16)])
+        assert time.monotonic() - started < 20  # 40 batches, none waiting out its 3 s
+        assert backbone.depth(DOCUMENTS) == 640
+    finally:
+        backbone.close()
+
+
 def test_a_batch_the_broker_refuses_raises_a_transient_error_naming_it(vhost: RabbitVhost, backbone: Backbone) -> None:
     # Given a queue the operator limited to one message, refusing more (a policy)
     rabbitmqctl("set_policy", "-p", vhost.name, "--apply-to", "queues", "limit", f"^{DOCUMENTS}$",
