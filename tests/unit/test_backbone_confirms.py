@@ -75,19 +75,14 @@ def test_one_ack_for_several_messages_confirms_them_all() -> None:
     assert broker.frames == []
 
 
-def test_a_nack_among_the_acks_refuses_the_batch() -> None:
+@pytest.mark.parametrize(("frames", "error"), [
+    (lambda n: [("nack" if n == 2 else "ack", n, False)], MessageNacked),  # the broker refused one
+    (lambda n: [("ack", n, False)] if n != 2 else [], TimeoutError),  # a confirm that never comes
+])
+def test_a_refused_or_missing_confirm_fails_the_batch(frames: Any, error: type[Exception]) -> None:
     broker = Broker()
-    confirms = _Confirms(Channel(broker, ack=lambda n: [("nack" if n == 2 else "ack", n, False)]))
+    confirms = _Confirms(Channel(broker, ack=frames))
     for n in range(3):
         confirms.sent(f"m{n}", exchange="hent", routing_key="hent.documents")
-    with pytest.raises(MessageNacked):
-        confirms.wait(deadline=float("inf"))
-
-
-def test_a_confirm_that_never_comes_is_a_timeout() -> None:
-    broker = Broker()
-    confirms = _Confirms(Channel(broker, ack=lambda n: [("ack", n, False)] if n != 2 else []))
-    for n in range(3):
-        confirms.sent(f"m{n}", exchange="hent", routing_key="hent.documents")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(error):
         confirms.wait(deadline=float("inf"))
