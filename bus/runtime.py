@@ -412,18 +412,27 @@ class Runtime:
             for spooled in batch:
                 self._not_taken(source, spooled.claimed, exc)
             return [False] * len(batch)
-        recorded, publish = [], []
-        for spooled, (document, created) in zip(batch, added, strict=True):
-            try:
-                to_publish = self._recorded(source, spooled, document, created)
-            except TransientError as exc:
-                self._not_taken(source, spooled.claimed, exc)
-                recorded.append(False)
-                continue
-            recorded.append(True)
-            if to_publish is not None:
-                publish.append(to_publish)
-        self._publish_many(DOCUMENTS, publish)  # the broker's confirms awaited once for the batch
+        recorded: list[bool] = []
+        publish: list[str] = []
+        try:
+            for spooled, (document, created) in zip(batch, added, strict=True):
+                try:
+                    to_publish = self._recorded(source, spooled, document, created)
+                except TransientError as exc:
+                    self._not_taken(source, spooled.claimed, exc)
+                    recorded.append(False)
+                    continue
+                except HentError as exc:  # this bundle's alone (its work folder elsewhere...): the others go on
+                    log.error("%s from %s recorded as document %s, not taken in further: %s; it stays claimed "
+                              "and is taken again when the bus starts next", spooled.claimed.key, source,
+                              document.id, redact(str(exc)), extra=fields_of(document=document))
+                    recorded.append(False)
+                    continue
+                recorded.append(True)
+                if to_publish is not None:
+                    publish.append(to_publish)
+        finally:  # the batch's documents recorded so far, whatever stopped it
+            self._publish_many(DOCUMENTS, publish)  # the broker's confirms awaited once for the batch
         return recorded
 
     def _recorded(self, source: str, spooled: _Spooled, document: Any, created: bool) -> str | None:

@@ -5,6 +5,7 @@ what was copied before the poll stopped is recorded all the same."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -16,7 +17,7 @@ import pytest
 from bus import runtime as runtime_module
 from bus.config import load_config
 from bus.connector import Candidate, Claimed
-from bus.errors import TransientError
+from bus.errors import ConfigError, TransientError
 from bus.ledger import Ledger, NewDocument
 from bus.runtime import INTAKE_BATCH, Runtime
 from connectors.folder_inbound import FolderInbound
@@ -185,3 +186,35 @@ def test_what_was_copied_before_a_poll_stopped_is_recorded(
     # and the others are still where they were dropped
     drop = tmp_path / "drop" / SOURCE
     assert sorted(p.name for p in drop.glob("*.json")) == bundles[2:]
+
+
+def test_a_bundle_whose_tag_fails_does_not_hold_back_the_others_of_its_batch(
+    tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given three bundles, the second of which cannot be tagged once recorded (its work folder moved to
+    # another file system, say)
+    bundles = _drop(tmp_path, 3)
+    watch = Watch(monkeypatch)
+    tag = FolderInbound.tag
+
+    def failing(connector: FolderInbound, claimed: Claimed, ref: str) -> Claimed:
+        if claimed.key == bundles[1]:
+            raise ConfigError("connector 'deliberations': the work folder must be on one file system")
+        return tag(connector, claimed, ref)
+
+    monkeypatch.setattr(FolderInbound, "tag", failing)
+
+    # When the bus polls the folder once
+    with caplog.at_level(logging.ERROR, logger="bus.runtime"):
+        taken = runtime.poll(SOURCE)
+
+    # Then the two others are taken in and published, in the same batch
+    assert taken == 2 and watch.batches == [3]
+    documents = {d.bundle: d for d in runtime.ledger.documents()}
+    assert sorted(entity for _, entity, _ in watch.published) == sorted(
+        documents[name].id for name in (bundles[0], bundles[2]))
+    # and the error names the bundle left claimed, and its document
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.startswith(f"{bundles[1]} from {SOURCE} recorded as document {documents[bundles[1]].id}, "
+                            "not taken in further: ")
+    assert "taken again when the bus starts next" in error
