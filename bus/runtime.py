@@ -304,9 +304,8 @@ class Runtime:
         batch: list[tuple[int, _Spooled]] = []
         try:
             for index, got in enumerate(spooled):
-                outcomes.append(False)
+                outcomes.append(False if isinstance(got, _Spooled) else got)  # a spooled one's once recorded
                 if not isinstance(got, _Spooled):
-                    outcomes[index] = got
                     continue
                 batch.append((index, got))
                 if len(batch) >= INTAKE_BATCH or time.perf_counter() - batch[0][1].began >= INTAKE_BATCH_SECONDS:
