@@ -526,7 +526,8 @@ class Ledger(LedgerExtras):
             # the act's other documents, read in the same round trip when the IDActe is known already
             same_act = (_SAME_ACT.send(conn, {"id_acte": prepared["id_acte"], "document_id": document_id})
                         if unique_id_acte and prepared is not None and prepared.get("id_acte") else None)
-            row = locked.first()
+            head = journal.lock_head(conn)  # the last lock taken, in the same round trip: the writes then go
+            row = locked.first()  # with the COMMIT, in one more
             if row is None:
                 raise UnknownEntity(f"document {document_id}: not in the ledger", entity="document",
                                     entity_id=document_id)
@@ -580,7 +581,7 @@ class Ledger(LedgerExtras):
                 values.update(lease_owner=None, lease_until=None)
             _row_update(documents, values, guard_state=False, returning=False).queue(
                 conn, _row_update_params(document_id, values))
-            journal.append_many(conn, events)
+            journal.append_many(conn, events, head=head)
             if prepared is None:  # deliveries may predate this call: read them all
                 created = [_delivery(r) for r in conn.execute(
                     select(table).where(table.c.document_id == document_id).order_by(table.c.created_at, table.c.id))]
@@ -779,7 +780,10 @@ class Ledger(LedgerExtras):
         reason: str, payload_sha256: str | None, expect: str | None, fields: dict[str, Any],
         table: Table, transitions: Any, final: Any, release_owner: str | None = None,
     ) -> tuple[Any, JournalEntry]:
-        row = _ROW_FOR_UPDATE[table.name].first(conn, {"key": entity_id})
+        locked = _ROW_FOR_UPDATE[table.name].send(conn, {"key": entity_id})
+        # the journal's head, the last lock taken, in the same round trip: the writes then go with the COMMIT
+        head = journal.lock_head(conn)
+        row = locked.first()
         if row is None:
             raise UnknownEntity(f"{entity} {entity_id}: not in the ledger",
                                 entity=entity, entity_id=entity_id)
@@ -800,16 +804,14 @@ class Ledger(LedgerExtras):
                 values["final_at"] = now if to_state in final else None
                 if to_state in final:  # the source is owed a reply: kept until the runtime wrote it
                     self._owe_reply(conn, entity_id, now)
-        updated = _row_update(table, values, guard_state=True).send(
-            conn, _row_update_params(entity_id, values, current))
-        head = journal.lock_head(conn)  # sent with the update, after it: one round trip for both
-        changed = updated.first()
-        if changed is None:  # cannot happen under the row lock; kept as the CAS guard
-            raise StaleState(entity, entity_id, current, "changed meanwhile")
+        # the row is locked (PostgreSQL: FOR UPDATE; SQLite: the writer holds the database): its state is
+        # the one read, and the row after the update is the one read with the new values
+        _row_update(table, values, guard_state=False, returning=False).queue(
+            conn, _row_update_params(entity_id, values))
         entry = journal.append(conn, actor=actor or self.actor, entity=entity, entity_id=entity_id,
                                from_state=current, to_state=to_state, reason=reason,
                                payload_sha256=payload_sha256, at=now, head=head)
-        return changed, entry
+        return {**row, **values}, entry
 
     # -- replies owed ----------------------------------------------------------------------
     # A delivery entering a final state owes its source a reply (a file, a row's columns).  The

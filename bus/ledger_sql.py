@@ -22,10 +22,12 @@ On PostgreSQL (psycopg 3), a write transaction of the hot path runs in psycopg's
 (:func:`pipelined_transaction`): a statement whose result nobody reads (:meth:`Prepared.queue`)
 is sent without waiting for its answer, which comes back with the next one read, or with the
 COMMIT; one read later (:meth:`Prepared.send`) lets the statements after it go in the same round
-trip.  A transition is then three round trips instead of eight.  Whatever reads a result waits for it as
-before: :meth:`Prepared.first` and :meth:`Prepared.rows` fetch, :meth:`Prepared.run` syncs for its
-row count, and a statement run through ``Connection.execute`` inside such a transaction is synced
-at once (:func:`sync_pipelines`), so that SQLAlchemy finds its result where it looks.
+trip; the BEGIN goes with the first statements and the COMMIT with the last.  A transition is
+then two round trips instead of eight: its reads (the row, the journal's head), then its writes
+and COMMIT.  Whatever reads a result waits for it as before: :meth:`Prepared.first` and
+:meth:`Prepared.rows` fetch, :meth:`Prepared.run` syncs for its row count, and a statement run
+through ``Connection.execute`` inside such a transaction is synced at once
+(:func:`sync_pipelines`), so that SQLAlchemy finds its result where it looks.
 """
 
 from __future__ import annotations
@@ -57,34 +59,53 @@ _PIPELINE = "hent.pipeline"
 
 @contextmanager
 def pipelined_transaction(conn: Connection) -> Iterator[None]:
-    """A transaction of ``conn`` whose statements run in psycopg's pipeline mode: committed with
-    the last statements queued, in their round trip; on an error, the pipeline's answers are read
-    (the failure that aborted it, the statements it skipped) before the rollback.  A plain
-    transaction on a driver without pipelines (SQLite, psycopg2, a libpq older than 14)."""
-    dbapi_connection = conn.connection.dbapi_connection
+    """A transaction of ``conn`` whose statements run in psycopg's pipeline mode: its BEGIN goes
+    with the first statements, its COMMIT with the last ones, in the round trip that ends the
+    pipeline; on an error, the pipeline's answers are read (the failure that aborted it, the
+    statements it skipped) and the transaction is rolled back.  A plain transaction on a driver
+    without pipelines (SQLite, psycopg2, a libpq older than 14).
+
+    psycopg, left to begin the transaction itself, would wait for the BEGIN's answer (a round trip
+    of its own) and, after the COMMIT's, for the Sync that ends the pipeline (another): the
+    connection is put in autocommit for the while, so that the BEGIN and COMMIT sent are these."""
+    dbapi_connection: Any = conn.connection.dbapi_connection  # psycopg's, when it has pipelines
     enter = getattr(dbapi_connection, "pipeline", None)
     if dbapi_connection is None or enter is None or not _pipelines_supported():
         with conn.begin():
             yield
         return
-    with enter() as pipeline:
-        conn.info[_PIPELINE] = pipeline
+    error = conn.dialect.loaded_dbapi.Error
+    begin = _begin_command(dbapi_connection)
+    dbapi_connection.autocommit = True
+    try:
         try:
-            transaction = conn.begin()
-            try:
-                yield
-                transaction.commit()
-            except BaseException:
-                error = conn.dialect.loaded_dbapi.Error
-                _drain(pipeline, error)
-                if transaction.is_active:
-                    transaction.rollback()
-                else:  # the COMMIT failed (a statement queued before it): the database's side still
-                    with suppress(error):  # holds the aborted transaction, which SQLAlchemy thinks ended
-                        dbapi_connection.rollback()
-                raise
-        finally:
-            conn.info.pop(_PIPELINE, None)
+            with enter() as pipeline:
+                conn.info[_PIPELINE] = pipeline
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute(begin, prepare=False)
+                    yield
+                    cursor.execute(b"COMMIT", prepare=False)
+                except BaseException:
+                    _drain(pipeline, error)
+                    with suppress(error):  # answered when the pipeline ends
+                        cursor.execute(b"ROLLBACK", prepare=False)
+                    raise
+                finally:
+                    conn.info.pop(_PIPELINE, None)
+            # (the pipeline's end: the COMMIT's round trip; a statement queued before it that failed raises here)
+        except error as exc:  # the COMMIT failed: the database's side still holds the aborted transaction
+            with suppress(error):
+                dbapi_connection.rollback()
+            raise _wrapped(conn, exc, "COMMIT") from exc
+    finally:
+        if dbapi_connection.info.transaction_status == _IDLE:
+            dbapi_connection.autocommit = False
+        else:  # broken (or mid-transaction): neither given back in autocommit nor reused, a new one replaces it
+            conn.invalidate()
+
+
+_IDLE = 0  #: psycopg.pq.TransactionStatus.IDLE
 
 
 def _drain(pipeline: Any, error: type[Exception]) -> None:
@@ -96,6 +117,26 @@ def _drain(pipeline: Any, error: type[Exception]) -> None:
             return
         except error:
             continue
+
+
+def _begin_command(dbapi_connection: Any) -> bytes:
+    """The BEGIN psycopg would send: at the isolation level SQLAlchemy set on the connection."""
+    level = dbapi_connection.isolation_level
+    return b"BEGIN" if level is None else b"BEGIN ISOLATION LEVEL " + level.name.replace("_", " ").encode()
+
+
+def _wrapped(conn: Connection, exc: Any, sql: str, bound: Any = None) -> Exception:
+    """SQLAlchemy's exception for a DBAPI error (the same class ``Connection.execute`` raises);
+    a connection the database dropped is invalidated first, as SQLAlchemy does."""
+    dialect = conn.dialect
+    try:
+        dropped = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, None))
+    except Exception:  # noqa: BLE001 - telling a dropped connection is best effort
+        dropped = False
+    if dropped:
+        conn.invalidate(exc)
+    return DBAPIError.instance(sql, bound, exc, dialect.loaded_dbapi.Error, connection_invalidated=dropped,
+                               dialect=dialect)
 
 
 @functools.cache
@@ -336,17 +377,7 @@ class _Form:
         return self._run(conn, [self._params(p) for p in params], many=True, count=count)[1]
 
     def _error(self, conn: Connection, exc: Any, bound: Any) -> Exception:
-        """SQLAlchemy's exception for a DBAPI error (the same class ``Connection.execute`` raises);
-        a connection the database dropped is invalidated first, as SQLAlchemy does."""
-        dropped = False
-        try:
-            dropped = bool(self.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None))
-        except Exception:  # noqa: BLE001 - telling a dropped connection is best effort
-            dropped = False
-        if dropped:
-            conn.invalidate(exc)
-        return DBAPIError.instance(self.sql, bound, exc, self.dbapi_error, connection_invalidated=dropped,
-                                   dialect=self.dialect)
+        return _wrapped(conn, exc, self.sql, bound)
 
 
 def _result_columns(statement: Any) -> list[tuple[str, Any]]:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import (
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     create_engine,
+    event,
     insert,
     select,
     text,
@@ -206,6 +208,88 @@ def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_b
             Prepared(select(table.c.id)).rows(conn)
     with engine.begin() as conn:
         assert sorted(row["id"] for row in Prepared(select(table.c.id)).rows(conn)) == ["a", "b"]
+
+
+def _round_trips(trace: str) -> int:
+    """How many times the client waited for the server in a libpq trace: its turns to answer."""
+    turns, last = 0, "F"
+    for line in trace.splitlines():
+        fields = line.split("\t")
+        if len(fields) < 3:  # a message's continuation
+            continue
+        side = fields[1]
+        turns += side == "B" and last == "F"
+        last = side
+    return turns
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
+def test_a_pipelined_transaction_waits_once_per_read_and_once_for_its_commit(tmp_path: Path) -> None:
+    # Given a transaction that queues a write, reads, queues another write (the shape of a transition)
+    assert POSTGRES_URL
+    engine = make_engine(POSTGRES_URL)
+    metadata = MetaData()
+    table = Table(f"t_{uuid.uuid4().hex[:12]}", metadata, Column("id", String(32), primary_key=True),
+                  Column("n", Integer, nullable=False))
+    metadata.create_all(engine)
+    try:
+        with engine.connect() as conn:
+            pgconn = conn.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
+            with open(tmp_path / "trace", "w+b") as trace:
+                pgconn.trace(trace.fileno())
+                with pipelined_transaction(conn):
+                    _insert(table).queue(conn, {"id": "a", "n": 1})
+                    read = Prepared(select(table.c.n).where(table.c.id == "a").with_for_update()).rows(conn)
+                    Prepared(update(table).values(n=table.c.n + 1)).queue(conn)
+                pgconn.untrace()
+                trace.seek(0)
+                sent = trace.read().decode()
+        # Then its BEGIN went with the first statements, its COMMIT with the last: two round trips
+        assert read == [{"n": 1}]
+        assert _round_trips(sent) == 2, sent
+        assert sent.count('Parse\t "" "BEGIN') == 1 and sent.count('"COMMIT"') == 2  # (sent, then answered)
+        with engine.connect() as conn:  # committed, and the connection given back out of autocommit
+            assert Prepared(select(table.c.n)).rows(conn) == [{"n": 2}]
+            assert conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+    finally:
+        metadata.drop_all(engine)
+        engine.dispose()
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
+def test_a_ledger_transition_on_postgresql_is_two_round_trips(tmp_path: Path) -> None:
+    # Given a ledger on PostgreSQL whose connections are traced while the ledger holds them
+    assert POSTGRES_URL
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        metadata.drop_all(conn)
+    ledger = Ledger(POSTGRES_URL, actor="test")
+    try:
+        document, _ = ledger.add_document(source="s", bundle="b.json", idempotency_key="k", sidecar_sha256="0" * 64,
+                                          files={"b.json": "0" * 64})
+        with open(tmp_path / "trace", "w+b") as trace:
+            def traced(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+                dbapi_connection.pgconn.trace(trace.fileno())
+
+            def untraced(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.pgconn.untrace()
+
+            event.listen(ledger.engine, "checkout", traced)
+            event.listen(ledger.engine, "checkin", untraced)
+            # When a document moves on (its row and the journal's head locked and read, the row
+            # updated, an event appended, the head moved)
+            moved = ledger.transition_document(document.id, "FAILED", reason="test", expect="RECEIVED")
+            event.remove(ledger.engine, "checkout", traced)
+            event.remove(ledger.engine, "checkin", untraced)
+            trace.seek(0)
+            sent = trace.read().decode()
+        # Then two round trips: the reads, then the writes with the COMMIT; the row given back is the stored one
+        assert _round_trips(sent) == 2, sent
+        assert moved == ledger.get_document(document.id) and moved.state == "FAILED" and moved.reason == "test"
+        assert ledger.verify_journal() == []
+    finally:
+        ledger.close()
+        admin.dispose()
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
