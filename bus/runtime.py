@@ -296,20 +296,23 @@ class Runtime:
         the other here; the spooled ones recorded in the ledger together, up to ``INTAKE_BATCH`` at a
         time (one transaction), a batch recorded as soon as ``INTAKE_BATCH_SECONDS`` have passed since
         its first bundle's copy began (checked as each bundle comes), and a batch's documents published
-        together.  For each item, in order: True once recorded, False when not taken (refused, left
-        claimed or given back), or the error that stopped its claim."""
+        together.  The first batch holds one bundle and each next one twice as many, up to
+        ``INTAKE_BATCH``: the workers start on a burst at once, and its bulk goes in few transactions.
+        For each item, in order: True once recorded, False when not taken (refused, left claimed or
+        given back), or the error that stopped its claim."""
         pool = self._ingesting.get(source)
         spooled = pool.map(spool, items) if pool is not None and len(items) > 1 else map(spool, items)
         outcomes: list[bool | HentError] = []
         batch: list[tuple[int, _Spooled]] = []
+        size = 1
         try:
             for index, got in enumerate(spooled):
                 outcomes.append(False if isinstance(got, _Spooled) else got)  # a spooled one's once recorded
                 if not isinstance(got, _Spooled):
                     continue
                 batch.append((index, got))
-                if len(batch) >= INTAKE_BATCH or time.perf_counter() - batch[0][1].began >= INTAKE_BATCH_SECONDS:
-                    chunk, batch = batch, []
+                if len(batch) >= size or time.perf_counter() - batch[0][1].began >= INTAKE_BATCH_SECONDS:
+                    chunk, batch, size = batch, [], min(2 * size, INTAKE_BATCH)
                     self._record_into(outcomes, source, chunk)
         finally:  # what was spooled is recorded, whatever stopped the poll (else it waits for a restart)
             if batch:

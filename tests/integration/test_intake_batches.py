@@ -84,27 +84,33 @@ def _work_folder_empty(workspace: Path) -> bool:
 def test_a_poll_records_its_bundles_in_batches_each_once(
     tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a burst: more bundles in the drop folder than one batch holds (each batch cut by its size
-    # alone here, however slow the machine)
-    bundles = _drop(tmp_path, INTAKE_BATCH + 4)
+    # Given a burst: more bundles in the drop folder than the batches up to a full one hold (each batch
+    # cut by its size alone here, however slow the machine)
+    sizes = [1 << n for n in range(INTAKE_BATCH.bit_length()) if 1 << n <= INTAKE_BATCH]  # 1, 2, 4... INTAKE_BATCH
+    bundles = _drop(tmp_path, sum(sizes) + 4)
     watch = Watch(monkeypatch)
     monkeypatch.setattr(runtime_module, "INTAKE_BATCH_SECONDS", 60.0)
 
     # When the bus polls the folder once
     taken = runtime.poll(SOURCE)
 
-    # Then it took them all, recorded in two ledger transactions: a full batch, then the rest
+    # Then it took them all, recorded in few ledger transactions: the first bundle alone (the workers
+    # start at once), each next batch twice as big up to a full one, then the rest
     assert taken == len(bundles)
-    assert watch.batches == [INTAKE_BATCH, 4]
+    assert watch.batches == [*sizes, 4]
     documents = runtime.ledger.documents()
     assert sorted(d.bundle for d in documents) == bundles
     assert {d.state.value for d in documents} == {"RECEIVED"}
     # and published each document once, for the workers
     assert sorted(entity for _, entity, _ in watch.published) == sorted(d.id for d in documents)
     assert {queue for queue, _, _ in watch.published} == {runtime_module.DOCUMENTS}
-    # and the first batch was published before the second was recorded
-    first_batch = {d.id for d in documents if d.bundle in bundles[:INTAKE_BATCH]}
-    assert max(at for _, entity, at in watch.published if entity in first_batch) < watch.recorded_at[1]
+    # and each batch was published before the next was recorded
+    ids = {d.bundle: d.id for d in documents}
+    published_at = {entity: at for _, entity, at in watch.published}
+    end = 0
+    for size, next_recorded in zip(sizes, watch.recorded_at[1:], strict=True):
+        batch, end = bundles[end:end + size], end + size
+        assert max(published_at[ids[bundle]] for bundle in batch) < next_recorded
 
 
 def test_a_batch_is_not_held_back_waiting_for_a_slow_source(
@@ -208,8 +214,8 @@ def test_a_bundle_whose_tag_fails_does_not_hold_back_the_others_of_its_batch(
     with caplog.at_level(logging.ERROR, logger="bus.runtime"):
         taken = runtime.poll(SOURCE)
 
-    # Then the two others are taken in and published, in the same batch
-    assert taken == 2 and watch.batches == [3]
+    # Then the two others are taken in and published, the third in the same batch as the second
+    assert taken == 2 and watch.batches == [1, 2]
     documents = {d.bundle: d for d in runtime.ledger.documents()}
     assert sorted(entity for _, entity, _ in watch.published) == sorted(
         documents[name].id for name in (bundles[0], bundles[2]))
