@@ -256,10 +256,12 @@ def test_a_pipelined_transaction_waits_once_per_read_and_once_for_its_commit(tmp
         engine.dispose()
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
-def test_a_ledger_transition_on_postgresql_is_two_round_trips(tmp_path: Path) -> None:
-    # Given a ledger on PostgreSQL whose connections are traced while the ledger holds them
-    assert POSTGRES_URL
+@pytest.fixture
+def pg_ledger() -> Iterator[tuple[Ledger, Engine, Any]]:
+    """A ledger on PostgreSQL (its tables made anew) holding one RECEIVED document; an engine of
+    its own on the same database, for what the test does behind the ledger's back."""
+    if not POSTGRES_URL:
+        pytest.skip("HENT_TEST_POSTGRES_URL unset")
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as conn:
         metadata.drop_all(conn)
@@ -267,29 +269,37 @@ def test_a_ledger_transition_on_postgresql_is_two_round_trips(tmp_path: Path) ->
     try:
         document, _ = ledger.add_document(source="s", bundle="b.json", idempotency_key="k", sidecar_sha256="0" * 64,
                                           files={"b.json": "0" * 64})
-        with open(tmp_path / "trace", "w+b") as trace:
-            def traced(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-                dbapi_connection.pgconn.trace(trace.fileno())
-
-            def untraced(dbapi_connection: Any, _record: Any) -> None:
-                dbapi_connection.pgconn.untrace()
-
-            event.listen(ledger.engine, "checkout", traced)
-            event.listen(ledger.engine, "checkin", untraced)
-            # When a document moves on (its row and the journal's head locked and read, the row
-            # updated, an event appended, the head moved)
-            moved = ledger.transition_document(document.id, "FAILED", reason="test", expect="RECEIVED")
-            event.remove(ledger.engine, "checkout", traced)
-            event.remove(ledger.engine, "checkin", untraced)
-            trace.seek(0)
-            sent = trace.read().decode()
-        # Then two round trips: the reads, then the writes with the COMMIT; the row given back is the stored one
-        assert _round_trips(sent) == 2, sent
-        assert moved == ledger.get_document(document.id) and moved.state == "FAILED" and moved.reason == "test"
-        assert ledger.verify_journal() == []
+        yield ledger, admin, document
     finally:
         ledger.close()
         admin.dispose()
+
+
+def test_a_ledger_transition_on_postgresql_is_two_round_trips(
+    tmp_path: Path, pg_ledger: tuple[Ledger, Engine, Any]
+) -> None:
+    # Given a ledger on PostgreSQL whose connections are traced while the ledger holds them
+    ledger, _, document = pg_ledger
+    with open(tmp_path / "trace", "w+b") as trace:
+        def traced(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            dbapi_connection.pgconn.trace(trace.fileno())
+
+        def untraced(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.pgconn.untrace()
+
+        event.listen(ledger.engine, "checkout", traced)
+        event.listen(ledger.engine, "checkin", untraced)
+        # When a document moves on (its row and the journal's head locked and read, the row
+        # updated, an event appended, the head moved)
+        moved = ledger.transition_document(document.id, "FAILED", reason="test", expect="RECEIVED")
+        event.remove(ledger.engine, "checkout", traced)
+        event.remove(ledger.engine, "checkin", untraced)
+        trace.seek(0)
+        sent = trace.read().decode()
+    # Then two round trips: the reads, then the writes with the COMMIT; the row given back is the stored one
+    assert _round_trips(sent) == 2, sent
+    assert moved == ledger.get_document(document.id) and moved.state == "FAILED" and moved.reason == "test"
+    assert ledger.verify_journal() == []
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
@@ -323,34 +333,25 @@ def test_a_connection_postgresql_dropped_is_invalidated_and_not_handed_out_again
         admin.dispose()
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
 @pytest.mark.parametrize("call", ["read", "one statement", "transaction"])
-def test_the_ledger_says_a_dropped_postgresql_connection_is_transient_and_goes_on(tmp_path: Path, call: str) -> None:
+def test_the_ledger_says_a_dropped_postgresql_connection_is_transient_and_goes_on(
+    call: str, pg_ledger: tuple[Ledger, Engine, Any]
+) -> None:
     # Given a ledger on PostgreSQL whose pooled connection the server ends (a restart, an administrator)
-    assert POSTGRES_URL
-    admin = create_engine(POSTGRES_URL)
+    ledger, admin, document = pg_ledger
+    # each way the ledger runs statements: a read and a single write in autocommit, a transaction
+    attempt = {
+        "read": lambda: ledger.get_document(document.id).state,
+        "one statement": lambda: ledger.claim_document(document.id, "w", 60).state,  # type: ignore[union-attr]
+        "transaction": lambda: ledger.transition_document(document.id, "FAILED", reason="test").state,
+    }[call]
+    with ledger.engine.connect() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
     with admin.begin() as conn:
-        metadata.drop_all(conn)
-    ledger = Ledger(POSTGRES_URL, actor="test")
-    try:
-        document, _ = ledger.add_document(source="s", bundle="b.json", idempotency_key="k", sidecar_sha256="0" * 64,
-                                          files={"b.json": "0" * 64})
-        # each way the ledger runs statements: a read and a single write in autocommit, a transaction
-        attempt = {
-            "read": lambda: ledger.get_document(document.id).state,
-            "one statement": lambda: ledger.claim_document(document.id, "w", 60).state,  # type: ignore[union-attr]
-            "transaction": lambda: ledger.transition_document(document.id, "FAILED", reason="test").state,
-        }[call]
-        with ledger.engine.connect() as conn:
-            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
-        with admin.begin() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        # When / Then: the call in flight fails as a transient error (retried by the runtime), nothing changed
-        with pytest.raises(TransientError, match="ledger unavailable or busy"):
-            attempt()
-        assert ledger.get_document(document.id).state == "RECEIVED"
-        # and the next call gets a new connection and works
-        assert attempt() == ("FAILED" if call == "transaction" else "RECEIVED")
-    finally:
-        ledger.close()
-        admin.dispose()
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    # When / Then: the call in flight fails as a transient error (retried by the runtime), nothing changed
+    with pytest.raises(TransientError, match="ledger unavailable or busy"):
+        attempt()
+    assert ledger.get_document(document.id).state == "RECEIVED"
+    # and the next call gets a new connection and works
+    assert attempt() == ("FAILED" if call == "transaction" else "RECEIVED")
