@@ -208,6 +208,17 @@ def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_b
             Prepared(select(table.c.id)).rows(conn)
     with engine.begin() as conn:
         assert sorted(row["id"] for row in Prepared(select(table.c.id)).rows(conn)) == ["a", "b"]
+    # and the same when the caller's own code raises after statements were queued and read
+    with pytest.raises(RuntimeError, match="the caller's"):
+        with engine.connect() as conn, pipelined_transaction(conn):
+            _insert(table).queue(conn, {**ROWS[1], "id": "d"})
+            assert len(Prepared(select(table.c.id)).rows(conn)) == 3
+            _insert(table).queue(conn, {**ROWS[1], "id": "e"})
+            raise RuntimeError("the caller's own error")
+    with engine.connect() as conn:
+        assert sorted(row["id"] for row in Prepared(select(table.c.id)).rows(conn)) == ["a", "b"]
+        if engine.dialect.name == "postgresql":  # given back to the pool as it was taken: not in autocommit
+            assert conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
 
 
 def _round_trips(trace: str) -> int:
