@@ -120,9 +120,18 @@ def _drain(pipeline: Any, error: type[Exception]) -> None:
 
 
 def _begin_command(dbapi_connection: Any) -> bytes:
-    """The BEGIN psycopg would send: at the isolation level SQLAlchemy set on the connection."""
-    level = dbapi_connection.isolation_level
-    return b"BEGIN" if level is None else b"BEGIN ISOLATION LEVEL " + level.name.replace("_", " ").encode()
+    """The BEGIN psycopg would send: with the connection's isolation level (the one SQLAlchemy set),
+    read-only and deferrable settings, when it has them."""
+    parts = [b"BEGIN"]
+    level, read_only, deferrable = (dbapi_connection.isolation_level, dbapi_connection.read_only,
+                                    dbapi_connection.deferrable)
+    if level is not None:
+        parts.append(b"ISOLATION LEVEL " + level.name.replace("_", " ").encode())
+    if read_only is not None:
+        parts.append(b"READ ONLY" if read_only else b"READ WRITE")
+    if deferrable is not None:
+        parts.append(b"DEFERRABLE" if deferrable else b"NOT DEFERRABLE")
+    return b" ".join(parts)
 
 
 def _wrapped(conn: Connection, exc: Any, sql: str, bound: Any = None) -> Exception:
