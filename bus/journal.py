@@ -187,9 +187,10 @@ def append(
 
 def lock_head(conn: Connection) -> Pending:
     """Send the read of the head (locking it to the end of the transaction), for
-    :func:`append_many` to use: in a pipelined transaction, with the caller's last statements
-    before it, in one round trip.  Send it after every other row the transaction changes: the
-    head is the last lock a writer takes."""
+    :func:`append_many` to use: in a pipelined transaction, with the caller's statements before
+    it, in one round trip.  Send it once every existing row the transaction changes is locked
+    (read ``FOR UPDATE``, or updated): the head is the last lock a writer takes (the rows the
+    transaction inserts afterwards are new, no other writer waits for them)."""
     return _HEAD_FOR_UPDATE.send(conn)
 
 
