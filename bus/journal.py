@@ -189,8 +189,8 @@ def lock_head(conn: Connection) -> Pending:
     """Send the read of the head (locking it to the end of the transaction), for
     :func:`append_many` to use: in a pipelined transaction, with the caller's statements before
     it, in one round trip.  Send it once every existing row the transaction changes is locked
-    (read ``FOR UPDATE``, or updated): the head is the last lock a writer takes but for rows
-    nobody holds while waiting for another lock (the rows the transaction inserts afterwards, a
+    (read ``FOR UPDATE``, or updated): the head is the last lock a writer takes, but for rows
+    whose other writers never wait for the head (the rows the transaction inserts afterwards, a
     reply's lease)."""
     return _HEAD_FOR_UPDATE.send(conn)
 

@@ -803,8 +803,9 @@ class Ledger(LedgerExtras):
             if entity == "delivery":
                 values["final_at"] = now if to_state in final else None
                 if to_state in final:  # the source is owed a reply: kept until the runtime wrote it
-                    # (its lease row taken after the head: elsewhere that row is only written by single
-                    # statements, which wait for nothing while they hold it — no deadlock)
+                    # (its lease row taken after the head: whoever else writes that row — the lease's
+                    # take and release, the reply's record — touches neither the head nor the delivery
+                    # row this holds, so waits for nothing of this transaction's: no deadlock)
                     self._owe_reply(conn, entity_id, now)
         # the row is locked (PostgreSQL: FOR UPDATE; SQLite: the writer holds the database): its state is
         # the one read, and the row after the update is the one read with the new values
