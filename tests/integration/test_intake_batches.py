@@ -86,7 +86,9 @@ def test_a_poll_records_its_bundles_in_batches_each_once(
 ) -> None:
     # Given a burst: more bundles in the drop folder than the batches up to a full one hold (each batch
     # cut by its size alone here, however slow the machine)
-    sizes = [1 << n for n in range(INTAKE_BATCH.bit_length()) if 1 << n <= INTAKE_BATCH]  # 1, 2, 4... INTAKE_BATCH
+    sizes = [1]  # 1, 2, 4... up to INTAKE_BATCH
+    while sizes[-1] < INTAKE_BATCH:
+        sizes.append(min(2 * sizes[-1], INTAKE_BATCH))
     bundles = _drop(tmp_path, sum(sizes) + 4)
     watch = Watch(monkeypatch)
     monkeypatch.setattr(runtime_module, "INTAKE_BATCH_SECONDS", 60.0)
