@@ -526,8 +526,9 @@ class Ledger(LedgerExtras):
             # the act's other documents, read in the same round trip when the IDActe is known already
             same_act = (_SAME_ACT.send(conn, {"id_acte": prepared["id_acte"], "document_id": document_id})
                         if unique_id_acte and prepared is not None and prepared.get("id_acte") else None)
-            head = journal.lock_head(conn)  # the last lock taken, in the same round trip: the writes then go
-            row = locked.first()  # with the COMMIT, in one more
+            # the journal's head, the last lock taken, in the same round trip: the writes then go with the COMMIT
+            head = journal.lock_head(conn)
+            row = locked.first()
             if row is None:
                 raise UnknownEntity(f"document {document_id}: not in the ledger", entity="document",
                                     entity_id=document_id)

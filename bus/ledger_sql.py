@@ -74,8 +74,11 @@ def pipelined_transaction(conn: Connection) -> Iterator[None]:
         with conn.begin():
             yield
         return
+    from psycopg.pq import TransactionStatus
+
     error = conn.dialect.loaded_dbapi.Error
     begin = _begin_command(dbapi_connection)
+    committing = False
     dbapi_connection.autocommit = True
     try:
         try:
@@ -86,6 +89,7 @@ def pipelined_transaction(conn: Connection) -> Iterator[None]:
                     cursor.execute(begin, prepare=False)
                     yield
                     cursor.execute(b"COMMIT", prepare=False)
+                    committing = True
                 except BaseException:
                     _drain(pipeline, error)
                     with suppress(error):  # answered when the pipeline ends
@@ -94,18 +98,17 @@ def pipelined_transaction(conn: Connection) -> Iterator[None]:
                 finally:
                     conn.info.pop(_PIPELINE, None)
             # (the pipeline's end: the COMMIT's round trip; a statement queued before it that failed raises here)
-        except error as exc:  # the COMMIT failed: the database's side still holds the aborted transaction
-            with suppress(error):
+        except error as exc:  # as SQLAlchemy's error, whatever raised it
+            if not committing:  # the block's own (rolled back above)
+                raise _wrapped(conn, exc, "(a statement of the transaction)") from exc
+            with suppress(error):  # the COMMIT failed: the database's side still holds the aborted transaction
                 dbapi_connection.rollback()
             raise _wrapped(conn, exc, "COMMIT") from exc
     finally:
-        if dbapi_connection.info.transaction_status == _IDLE:
+        if dbapi_connection.info.transaction_status == TransactionStatus.IDLE:
             dbapi_connection.autocommit = False
         else:  # broken (or mid-transaction): neither given back in autocommit nor reused, a new one replaces it
             conn.invalidate()
-
-
-_IDLE = 0  #: psycopg.pq.TransactionStatus.IDLE
 
 
 def _drain(pipeline: Any, error: type[Exception]) -> None:
