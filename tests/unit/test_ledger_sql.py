@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -234,37 +235,47 @@ def _round_trips(trace: str) -> int:
     return turns
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="HENT_TEST_POSTGRES_URL unset")
-def test_a_pipelined_transaction_waits_once_per_read_and_once_for_its_commit(tmp_path: Path) -> None:
+@contextmanager
+def _traced(engine: Engine, into: Path) -> Iterator[list[str]]:
+    """libpq's trace of every connection ``engine`` hands out in the block, read into the list
+    yielded once the block ends."""
+    sent: list[str] = []
+    with open(into, "w+b") as trace:
+        def traced(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            dbapi_connection.pgconn.trace(trace.fileno())
+
+        def untraced(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.pgconn.untrace()
+
+        event.listen(engine, "checkout", traced)
+        event.listen(engine, "checkin", untraced)
+        try:
+            yield sent
+        finally:
+            event.remove(engine, "checkout", traced)
+            event.remove(engine, "checkin", untraced)
+        trace.seek(0)
+        sent.append(trace.read().decode())
+
+
+def test_a_pipelined_transaction_waits_once_per_read_and_once_for_its_commit(engine: Engine, table: Table,
+                                                                            tmp_path: Path) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("pipelines are PostgreSQL's")
     # Given a transaction that queues a write, reads, queues another write (the shape of a transition)
-    assert POSTGRES_URL
-    engine = make_engine(POSTGRES_URL)
-    metadata = MetaData()
-    table = Table(f"t_{uuid.uuid4().hex[:12]}", metadata, Column("id", String(32), primary_key=True),
-                  Column("n", Integer, nullable=False))
-    metadata.create_all(engine)
-    try:
-        with engine.connect() as conn:
-            pgconn = conn.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
-            with open(tmp_path / "trace", "w+b") as trace:
-                pgconn.trace(trace.fileno())
-                with pipelined_transaction(conn):
-                    _insert(table).queue(conn, {"id": "a", "n": 1})
-                    read = Prepared(select(table.c.n).where(table.c.id == "a").with_for_update()).rows(conn)
-                    Prepared(update(table).values(n=table.c.n + 1)).queue(conn)
-                pgconn.untrace()
-                trace.seek(0)
-                sent = trace.read().decode()
-        # Then its BEGIN went with the first statements, its COMMIT with the last: two round trips
-        assert read == [{"n": 1}]
-        assert _round_trips(sent) == 2, sent
-        assert sent.count('Parse\t "" "BEGIN') == 1 and sent.count('"COMMIT"') == 2  # (sent, then answered)
-        with engine.connect() as conn:  # committed, and the connection given back out of autocommit
-            assert Prepared(select(table.c.n)).rows(conn) == [{"n": 2}]
-            assert conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
-    finally:
-        metadata.drop_all(engine)
-        engine.dispose()
+    with _traced(engine, tmp_path / "trace") as trace:
+        with engine.connect() as conn, pipelined_transaction(conn):
+            _insert(table).queue(conn, ROWS[0])
+            read = Prepared(select(table.c.n).where(table.c.id == "a").with_for_update()).rows(conn)
+            Prepared(update(table).values(n=table.c.n + 1)).queue(conn)
+    [sent] = trace
+    # Then its BEGIN went with the first statements, its COMMIT with the last: two round trips
+    assert read == [{"n": 1}]
+    assert _round_trips(sent) == 2, sent
+    assert sent.count('Parse\t "" "BEGIN') == 1 and sent.count('"COMMIT"') == 2  # (sent, then answered)
+    with engine.connect() as conn:  # committed, and the connection given back out of autocommit
+        assert Prepared(select(table.c.n)).rows(conn) == [{"n": 2}]
+        assert conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -291,22 +302,11 @@ def test_a_ledger_transition_on_postgresql_is_two_round_trips(
 ) -> None:
     # Given a ledger on PostgreSQL whose connections are traced while the ledger holds them
     ledger, _, document = pg_ledger
-    with open(tmp_path / "trace", "w+b") as trace:
-        def traced(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-            dbapi_connection.pgconn.trace(trace.fileno())
-
-        def untraced(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.pgconn.untrace()
-
-        event.listen(ledger.engine, "checkout", traced)
-        event.listen(ledger.engine, "checkin", untraced)
+    with _traced(ledger.engine, tmp_path / "trace") as trace:
         # When a document moves on (its row and the journal's head locked and read, the row
         # updated, an event appended, the head moved)
         moved = ledger.transition_document(document.id, "FAILED", reason="test", expect="RECEIVED")
-        event.remove(ledger.engine, "checkout", traced)
-        event.remove(ledger.engine, "checkin", untraced)
-        trace.seek(0)
-        sent = trace.read().decode()
+    [sent] = trace
     # Then two round trips: the reads, then the writes with the COMMIT; the row given back is the stored one
     assert _round_trips(sent) == 2, sent
     assert moved == ledger.get_document(document.id) and moved.state == "FAILED" and moved.reason == "test"
