@@ -32,7 +32,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from bus.errors import TransientError
 from bus.journal import metadata
@@ -189,11 +189,14 @@ def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_b
                                                                                     table: Table) -> None:
     with engine.begin() as conn:
         _insert(table).run(conn, ROWS[0])
+    pipelined = engine.dialect.name == "postgresql"
     # When a queued insert breaks the primary key, another queued before it
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError) as raised:
         with engine.connect() as conn, pipelined_transaction(conn):
             _insert(table).queue(conn, ROWS[1])
             _insert(table).queue(conn, ROWS[0])
+    # (in a pipeline its answer comes with the COMMIT's, and the error says so)
+    assert raised.value.statement == "COMMIT" if pipelined else raised.value.statement.startswith("INSERT")
     # Then SQLAlchemy's error (raised when its answer came, at the latest with the COMMIT), nothing of
     # the transaction kept, and the pool's connections work on
     with engine.begin() as conn:
@@ -201,12 +204,13 @@ def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_b
         _insert(table).run(conn, ROWS[1])
     with engine.begin() as conn:
         assert len(Prepared(select(table)).rows(conn)) == 2
-    # and the same when the failure comes back with a read sent after it
-    with pytest.raises(IntegrityError):
+    # and the same when the failure comes back with a read sent after it (named by that read's answer)
+    with pytest.raises(IntegrityError) as raised:
         with engine.connect() as conn, pipelined_transaction(conn):
             _insert(table).queue(conn, {**ROWS[1], "id": "c"})
             _insert(table).queue(conn, ROWS[0])
             Prepared(select(table.c.id)).rows(conn)
+    assert raised.value.statement.startswith("SELECT" if pipelined else "INSERT")
     with engine.begin() as conn:
         assert sorted(row["id"] for row in Prepared(select(table.c.id)).rows(conn)) == ["a", "b"]
     # and the same when the caller's own code raises after statements were queued and read
@@ -220,6 +224,27 @@ def test_in_a_pipelined_transaction_a_queued_statement_that_fails_rolls_it_all_b
         assert sorted(row["id"] for row in Prepared(select(table.c.id)).rows(conn)) == ["a", "b"]
         if engine.dialect.name == "postgresql":  # given back to the pool as it was taken: not in autocommit
             assert conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+
+
+def test_a_dbapi_error_raised_in_a_pipelined_transaction_is_sqlalchemys_and_named_as_the_blocks(
+    engine: Engine, table: Table
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("pipelines are PostgreSQL's")
+    # Given a transaction whose block reads on the DBAPI cursor itself, a statement that fails
+    with pytest.raises(DBAPIError) as raised:
+        with engine.connect() as conn, pipelined_transaction(conn):
+            _insert(table).queue(conn, ROWS[0])
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute("SELECT 1 / 0")
+            cursor.fetchall()
+    # Then SQLAlchemy's class for psycopg's error, named as the block's (not the COMMIT's), nothing
+    # kept, and the connection given back out of autocommit
+    assert "division by zero" in str(raised.value.orig)
+    assert raised.value.statement == "(a statement of the transaction)"
+    with engine.connect() as conn:
+        assert Prepared(select(table.c.id)).rows(conn) == []
+        assert conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
 
 
 def _round_trips(trace: str) -> int:
