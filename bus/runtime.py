@@ -2,10 +2,11 @@
 
 Flow of one document::
 
-    poll (scheduler thread)     list → claim → spool (fsync) → ledger RECEIVED → publish id
+    poll (scheduler thread)     list → claim → spool → (fsync) ledger RECEIVED → publish id
                                 (the bundles of a poll claimed and spooled one after the other in this
                                 thread, or side by side on the source's ``intake_threads`` for a source
-                                that waits for a server; recorded up to INTAKE_BATCH in one transaction)
+                                that waits for a server; made durable and recorded up to INTAKE_BATCH
+                                at a time: one ``syncfs`` of the spool, one ledger transaction)
     documents queue (consumer)  lease → processor.prepare → PREPARED → deliveries PENDING → ROUTED
                                 → the first delivery sent by this thread at once, the others published
     deliveries queue (consumer) lease → circuit → connector.send → DELIVERED | SENT  (retry: back-off)
@@ -408,7 +409,8 @@ class Runtime:
         cannot be done now."""
         new = [NewDocument(source=source, bundle=s.claimed.key, idempotency_key=s.key,
                            sidecar_sha256=s.files[s.claimed.key], files=s.files) for s in batch]
-        try:
+        try:  # the batch's bytes durable, together, before the ledger names them
+            self.spool.sync_many(sha256 for spooled in batch for sha256 in spooled.files.values())
             added = self.ledger.add_documents(new, actor=source)
         except TransientError as exc:
             for spooled in batch:
@@ -470,13 +472,13 @@ class Runtime:
 
     def _spool_files(self, source: str, claimed: Claimed) -> dict[str, str]:
         """Copy the claimed files into the spool as the source has them read (counted against its
-        limits); name → sha256."""
+        limits); name → sha256.  Not fsynced yet: :meth:`_record` makes a batch durable at once."""
         open_file = self.sources[source].reading(claimed)
         files: dict[str, str] = {}
         for name, path in claimed.files.items():
             fileobj = open_file(name)
             try:
-                files[name] = self.spool.put_stream(fileobj, what=str(path))
+                files[name] = self.spool.put_stream(fileobj, what=str(path), sync=False)
             finally:
                 fileobj.close()
         return files

@@ -4,7 +4,10 @@ A blob is named by the sha256 of its content and lives at ``root/ab/<sha256>``. 
 write goes to a temporary file under ``root/tmp`` (same file system), is fsynced, then
 ``os.replace``-d into place, and the directory is fsynced: after ``put_*`` returns, the
 bytes survive a crash, and a reader never sees a half-written blob.  Writing the same
-content twice keeps the blob already there.
+content twice keeps the blob already there.  A batch of blobs can be written with ``sync=False``
+and made durable together by :meth:`Spool.sync_many`: on Linux one ``syncfs(2)`` of the spool's
+file system (the disk's cache flushed once for the batch, not twice per blob), elsewhere each
+blob and its folder fsynced.
 
 A write that fails — the spool's file system full (ENOSPC), a quota (EDQUOT) or a file-size
 limit (EFBIG) reached, or any other error of the spool's own files — is a
@@ -26,13 +29,16 @@ from __future__ import annotations
 
 __all__ = ["Spool", "SpoolWriter", "MissingBlob", "Readable", "CHUNK_SIZE"]
 
+import ctypes
 import errno
 import hashlib
 import os
 import re
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -68,6 +74,21 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _syncfs_call() -> Callable[[int], int] | None:
+    """libc's ``syncfs(fd)`` (Linux; it releases Python's lock while it runs), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes, call.restype = [ctypes.c_int], ctypes.c_int
+    return call  # type: ignore[no-any-return]
+
+
+_SYNCFS = _syncfs_call()
 
 
 def _stored_again(blob: Path) -> bool:
@@ -185,6 +206,9 @@ class Spool:
         self.root = Path(root)
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._syncfs = _SYNCFS
+        self._root_fd: int | None = None  #: opened once: syncfs reports a write error since then
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Spool({str(self.root)!r})"
@@ -201,9 +225,11 @@ class Spool:
         with _storing(self.root, what):
             return self._install(temp_path, hashlib.sha256(data).hexdigest())
 
-    def put_stream(self, fileobj: Readable, *, what: str = "a stream") -> str:
+    def put_stream(self, fileobj: Readable, *, what: str = "a stream", sync: bool = True) -> str:
         """Store what ``fileobj`` yields until EOF, chunk by chunk; return its sha256.  ``what`` it is
-        names it in the error of a failed write."""
+        names it in the error of a failed write.  With ``sync=False`` neither the blob nor its folder
+        is fsynced: :meth:`sync_many` makes it durable (with the others of its batch) before
+        anything relies on it surviving a power loss."""
         digest = hashlib.sha256()
         with self._temp(what) as (file, temp_path):
             for chunk in iter(lambda: fileobj.read(CHUNK_SIZE), b""):
@@ -212,9 +238,10 @@ class Spool:
                     file.write(chunk)
             with _storing(self.root, what):
                 file.flush()
-                os.fsync(file.fileno())
+                if sync:
+                    os.fsync(file.fileno())
         with _storing(self.root, what):
-            return self._install(temp_path, digest.hexdigest())
+            return self._install(temp_path, digest.hexdigest(), sync=sync, sync_root=sync)
 
     def put_file(self, src: Path | str) -> str:
         """Store a copy of the file at ``src``; return its sha256."""
@@ -303,6 +330,44 @@ class Spool:
 
     # -- internals -------------------------------------------------------------------------
 
+    def sync_many(self, sha256s: Iterable[str]) -> None:
+        """Make blobs stored with ``put_stream(..., sync=False)`` durable, their bytes and their
+        folders' entries: on Linux one ``syncfs(2)`` of the spool's file system (every file written
+        there is flushed with them, the disk's cache once), elsewhere each blob, its folder and the
+        root fsynced.  A write error the file system had since this spool was opened (``syncfs``
+        reports it once, to the first call that follows) is a :class:`TransientError` (``spool-write``):
+        the batch is not relied on, and stored again."""
+        blobs = sorted({_check_sha(sha256) for sha256 in sha256s})
+        if not blobs:
+            return
+        what = f"{len(blobs)} blob(s) being made durable"
+        with _storing(self.root, what):
+            if self._syncfs is not None and self._synced_fs():
+                return
+            for blob in blobs:
+                fd = os.open(self.path(blob), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for folder in sorted({self._location(blob).parent for blob in blobs}):
+                _fsync_dir(folder)
+            _fsync_dir(self.root)  # a folder made for them
+
+    def _synced_fs(self) -> bool:
+        """``syncfs`` on the spool's root; False where the kernel has none (ENOSYS): fsync instead."""
+        assert self._syncfs is not None
+        with self._sync_lock:  # one at a time: each sees the errors since the one before it
+            if self._root_fd is None:
+                self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            if self._syncfs(self._root_fd) == 0:
+                return True
+            error = ctypes.get_errno()
+        if error == errno.ENOSYS:
+            self._syncfs = None
+            return False
+        raise OSError(error, os.strerror(error), str(self.root))
+
     def sync(self, sha256: str) -> None:
         """Make a blob written with ``sync=False`` durable (its bytes and its folder entry)."""
         location = self.path(sha256)
@@ -339,14 +404,16 @@ class Spool:
                 temp_path.unlink()
             raise
 
-    def _install(self, temp_path: Path, sha256: str, *, sync: bool = True) -> str:
-        """Move a fsynced temporary file into place under its name (idempotent); removed if that fails."""
+    def _install(self, temp_path: Path, sha256: str, *, sync: bool = True, sync_root: bool = True) -> str:
+        """Move a temporary file (fsynced, unless not ``sync``) into place under its name (idempotent);
+        removed if that fails.  The folder it goes into is fsynced after (``sync``), the root when
+        that folder is new (``sync_root``)."""
         target = self._location(sha256)
         try:
             if target.is_file() and target.stat().st_size == temp_path.stat().st_size and _stored_again(target):
                 temp_path.unlink()
                 return sha256
-            self._makedirs(target.parent)
+            self._makedirs(target.parent, sync=sync_root)
             os.replace(temp_path, target)
         except OSError:
             with suppress(FileNotFoundError):
@@ -356,9 +423,10 @@ class Spool:
             _fsync_dir(target.parent)
         return sha256
 
-    def _makedirs(self, directory: Path) -> None:
-        """Create the ``ab`` folder if needed, fsyncing the root whose listing changed."""
+    def _makedirs(self, directory: Path, *, sync: bool = True) -> None:
+        """Create the ``ab`` folder if needed, fsyncing the root whose listing changed (``sync``)."""
         if not directory.is_dir():
             with suppress(FileExistsError):
                 directory.mkdir()
-            _fsync_dir(directory.parent)
+            if sync:
+                _fsync_dir(directory.parent)

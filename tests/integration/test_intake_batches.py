@@ -20,6 +20,7 @@ from bus.connector import Candidate, Claimed
 from bus.errors import ConfigError, TransientError
 from bus.ledger import Ledger, NewDocument
 from bus.runtime import INTAKE_BATCH, Runtime
+from bus.spool import Spool
 from connectors.folder_inbound import FolderInbound
 from routes.pipeline import Pipeline
 from simulators.backoffice import drop_deliberation
@@ -226,3 +227,58 @@ def test_a_bundle_whose_tag_fails_does_not_hold_back_the_others_of_its_batch(
     assert error.startswith(f"{bundles[1]} from {SOURCE} recorded as document {documents[bundles[1]].id}, "
                             "not taken in further: ")
     assert "taken again when the bus starts next" in error
+
+
+def test_a_batch_is_made_durable_in_the_spool_at_once_before_the_ledger_names_it(
+    tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three bundles (a sidecar and a PDF each), and the order of the spool's syncs and the ledger's records
+    _drop(tmp_path, 3)
+    events: list[tuple[str, Any]] = []
+    sync_many, add_documents = Spool.sync_many, Ledger.add_documents
+
+    def watched_sync(spool: Spool, sha256s: Any) -> None:
+        blobs = list(sha256s)
+        sync_many(spool, blobs)
+        events.append(("durable", blobs))
+
+    def watched_add(ledger: Ledger, documents: list[NewDocument], **kwargs: Any) -> Any:
+        events.append(("recorded", [sha for document in documents for sha in document.files.values()]))
+        return add_documents(ledger, documents, **kwargs)
+
+    monkeypatch.setattr(Spool, "sync_many", watched_sync)
+    monkeypatch.setattr(Ledger, "add_documents", watched_add)
+    monkeypatch.setattr(runtime_module, "INTAKE_BATCH_SECONDS", 60.0)
+
+    # When the bus polls the folder once
+    assert runtime.poll(SOURCE) == 3
+
+    # Then each batch's blobs (1 bundle, then 2) were made durable in one call, right before the ledger
+    # recorded the documents naming them
+    assert [kind for kind, _ in events] == ["durable", "recorded", "durable", "recorded"]
+    for (_, durable), (_, recorded) in zip(events[::2], events[1::2], strict=True):
+        assert sorted(set(durable)) == sorted(set(recorded))
+    assert [len(blobs) for kind, blobs in events if kind == "durable"] == [2, 4]
+
+
+def test_a_batch_the_spool_cannot_make_durable_goes_back_to_the_drop_folder(
+    tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two bundles, and a spool whose file system reports a write error when the batch is synced
+    bundles = _drop(tmp_path, 2)
+
+    def failing(spool: Spool, _sha256s: Any) -> None:
+        raise TransientError("the spool cannot store 2 blob(s) being made durable (Input/output error)",
+                             path=str(spool.root), rule="spool-write")
+
+    monkeypatch.setattr(Spool, "sync_many", failing)
+    monkeypatch.setattr(runtime_module, "INTAKE_BATCH_SECONDS", 60.0)
+
+    # When the bus polls the folder
+    assert runtime.poll(SOURCE) == 0
+
+    # Then nothing is recorded, and the bundles are back where they were dropped, to be taken later
+    assert runtime.ledger.documents() == []
+    drop = tmp_path / "drop" / SOURCE
+    assert sorted(p.name for p in drop.glob("*.json")) == bundles
+    assert _work_folder_empty(tmp_path)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import io
 import os
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 import bus.spool
+from bus.errors import TransientError
 from bus.spool import MissingBlob, Spool
 
 
@@ -252,3 +255,91 @@ def test_a_writer_that_seeks_back_is_hashed_from_what_it_wrote(spool: Spool) -> 
         out.seek(0, os.SEEK_END)
     assert out.sha256 == hashlib.sha256(b"head-tail").hexdigest()
     assert spool.verify(out.sha256)
+
+
+def _two_blobs_unsynced(spool: Spool) -> list[str]:
+    return [spool.put_stream(io.BytesIO(data), sync=False) for data in (b"deliberation", b"annexe 1")]
+
+
+def test_put_stream_unsynced_fsyncs_nothing_until_sync_many_makes_the_batch_durable_at_once(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    syncfs_calls: list[int] = []
+    real_syncfs = spool._syncfs
+
+    def syncfs(fd: int) -> int:
+        syncfs_calls.append(fd)
+        return real_syncfs(fd) if real_syncfs is not None else 0
+
+    monkeypatch.setattr(spool, "_syncfs", syncfs)
+    # When two blobs are stored unsynced (each in a fan-out folder of its own, made for it)
+    blobs = _two_blobs_unsynced(spool)
+    # Then nothing was fsynced yet, and the blobs are there to read
+    assert fsynced == [] and all(spool.verify(blob) for blob in blobs)
+    # And sync_many makes them durable with one syncfs of the spool's file system, no fsync
+    spool.sync_many([*blobs, blobs[0]])
+    assert len(syncfs_calls) == 1 and fsynced == []
+    spool.sync_many([])  # nothing to make durable: no call
+    assert len(syncfs_calls) == 1
+
+
+def test_sync_many_without_syncfs_fsyncs_each_blob_its_folder_and_the_root(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "_syncfs", None)  # not Linux
+    blobs = _two_blobs_unsynced(spool)
+    fsynced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}") if Path("/proc/self/fd").is_dir() else str(fd))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    # When
+    spool.sync_many(blobs)
+    # Then each blob, each blob's folder, then the root (where the folders were made)
+    if Path("/proc/self/fd").is_dir():
+        folders = sorted({str(spool.path(blob).parent) for blob in blobs})
+        assert sorted(fsynced[:2]) == sorted(str(spool.path(blob)) for blob in blobs)
+        assert fsynced[2:] == [*folders, str(spool.root)]
+    else:
+        assert len(fsynced) == 5
+
+
+def test_sync_many_falls_back_to_fsync_where_the_kernel_has_no_syncfs(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_syncfs(_fd: int) -> int:
+        ctypes.set_errno(errno.ENOSYS)
+        return -1
+
+    monkeypatch.setattr(spool, "_syncfs", no_syncfs)
+    blobs = _two_blobs_unsynced(spool)
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    # When
+    spool.sync_many(blobs)
+    # Then the blobs, their folders and the root were fsynced, and syncfs is not tried again
+    assert len(fsynced) == 5
+    assert spool._syncfs is None
+
+
+def test_a_write_error_syncfs_reports_is_a_transient_error_naming_the_spool(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(_fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(spool, "_syncfs", failing)
+    blobs = _two_blobs_unsynced(spool)
+    # When / Then: the batch is not relied on, and the error says which spool and why
+    with pytest.raises(TransientError) as raised:
+        spool.sync_many(blobs)
+    assert raised.value.rule == "spool-write"
+    assert str(spool.root) in str(raised.value) and "2 blob(s) being made durable" in str(raised.value)
