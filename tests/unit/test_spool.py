@@ -257,6 +257,16 @@ def test_a_writer_that_seeks_back_is_hashed_from_what_it_wrote(spool: Spool) -> 
     assert spool.verify(out.sha256)
 
 
+def _syncfs_failing(error: int) -> Any:
+    """A ``syncfs`` that fails with ``error`` (as libc's: -1, the error in ctypes' errno)."""
+
+    def syncfs(_fd: int) -> int:
+        ctypes.set_errno(error)
+        return -1
+
+    return syncfs
+
+
 def _two_blobs_unsynced(spool: Spool) -> list[str]:
     return [spool.put_stream(io.BytesIO(data), sync=False) for data in (b"deliberation", b"annexe 1")]
 
@@ -313,11 +323,7 @@ def test_sync_many_without_syncfs_fsyncs_each_blob_its_folder_and_the_root(
 def test_sync_many_falls_back_to_fsync_where_the_kernel_has_no_syncfs(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_syncfs(_fd: int) -> int:
-        ctypes.set_errno(errno.ENOSYS)
-        return -1
-
-    monkeypatch.setattr(spool, "_syncfs", no_syncfs)
+    monkeypatch.setattr(spool, "_syncfs", _syncfs_failing(errno.ENOSYS))
     blobs = _two_blobs_unsynced(spool)
     fsynced: list[int] = []
     real_fsync = os.fsync
@@ -332,11 +338,7 @@ def test_sync_many_falls_back_to_fsync_where_the_kernel_has_no_syncfs(
 def test_a_write_error_syncfs_reports_is_a_transient_error_naming_the_spool(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def failing(_fd: int) -> int:
-        ctypes.set_errno(errno.EIO)
-        return -1
-
-    monkeypatch.setattr(spool, "_syncfs", failing)
+    monkeypatch.setattr(spool, "_syncfs", _syncfs_failing(errno.EIO))
     blobs = _two_blobs_unsynced(spool)
     # When / Then: the batch is not relied on, and the error says which spool and why
     with pytest.raises(TransientError) as raised:
