@@ -2,7 +2,7 @@
 
 Flow of one document::
 
-    poll (scheduler thread)     list → claim → spool → (fsync) ledger RECEIVED → publish id
+    poll (scheduler thread)     list → claim → spool → sync → ledger RECEIVED → publish id
                                 (the bundles of a poll claimed and spooled one after the other in this
                                 thread, or side by side on the source's ``intake_threads`` for a source
                                 that waits for a server; made durable and recorded up to INTAKE_BATCH

@@ -342,7 +342,8 @@ class Spool:
             return
         what = f"{len(blobs)} blob(s) being made durable"
         with _storing(self.root, what):
-            if self._syncfs is not None and self._synced_fs():
+            syncfs = self._syncfs
+            if syncfs is not None and self._synced_fs(syncfs):
                 return
             for blob in blobs:
                 fd = os.open(self.path(blob), os.O_RDONLY)
@@ -354,13 +355,12 @@ class Spool:
                 _fsync_dir(folder)
             _fsync_dir(self.root)  # a folder made for them
 
-    def _synced_fs(self) -> bool:
+    def _synced_fs(self, syncfs: Callable[[int], int]) -> bool:
         """``syncfs`` on the spool's root; False where the kernel has none (ENOSYS): fsync instead."""
-        assert self._syncfs is not None
         with self._sync_lock:  # one at a time: each sees the errors since the one before it
             if self._root_fd is None:
                 self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-            if self._syncfs(self._root_fd) == 0:
+            if syncfs(self._root_fd) == 0:
                 return True
             error = ctypes.get_errno()
         if error == errno.ENOSYS:
