@@ -6,8 +6,8 @@ write goes to a temporary file under ``root/tmp`` (same file system), is fsynced
 bytes survive a crash, and a reader never sees a half-written blob.  Writing the same
 content twice keeps the blob already there.  A batch of blobs can be written with ``sync=False``
 and made durable together by :meth:`Spool.sync_many`: on Linux one ``syncfs(2)`` of the spool's
-file system (the disk's cache flushed once for the batch, not twice per blob), elsewhere each
-blob and its folder fsynced.
+file system (the disk's cache flushed once for the batch, not twice per blob), elsewhere (and on
+FUSE) each blob and its folder fsynced.
 
 A write that fails — the spool's file system full (ENOSPC), a quota (EDQUOT) or a file-size
 limit (EFBIG) reached, or any other error of the spool's own files — is a
@@ -89,6 +89,39 @@ def _syncfs_call() -> Callable[[int], int] | None:
 
 
 _SYNCFS = _syncfs_call()
+
+#: file systems whose ``syncfs`` may flush nothing (FUSE's reaches the daemon only if it asks for it):
+#: their blobs are fsynced one by one, which FUSE passes on
+_NO_SYNCFS_TYPES = ("fuse",)
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  #: how mountinfo writes a space, a tab, a backslash
+
+
+def _mount_type(path: Path, mountinfo: str) -> str | None:
+    """The type of the file system ``path`` (absolute, resolved) is on, from ``/proc/self/mountinfo``'s
+    text: the mount whose point is the longest prefix of the path; None if none is."""
+    found: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields, _, after = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not after:
+            continue
+        point = Path(_OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), parts[4]))  # a space is \040
+        if (path == point or point in path.parents) and (found is None or len(point.parts) > found[0]):
+            found = (len(point.parts), after.split()[0])
+    return found[1] if found else None
+
+
+def _syncfs_for(root: Path) -> Callable[[int], int] | None:
+    """``syncfs`` for a spool at ``root``, or None where its file system's could flush nothing."""
+    if _SYNCFS is None:
+        return None
+    try:
+        kind = _mount_type(root.resolve(), Path("/proc/self/mountinfo").read_text(errors="replace"))
+    except OSError:
+        return None  # not known: fsync, which every file system honours
+    if kind is None or kind.startswith(_NO_SYNCFS_TYPES):
+        return None
+    return _SYNCFS
 
 
 def _stored_again(blob: Path) -> bool:
@@ -206,7 +239,7 @@ class Spool:
         self.root = Path(root)
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
-        self._syncfs = _SYNCFS
+        self._syncfs = _syncfs_for(self.root)
         self._root_fd: int | None = None  #: opened once: syncfs reports a write error since then
         self._sync_lock = threading.Lock()
 
@@ -333,10 +366,10 @@ class Spool:
     def sync_many(self, sha256s: Iterable[str]) -> None:
         """Make blobs stored with ``put_stream(..., sync=False)`` durable, their bytes and their
         folders' entries: on Linux one ``syncfs(2)`` of the spool's file system (every file written
-        there is flushed with them, the disk's cache once), elsewhere each blob, its folder and the
-        root fsynced.  A write error the file system had since this spool was opened (``syncfs``
-        reports it once, to the first call that follows) is a :class:`TransientError` (``spool-write``):
-        the batch is not relied on, and stored again."""
+        there is flushed with them, the disk's cache once), elsewhere (or on a FUSE file system) each
+        blob, its folder and the root fsynced.  A write error the file system had since this spool was
+        opened (``syncfs`` reports it once, to the first call that follows) is a
+        :class:`TransientError` (``spool-write``): the batch is not relied on, and stored again."""
         blobs = sorted({_check_sha(sha256) for sha256 in sha256s})
         if not blobs:
             return

@@ -345,3 +345,31 @@ def test_a_write_error_syncfs_reports_is_a_transient_error_naming_the_spool(
         spool.sync_many(blobs)
     assert raised.value.rule == "spool-write"
     assert str(spool.root) in str(raised.value) and "2 blob(s) being made durable" in str(raised.value)
+
+
+MOUNTINFO = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 253:0 / / rw,relatime - ext4 /dev/vda rw
+40 27 0:40 / /srv/hent rw,relatime - xfs /dev/vdb rw
+41 40 0:41 / /srv/hent/remote\\040spool rw,nosuid - fuse.sshfs backup@nas:/spool rw,user_id=0
+"""
+
+
+def test_the_file_system_of_a_path_is_the_longest_mount_point_above_it() -> None:
+    assert bus.spool._mount_type(Path("/var/lib/hent/spool"), MOUNTINFO) == "ext4"
+    assert bus.spool._mount_type(Path("/srv/hent/spool"), MOUNTINFO) == "xfs"
+    assert bus.spool._mount_type(Path("/srv/hent"), MOUNTINFO) == "xfs"
+    assert bus.spool._mount_type(Path("/srv/hent/remote spool/ab"), MOUNTINFO) == "fuse.sshfs"
+    assert bus.spool._mount_type(Path("/srv/hentx"), MOUNTINFO) == "ext4"  # a prefix of the name is not a parent
+    assert bus.spool._mount_type(Path("/srv"), "") is None
+
+
+def test_a_spool_on_fuse_fsyncs_its_blobs_rather_than_trust_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if bus.spool._SYNCFS is None:
+        pytest.skip("no syncfs here (not Linux)")
+    monkeypatch.setattr(bus.spool, "_mount_type", lambda _path, _text: "fuse.sshfs")
+    assert Spool(tmp_path / "on-fuse")._syncfs is None
+    monkeypatch.setattr(bus.spool, "_mount_type", lambda _path, _text: "ext4")
+    assert Spool(tmp_path / "on-ext4")._syncfs is bus.spool._SYNCFS
