@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -393,6 +394,7 @@ class Spool:
         with self._sync_lock:  # one at a time: each sees the errors since the one before it
             if self._root_fd is None:
                 self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+                weakref.finalize(self, os.close, self._root_fd)  # closed with the spool
             if syncfs(self._root_fd) == 0:
                 return True
             error = ctypes.get_errno()

@@ -373,3 +373,16 @@ def test_a_spool_on_fuse_fsyncs_its_blobs_rather_than_trust_syncfs(
     assert Spool(tmp_path / "on-fuse")._syncfs is None
     monkeypatch.setattr(bus.spool, "_mount_type", lambda _path, _text: "ext4")
     assert Spool(tmp_path / "on-ext4")._syncfs is bus.spool._SYNCFS
+
+
+def test_the_descriptor_a_spool_syncs_through_is_closed_with_the_spool(tmp_path: Path) -> None:
+    if bus.spool._SYNCFS is None:
+        pytest.skip("no syncfs here (not Linux)")
+    spool = Spool(tmp_path / "spool")
+    spool.sync_many([spool.put_stream(io.BytesIO(b"deliberation"), sync=False)])
+    fd = spool._root_fd
+    assert fd is not None and os.path.samefile(f"/proc/self/fd/{fd}", spool.root)
+    # When the spool goes
+    del spool
+    # Then its descriptor is closed (not one left open per spool made, as the tests make thousands)
+    assert not os.path.exists(f"/proc/self/fd/{fd}") or not os.path.samefile(f"/proc/self/fd/{fd}", tmp_path / "spool")
