@@ -69,8 +69,9 @@ class Readable(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder (its entries) by its path."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -380,14 +381,10 @@ class Spool:
             if syncfs is not None and self._synced_fs(syncfs):
                 return
             for blob in blobs:
-                fd = os.open(self.path(blob), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync(self.path(blob))
             for folder in sorted({self._location(blob).parent for blob in blobs}):
-                _fsync_dir(folder)
-            _fsync_dir(self.root)  # a folder made for them
+                _fsync(folder)
+            _fsync(self.root)  # a folder made for them
 
     def _synced_fs(self, syncfs: Callable[[int], int]) -> bool:
         """``syncfs`` on the spool's root; False where the kernel has none (ENOSYS): fsync instead."""
@@ -406,12 +403,8 @@ class Spool:
     def sync(self, sha256: str) -> None:
         """Make a blob written with ``sync=False`` durable (its bytes and its folder entry)."""
         location = self.path(sha256)
-        fd = os.open(location, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fsync_dir(location.parent)
+        _fsync(location)
+        _fsync(location.parent)
 
     def _location(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -455,7 +448,7 @@ class Spool:
                 temp_path.unlink()
             raise
         if sync:
-            _fsync_dir(target.parent)
+            _fsync(target.parent)
         return sha256
 
     def _makedirs(self, directory: Path, *, sync: bool = True) -> None:
@@ -464,4 +457,4 @@ class Spool:
             with suppress(FileExistsError):
                 directory.mkdir()
             if sync:
-                _fsync_dir(directory.parent)
+                _fsync(directory.parent)
