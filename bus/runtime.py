@@ -662,7 +662,7 @@ class Runtime:
             return
         circuit.success()
         if result.state == DeliveryState.SENT and not isinstance(connector, AnsweringEndpoint):
-            result = self._answered_by_files(delivery, result, document)
+            result = self._answered_by_files(delivery, result)
         delivery = self.ledger.transition_delivery(
             delivery.id,
             result.state,
@@ -678,18 +678,10 @@ class Runtime:
         if delivery.state in FINAL_DELIVERY:
             self._delivery_final(delivery, document=document)
 
-    def _answered_by_files(self, delivery: Any, result: SendResult, document: Any = None) -> SendResult:
+    def _answered_by_files(self, delivery: Any, result: SendResult) -> SendResult:
         """An endpoint that answers only by files (an answer folder) will bring nothing back for an
-        answer the ministry acknowledges with no message (2-2, 3-2, 4-2): delivered once it is there.
-        The answer's code is read from the document's row when the caller has it (no round trip to
-        the ledger for an act), else from the ledger's responses."""
-        known = document is not None and document.id == delivery.document_id
-        model = (document.canonical or {}).get("model") if known else None
-        if isinstance(model, dict):  # what prepare() recorded: a response carries its code
-            response = model.get("response")
-            code = response.get("code") if isinstance(response, dict) else None
-        else:
-            code = self.ledger.response_code(delivery.document_id)
+        answer the ministry acknowledges with no message (2-2, 3-2, 4-2): delivered once it is there."""
+        code = self.ledger.response_code(delivery.document_id)
         if code not in UNACKNOWLEDGED:
             return result
         return SendResult("DELIVERED", remote_id=result.remote_id, detail=(
